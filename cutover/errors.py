@@ -1,0 +1,128 @@
+"""One error hierarchy for pec-cutover.
+
+Every message says what happened, to what, and what to do. Library errors are mapped to these at the
+boundary; the CLI turns any ``CutoverError`` into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+
+class CutoverError(Exception):
+    """Base of every error pec-cutover raises on purpose."""
+
+    exit_code = 2
+
+
+class PlanError(CutoverError):
+    """The plan file is missing, unreadable or invalid."""
+
+    def __init__(self, path: object, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"{self.path}: " + "; ".join(problems))
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return f"{self.path}: {self.problems[0]}"
+        return f"{self.path}: {len(self.problems)} problems\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class InventoryError(CutoverError):
+    """The mailbox inventory is missing or invalid; nothing runs on an invalid inventory."""
+
+    def __init__(self, path: object, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        head = f"{self.path}: {len(self.problems)} problem(s); fix them and run again"
+        return head + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class SecretError(CutoverError):
+    """A secret reference cannot be parsed or resolved (the message never contains the value)."""
+
+
+class SandboxError(CutoverError):
+    """The sandbox could not be set up, started or changed."""
+
+
+class FreezeError(CutoverError):
+    """The change freeze forbids this run (outside the window, or another run holds the freeze)."""
+
+
+class LedgerError(CutoverError):
+    """The copy ledger is unreadable or inconsistent."""
+
+
+class MailboxError(CutoverError):
+    """A mailbox could not be read, written or verified."""
+
+    reason = "error"
+    hint = ""
+
+    def __init__(self, mailbox: str, detail: str, *, server: str = ""):
+        self.mailbox = mailbox
+        self.detail = detail
+        self.server = server
+        where = f" on {server}" if server else ""
+        text = f"{mailbox}{where}: {detail}"
+        if self.hint:
+            text += f" ({self.hint})"
+        super().__init__(text)
+
+
+class AuthFailed(MailboxError):
+    """The server refused the login."""
+
+    reason = "bad-credentials"
+    hint = "password changed, or 2FA still on: ask the member to switch 2FA off and confirm the password"
+
+
+class TlsFailed(MailboxError):
+    """The TLS handshake or certificate verification failed."""
+
+    reason = "tls-failure"
+    hint = "check the server name and the CA bundle; TLS verification is never switched off"
+
+
+class TargetMissing(MailboxError):
+    """The mailbox does not exist on the target provider."""
+
+    reason = "target-missing"
+    hint = "ask the target provider to create the mailbox"
+
+
+class QuotaExceeded(MailboxError):
+    """The target mailbox has not enough quota for the content."""
+
+    reason = "over-quota"
+    hint = "ask the target provider for more quota or the member to archive mail"
+
+
+class MessageTooLarge(MailboxError):
+    """A message is larger than the target accepts."""
+
+    reason = "message-too-large"
+
+
+class ConnectionLost(MailboxError):
+    """The server went away or timed out (retried with backoff before this is raised)."""
+
+    reason = "unreachable"
+    hint = "the server went away; run again, the copy resumes where it stopped"
+
+
+class VerificationFailed(MailboxError):
+    """Source and target differ after a copy."""
+
+    reason = "not-verified"
+
+
+class DnsChangeError(CutoverError):
+    """A DNS change through Ansible failed (bad key, refused, unreachable)."""
+
+
+class AnsibleError(CutoverError):
+    """ansible-runner could not run a playbook."""

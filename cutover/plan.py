@@ -1,0 +1,391 @@
+"""The Plan: one typed description of a cutover, loaded from YAML once and passed down explicitly.
+
+Relative paths in a plan (CA bundles, ledger, inventory, secret ``file:`` references) are resolved against
+the directory of the plan file, so a plan directory can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cutover.errors import PlanError, SecretError
+from cutover.secrets import SCHEMES, Secret, SecretRef, parse_ref, resolve
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_ref(value: str) -> str:
+    try:
+        parse_ref(value)
+    except SecretError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class Endpoint(_Model):
+    """A TCP service: host, port and TLS mode. The certificate is verified against ``host``."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: Literal["implicit", "starttls"] = "implicit"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class Auth(_Model):
+    """How pec-cutover logs in: each member's password, or an admin/master user (SASL PLAIN with authzid)."""
+
+    mode: Literal["password", "master"] = "password"
+    master_user: str | None = None
+    master_secret: str | None = None
+
+    _ref = field_validator("master_secret")(lambda v: v if v is None else _check_ref(v))
+
+    @model_validator(mode="after")
+    def _master_needs_credentials(self) -> "Auth":
+        if self.mode == "master" and not (self.master_user and self.master_secret):
+            raise ValueError("mode: master needs master_user and master_secret (a secret reference)")
+        return self
+
+
+class Webmail(_Model):
+    """A webmail URL to probe and what a healthy login page looks like."""
+
+    url: str
+    expect_status: int = 200
+    markers: list[str] = Field(default_factory=lambda: ["<form"])
+    max_response_ms: int = Field(default=3000, gt=0)
+    attempts: int = Field(default=3, ge=1)
+    attempt_interval_s: float = Field(default=1.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        if not v.startswith("https://"):
+            raise ValueError("webmail url must start with https:// (TLS is always verified)")
+        return v
+
+
+class MxRecord(_Model):
+    preference: int = Field(ge=0, le=65535)
+    host: str
+
+    @field_validator("host")
+    @classmethod
+    def _fqdn(cls, v: str) -> str:
+        v = v.strip().lower()
+        return v if v.endswith(".") else v + "."
+
+    def __str__(self) -> str:
+        return f"{self.preference} {self.host}"
+
+
+class Provider(_Model):
+    """One PEC provider (source or target): endpoints, MX set, auth mode, limits."""
+
+    name: str
+    imap: Endpoint
+    smtp: Endpoint | None = None
+    webmail: list[Webmail] = Field(default_factory=list)
+    mx: list[MxRecord] = Field(min_length=1)
+    auth: Auth = Auth()
+    ca_bundle: Path | None = None
+    max_connections: int = Field(default=4, ge=1, le=64)
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_message_bytes: int | None = Field(default=None, gt=0)
+
+    @property
+    def mx_set(self) -> frozenset[tuple[int, str]]:
+        return frozenset((r.preference, r.host) for r in self.mx)
+
+
+class DnsServer(_Model):
+    name: str
+    host: str
+    port: int = Field(default=53, ge=1, le=65535)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.host}:{self.port})"
+
+
+class Tsig(_Model):
+    name: str
+    algorithm: Literal["hmac-sha256", "hmac-sha512", "hmac-sha384", "hmac-sha224", "hmac-sha1", "hmac-md5"] = "hmac-sha256"
+    secret: str
+
+    _ref = field_validator("secret")(lambda v: _check_ref(v))
+
+
+class Ttl(_Model):
+    normal: int = Field(gt=0)
+    cutover: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _lower(self) -> "Ttl":
+        if self.cutover > self.normal:
+            raise ValueError("cutover TTL must not be higher than the normal TTL")
+        return self
+
+
+class Dns(_Model):
+    """The zone, who may change it (primary + TSIG) and who must agree afterwards."""
+
+    zone: str
+    primary: DnsServer
+    tsig: Tsig
+    authoritative: list[DnsServer] = Field(default_factory=list, description="empty: discover the zone's NS")
+    resolvers: list[DnsServer] = Field(default_factory=list)
+    ttl: Ttl
+    timeout_s: float = Field(default=2.0, gt=0)
+    propagation_deadline_s: float = Field(default=600, gt=0)
+    poll_interval_s: float = Field(default=2.0, gt=0)
+    expect_txt: list[str] = Field(default_factory=list)
+    expect_a: dict[str, list[str]] = Field(default_factory=dict)
+    ansible_inventory: Path | None = None
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        return v.strip().lower().rstrip(".")
+
+
+class Copy(_Model):
+    batch_messages: int = Field(default=100, ge=1)
+    batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    mailboxes_in_parallel: int = Field(default=4, ge=1, le=64)
+    folder_map: dict[str, str] = Field(default_factory=dict, description="source folder name -> target folder name")
+    retries: int = Field(default=3, ge=0, le=20)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+
+
+class Gates(_Model):
+    """Thresholds the gate rules apply; see checks/gates.py."""
+
+    on_nogo: Literal["rollback", "ask"] = "ask"
+    min_authoritative_fraction: float = Field(default=1.0, ge=0, le=1)
+    min_resolver_fraction: float = Field(default=1.0, ge=0, le=1)
+    webmail_all_green: bool = True
+    min_canary_fraction: float = Field(default=1.0, ge=0, le=1)
+    max_unverified_mailboxes: int = Field(default=0, ge=0)
+    max_missing_messages: int = Field(default=0, ge=0)
+    cert_min_days: int = Field(default=14, ge=0)
+    pause_timeout_s: int = Field(default=3600, gt=0)
+
+
+class Window(_Model):
+    """The freeze window. Naive datetimes are read in the plan's timezone."""
+
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Window":
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("window start and end need a timezone (the loader adds the plan's)")
+        if self.end <= self.start:
+            raise ValueError(f"window end {self.end.isoformat()} is not after start {self.start.isoformat()}")
+        return self
+
+    def contains(self, when: datetime) -> bool:
+        return self.start <= when < self.end
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start
+
+
+class SandboxSettings(_Model):
+    """Where the sandbox keeps its state and the ports of what the plan does not name already."""
+
+    state_dir: Path
+    webmail_port: int = Field(default=10443, ge=1, le=65535)
+    secondary_port: int | None = None
+
+
+class Plan(_Model):
+    """A whole cutover. Load with :func:`load_plan`."""
+
+    name: str
+    domain: str
+    timezone: str = "Europe/Rome"
+    window: Window
+    source: Provider
+    target: Provider
+    dns: Dns
+    copy_: Copy = Field(default=Copy(), alias="copy")
+    gates: Gates = Gates()
+    ledger: Path
+    inventory: Path
+    reports_dir: Path | None = None
+    sandbox: SandboxSettings | None = None
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        v = v.strip().lower().rstrip(".")
+        if "." not in v or " " in v:
+            raise ValueError(f"{v!r} is not a domain name")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {v!r}; use an IANA name such as Europe/Rome") from None
+        return v
+
+    @property
+    def copy_settings(self) -> Copy:
+        return self.copy_
+
+    def provider(self, side: Literal["source", "target"]) -> Provider:
+        return self.source if side == "source" else self.target
+
+    def secret(self, reference: str) -> Secret:
+        """Resolve a secret reference written in this plan (relative files against the plan directory)."""
+        return resolve(parse_ref(reference, base_dir=self.base_dir))
+
+    def secret_ref(self, reference: str) -> SecretRef:
+        return parse_ref(reference, base_dir=self.base_dir)
+
+    def summary(self) -> list[tuple[str, str]]:
+        """Key facts for ``plan check`` and reports (never secret values)."""
+        return [
+            ("plan", self.name),
+            ("domain", self.domain),
+            ("window", f"{self.window.start.isoformat()} → {self.window.end.isoformat()} ({self.timezone})"),
+            ("source", f"{self.source.name}: IMAP {self.source.imap}, MX {', '.join(map(str, self.source.mx))}"),
+            ("target", f"{self.target.name}: IMAP {self.target.imap}, MX {', '.join(map(str, self.target.mx))}"),
+            ("auth", f"source {self.source.auth.mode}, target {self.target.auth.mode}"),
+            ("dns", f"zone {self.dns.zone}, primary {self.dns.primary}, {len(self.dns.authoritative) or 'discovered'} authoritative, {len(self.dns.resolvers)} resolvers"),
+            ("ttl", f"normal {self.dns.ttl.normal}s, cutover {self.dns.ttl.cutover}s"),
+            ("copy", f"{self.copy_.mailboxes_in_parallel} mailboxes in parallel, batches of {self.copy_.batch_messages}"),
+            ("gates", f"on NO-GO: {self.gates.on_nogo}"),
+            ("ledger", str(self.ledger)),
+            ("inventory", str(self.inventory)),
+        ]
+
+
+_PATH_FIELDS = (
+    ("ledger",),
+    ("inventory",),
+    ("reports_dir",),
+    ("source", "ca_bundle"),
+    ("target", "ca_bundle"),
+    ("dns", "ansible_inventory"),
+    ("sandbox", "state_dir"),
+)
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read, validate and return a plan; any problem raises :class:`PlanError` naming file, field and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError(path, ["file not found; pass the path of a plan YAML (see inventory/rehearsal/plan.yaml)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(path, [f"cannot be read: {exc}"]) from None
+    return parse_plan(text, path)
+
+
+def parse_plan(text: str, path: Path) -> Plan:
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PlanError(path, [f"{where}not valid YAML ({problem})"]) from None
+    if not isinstance(data, dict):
+        raise PlanError(path, ["expected a mapping of plan fields at the top (name, domain, window, ...)"])
+    base_dir = path.resolve().parent
+    tz_name = data.get("timezone", "Europe/Rome")
+    _localise_window(data, tz_name)
+    for field_path in _PATH_FIELDS:
+        _resolve_path(data, field_path, base_dir)
+    data["base_dir"] = base_dir
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        raise PlanError(path, [_describe(err, node) for err in exc.errors()]) from None
+
+
+def _localise_window(data: dict[str, Any], tz_name: str) -> None:
+    window = data.get("window")
+    if not isinstance(window, dict):
+        return
+    try:
+        tz = ZoneInfo(str(tz_name))
+    except (ZoneInfoNotFoundError, ValueError):
+        return  # the timezone validator reports it
+    for key in ("start", "end"):
+        value = window.get(key)
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                continue  # pydantic reports the bad datetime with its line
+        if isinstance(value, datetime) and value.tzinfo is None:
+            window[key] = value.replace(tzinfo=tz)
+        elif isinstance(value, datetime):
+            window[key] = value
+
+
+def _resolve_path(data: dict[str, Any], field_path: tuple[str, ...], base_dir: Path) -> None:
+    holder: Any = data
+    for key in field_path[:-1]:
+        holder = holder.get(key) if isinstance(holder, dict) else None
+    if isinstance(holder, dict) and isinstance(holder.get(field_path[-1]), str):
+        p = Path(holder[field_path[-1]]).expanduser()
+        holder[field_path[-1]] = p if p.is_absolute() else (base_dir / p).resolve()
+
+
+def _describe(err: dict[str, Any], root: yaml.Node | None) -> str:
+    loc = [str(x) for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-"))]
+    field = ".".join(loc) or "(top level)"
+    line = _line_of(root, err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        msg = "required field is missing"
+    elif err["type"] == "extra_forbidden":
+        msg = "unknown field (check the spelling; see inventory/rehearsal/plan.yaml for the fields)"
+    where = f"line {line}: " if line else ""
+    return f"{where}{field}: {msg}"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree; return the deepest line found."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
+            if nxt is None:
+                # 'copy' is aliased; a missing field points at its parent mapping
+                return line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+__all__ = ["Plan", "Provider", "Endpoint", "Auth", "Webmail", "MxRecord", "Dns", "DnsServer", "Tsig", "Ttl", "Copy",
+           "Gates", "Window", "SandboxSettings", "load_plan", "parse_plan", "SCHEMES"]

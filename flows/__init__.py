@@ -1,0 +1,1 @@
+"""Prefect flows and tasks: they compose cutover/ and checks/ and hold no business logic."""
