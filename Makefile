@@ -1,0 +1,41 @@
+# pec-cutover: two commands do everything on a fresh machine (Debian 12, root):
+#   make rehearsal   install, start the sandbox, play the cutover day on it
+#   make test        install, run the whole test suite against the sandbox's real servers
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export LC_ALL := C.UTF-8
+export LANG := C.UTF-8
+
+.PHONY: setup system venv test rehearsal bench sandbox-down clean
+
+setup: system venv
+
+system:
+	bash scripts/install-system.sh
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+rehearsal: setup
+	$(BIN)/python -m flows.rehearsal $(REHEARSAL_ARGS)
+
+bench: setup
+	$(BIN)/python bench/copy_bench.py $(BENCH_ARGS)
+
+sandbox-down:
+	$(BIN)/pec-cutover sandbox down
+
+clean: sandbox-down
+	rm -rf .sandbox

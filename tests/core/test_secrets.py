@@ -1,0 +1,79 @@
+"""Secrets resolve from env, files and Prefect blocks, and never show themselves."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import pytest
+
+from cutover.errors import SecretError
+from cutover.secrets import MASK, Secret, parse_ref, resolve
+
+VALUE = "s3cr3t-Value-42"
+
+
+def test_env_reference(monkeypatch):
+    monkeypatch.setenv("PEC_TEST_PW", VALUE)
+    assert resolve("env:PEC_TEST_PW").reveal() == VALUE
+
+
+def test_env_missing_names_variable_not_value():
+    with pytest.raises(SecretError, match="env:PEC_NOT_SET is not set"):
+        resolve("env:PEC_NOT_SET", environ={})
+
+
+def test_file_reference_private_file_trailing_newline_dropped(tmp_path):
+    f = tmp_path / "pw"
+    f.write_text(VALUE + "\n")
+    f.chmod(0o600)
+    assert resolve(f"file:{f}").reveal() == VALUE
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
+def test_file_readable_by_others_refused(tmp_path, mode):
+    f = tmp_path / "pw"
+    f.write_text(VALUE)
+    f.chmod(mode)
+    with pytest.raises(SecretError) as exc:
+        resolve(f"file:{f}")
+    assert "chmod 600" in str(exc.value) and VALUE not in str(exc.value)
+
+
+def test_file_missing_and_relative_base(tmp_path):
+    with pytest.raises(SecretError, match="does not exist"):
+        resolve("file:pw", base_dir=tmp_path)
+    assert parse_ref("file:sub/pw", base_dir=tmp_path).target == str(tmp_path / "sub" / "pw")
+
+
+@pytest.mark.parametrize("text,msg", [("nocolon", "has no scheme"), ("vault:x", "unknown secret scheme 'vault'"), ("env:", "names nothing")])
+def test_bad_references(text, msg):
+    with pytest.raises(SecretError, match=msg):
+        parse_ref(text)
+
+
+def test_secret_never_shows_itself(caplog):
+    s = Secret(VALUE, "env:X")
+    shown = [str(s), repr(s), f"{s}", f"{s!r}", "%s" % s, str([s]), str({"pw": s})]
+    assert all(VALUE not in text for text in shown)
+    assert MASK in str(s)
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("t").info("login with %s", s)
+        logging.getLogger("t").info("login with %r", s)
+    assert VALUE not in caplog.text
+    try:
+        raise RuntimeError(f"failed with {s}")
+    except RuntimeError as exc:
+        assert VALUE not in str(exc)
+
+
+def test_secret_cannot_be_pickled():
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(Secret(VALUE))
+
+
+def test_prefect_block_missing_is_clear_error(monkeypatch, tmp_path):
+    # Uses Prefect's real (ephemeral, local SQLite) API; no block of that name exists there.
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    with pytest.raises(SecretError, match="prefect:no-such-block cannot be loaded"):
+        resolve("prefect:no-such-block")
