@@ -1,0 +1,13 @@
+"""The sandbox: real servers on 127.0.0.1 for rehearsals and tests (DESIGN.md, Sandbox).
+
+Two Dovecots ("aruba" source, "infocert" target), a BIND9 primary + secondary for the zone with a TSIG
+key, an unbound caching resolver and an nginx HTTPS webmail page, all under ``plan.sandbox.state_dir``.
+"""
+
+from cutover.sandbox._ca import CertKind, CertPair, SandboxCA
+from cutover.sandbox._environment import Environment, SandboxPorts, mailbox_locals, write_environment
+from cutover.sandbox._sandbox import ADMIN_USER, SERVICE_NAMES, Sandbox, ServiceStatus
+from cutover.sandbox._seed import MailboxSeed, SeedReport, seed
+
+__all__ = ["Sandbox", "ServiceStatus", "SERVICE_NAMES", "ADMIN_USER", "SandboxCA", "CertPair", "CertKind",
+           "write_environment", "Environment", "SandboxPorts", "mailbox_locals", "seed", "SeedReport", "MailboxSeed"]

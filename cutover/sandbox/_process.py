@@ -1,0 +1,129 @@
+"""Starting, recognising and stopping the sandbox's daemons.
+
+Each daemon runs in its foreground mode, detached from us (own session), with its pid recorded in
+``<state>/run/<service>.pid``. A recorded pid is only trusted (and only ever signalled) while
+``/proc/<pid>/cmdline`` still names the same program and the same config file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from cutover.errors import SandboxError
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
+    """True if something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def pid_matches(pid: int, program: str, config: Path) -> bool:
+    """True if ``pid`` is alive and is ``program`` started with ``config`` (so it is ours to signal)."""
+    argv = _cmdline(pid)
+    if not argv or _is_zombie(pid):
+        return False
+    # Daemons rewrite their process title (nginx: "nginx: master process ..."), so match on the joined line.
+    line = " ".join(argv)
+    return program in line and str(config) in line
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def spawn(argv: list[str], *, log_file: Path, pid_file: Path) -> int:
+    """Start ``argv`` detached (new session, stdin closed, output to ``log_file``); record and return its pid."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise SandboxError(f"cannot start {argv[0]}: {exc.strerror}; is its Debian package installed? "
+                               "(scripts/install-system.sh)") from None
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{proc.pid}\n")
+    # We never wait() on detached daemons; Popen's object is dropped and the child reaped by init once
+    # our process exits. While we live, reap it if it dies so /proc does not show a zombie as alive.
+    _ADOPTED[proc.pid] = proc
+    return proc.pid
+
+
+_ADOPTED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def reap(pid: int) -> None:
+    proc = _ADOPTED.get(pid)
+    if proc is not None and proc.poll() is not None:
+        _ADOPTED.pop(pid, None)
+
+
+def signal_pid(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stop_pid(pid: int, program: str, config: Path, *, timeout: float = 10.0) -> None:
+    """SIGTERM ``pid`` if it is still ours, wait for it, SIGKILL after ``timeout``."""
+    if not pid_matches(pid, program, config):
+        return
+    signal_pid(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reap(pid)
+        if not pid_matches(pid, program, config):
+            return
+        time.sleep(0.05)
+    signal_pid(pid, signal.SIGKILL)
+    time.sleep(0.1)
+    reap(pid)
+
+
+def wait_until(predicate, *, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds passed; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    """The last lines of a log file, for error messages (logs hold no secrets)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])

@@ -1,0 +1,516 @@
+"""The :class:`Sandbox`: real servers on 127.0.0.1 for a plan, all state under ``plan.sandbox.state_dir``."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import os
+import re
+import secrets
+import signal
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal, Protocol, Sequence
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.query
+import dns.rdatatype
+from imapclient.exceptions import IMAPClientError
+
+from cutover.errors import SandboxError, SecretError
+from cutover.plan import Plan
+from cutover.sandbox import _dns, _webmail
+from cutover.sandbox._ca import CertKind, SandboxCA
+from cutover.sandbox._dovecot import DovecotInstance, DovecotPaths, ensure_mail_user
+from cutover.sandbox._imap import open_as
+from cutover.sandbox._process import pid_matches, port_open, read_pid, signal_pid, spawn, stop_pid, tail, wait_until
+from cutover.sandbox._users import PasswdEntry, new_password, ssha512, write_secret_file
+from cutover.secrets import SecretRef, parse_ref, resolve
+
+SERVICE_NAMES = ("aruba", "infocert", "ns1", "ns2", "resolver", "webmail")
+Side = Literal["source", "target", "aruba", "infocert"]
+ADMIN_USER = "sandbox-admin"
+START_TIMEOUT_S = 20.0
+
+
+class MailboxLike(Protocol):
+    """What the sandbox needs of an inventory mailbox (``cutover.inventory.Mailbox`` fits)."""
+
+    address: str
+    source_secret: SecretRef | str | None
+    target_secret: SecretRef | str | None
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One sandbox service as observed now (``running`` = our process alive and its port answering)."""
+
+    name: str
+    kind: str
+    port: int
+    pid: int | None
+    running: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class _Service:
+    name: str
+    kind: str
+    program: str
+    port: int
+    config: Path
+    log: Path
+    pid_file: Path
+    argv: tuple[str, ...]
+
+
+def _side_key(side: str) -> Literal["source", "target"]:
+    if side in ("source", "aruba"):
+        return "source"
+    if side in ("target", "infocert"):
+        return "target"
+    raise SandboxError(f"unknown side {side!r}; use source/aruba or target/infocert")
+
+
+def _hash_matches(password_hash: str, password: str) -> bool:
+    if not password_hash.startswith("{SSHA512}"):
+        return False
+    raw = base64.b64decode(password_hash[len("{SSHA512}"):])
+    digest, salt = raw[:64], raw[64:]
+    return secrets.compare_digest(hashlib.sha512(password.encode() + salt).digest(), digest)
+
+
+class Sandbox:
+    """Starts, stops and changes the sandbox servers described by ``plan`` (see DESIGN.md, Sandbox)."""
+
+    def __init__(self, plan: Plan) -> None:
+        if plan.sandbox is None:
+            raise SandboxError(f"plan {plan.name!r} has no 'sandbox:' section (state_dir, webmail_port); "
+                               "only a rehearsal plan can drive the sandbox")
+        self.plan = plan
+        self.state_dir = Path(plan.sandbox.state_dir)
+        self.ca = SandboxCA(self.state_dir / "ca")
+        self.logs = self.state_dir / "logs"
+        self.run_dir = self.state_dir / "run"
+        self.ports = self._ports(plan)
+        good = self.ca.server_pair("good")
+        self.dovecots = {
+            name: DovecotInstance(
+                name, self.ports[name],
+                DovecotPaths(self.state_dir / "dovecot" / name, self.state_dir / "mail" / name, self.logs / f"{name}.log"),
+                good.cert, good.key)
+            for name in ("aruba", "infocert")
+        }
+
+    # ----- layout -------------------------------------------------------------------------------
+    @staticmethod
+    def _ports(plan: Plan) -> dict[str, int]:
+        primary = plan.dns.primary
+        secondary = plan.sandbox.secondary_port if plan.sandbox else None
+        if secondary is None:
+            others = [s.port for s in plan.dns.authoritative if (s.host, s.port) != (primary.host, primary.port)]
+            if not others:
+                raise SandboxError("the plan names no secondary: add a second dns.authoritative server "
+                                   "or sandbox.secondary_port")
+            secondary = others[0]
+        if not plan.dns.resolvers:
+            raise SandboxError("the plan names no dns.resolvers; the sandbox runs one (unbound) on that port")
+        return {
+            "aruba": plan.source.imap.port,
+            "infocert": plan.target.imap.port,
+            "ns1": primary.port,
+            "ns2": secondary,
+            "resolver": plan.dns.resolvers[0].port,
+            "webmail": plan.sandbox.webmail_port if plan.sandbox else 10443,
+        }
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA bundle clients must trust to reach the sandbox."""
+        return self.ca.ca_cert_path
+
+    def _dns_dir(self, name: str) -> Path:
+        return self.state_dir / "dns" / name
+
+    def _webmail_dir(self) -> Path:
+        return self.state_dir / "webmail"
+
+    def _service(self, name: str) -> _Service:
+        pid_file = self.run_dir / f"{name}.pid"
+        if name in self.dovecots:
+            d = self.dovecots[name]
+            return _Service(name, "imap", "dovecot", d.port, d.paths.config, d.paths.log, pid_file, tuple(d.argv()))
+        if name in ("ns1", "ns2"):
+            conf = self._dns_dir(name) / "named.conf"
+            return _Service(name, "dns-authoritative", "named", self.ports[name], conf, self.logs / f"{name}.log",
+                            pid_file, ("/usr/sbin/named", "-g", "-n", "1", "-4", "-c", str(conf)))
+        if name == "resolver":
+            conf = self._dns_dir("resolver") / "unbound.conf"
+            return _Service(name, "dns-resolver", "unbound", self.ports[name], conf, self.logs / "resolver.log",
+                            pid_file, ("/usr/sbin/unbound", "-d", "-c", str(conf)))
+        if name == "webmail":
+            conf = self._webmail_dir() / "nginx.conf"
+            return _Service(name, "https", "nginx", self.ports[name], conf, self.logs / "webmail.log", pid_file,
+                            ("/usr/sbin/nginx", "-e", str(self.logs / "webmail-error.log"),
+                             "-p", str(self._webmail_dir()), "-c", str(conf)))
+        raise SandboxError(f"unknown sandbox service {name!r}; known: {', '.join(SERVICE_NAMES)}")
+
+    def _names(self, services: Iterable[str] | None) -> list[str]:
+        names = list(SERVICE_NAMES) if services is None else list(services)
+        for n in names:
+            self._service(n)  # validates the name
+        return [n for n in SERVICE_NAMES if n in names]
+
+    # ----- state and secrets --------------------------------------------------------------------
+    def _prepare_state(self) -> None:
+        for d in (self.state_dir, self.logs, self.run_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._check_traversable(self.state_dir)
+        self.ca.ensure()
+        ensure_mail_user()
+
+    @staticmethod
+    def _check_traversable(path: Path) -> None:
+        # Dovecot's mail processes, its login processes and nginx workers are unprivileged users and
+        # must be able to walk down to their files.
+        for d in [path.resolve(), *path.resolve().parents]:
+            if not d.stat().st_mode & stat.S_IXOTH:
+                raise SandboxError(f"directory {d} is not traversable by unprivileged users (the mail user, nginx); "
+                                   f"run: chmod o+x {d} (or choose a sandbox.state_dir elsewhere)")
+
+    def _ref(self, reference: SecretRef | str, base_dir: Path) -> SecretRef:
+        return reference if isinstance(reference, SecretRef) else parse_ref(reference, base_dir=base_dir)
+
+    def _get_or_create_secret(self, ref: SecretRef, make) -> str:
+        """Read a secret; a missing ``file:`` secret is created (mode 600) with ``make()``."""
+        if ref.scheme == "file" and not Path(ref.target).exists():
+            write_secret_file(Path(ref.target), make())
+        try:
+            return resolve(ref).reveal()
+        except SecretError as exc:
+            raise SandboxError(f"sandbox cannot use secret {ref}: {exc}") from None
+
+    def _tsig_secret(self) -> str:
+        ref = self.plan.secret_ref(self.plan.dns.tsig.secret)
+        return self._get_or_create_secret(ref, lambda: base64.b64encode(secrets.token_bytes(32)).decode())
+
+    def _admin_password(self) -> str:
+        ref = SecretRef("file", str(self.state_dir / "secrets" / "sandbox-admin"))
+        return self._get_or_create_secret(ref, new_password)
+
+    def _write_masters(self, name: str) -> None:
+        """Master users of one Dovecot: the sandbox's own admin plus the plan's master user if any."""
+        d = self.dovecots[name]
+        entries = d.masters.entries()
+        wanted = {ADMIN_USER: self._admin_password()}
+        auth = self.plan.provider(_side_key(name)).auth
+        if auth.mode == "master" and auth.master_user and auth.master_secret:
+            wanted[auth.master_user] = self._get_or_create_secret(self.plan.secret_ref(auth.master_secret), new_password)
+        new = {u: e for u, e in entries.items() if u in wanted}
+        for user, password in wanted.items():
+            if user not in new or not _hash_matches(new[user].password_hash, password):
+                new[user] = PasswdEntry(user, ssha512(password))
+        if new != entries:
+            d.masters.write(new)
+
+    # ----- configuration ------------------------------------------------------------------------
+    def _zone_data(self) -> _dns.ZoneData:
+        return _dns.ZoneData(self.plan.dns.zone, sorted(self.plan.source.mx_set), self.plan.dns.ttl.normal,
+                             self.plan.dns.tsig.name, self.plan.dns.tsig.algorithm)
+
+    def _write_config(self, name: str, *, held: bool = False) -> None:
+        if name in self.dovecots:
+            self.dovecots[name].write_config()
+            self._write_masters(name)
+        elif name == "ns1":
+            directory = self._dns_dir("ns1")
+            data = self._zone_data()
+            _dns.write_named(directory, _dns.primary_config(directory, self.ports["ns1"], self.ports["ns2"], data,
+                                                            self._tsig_secret()))
+            zone_file = directory / f"{data.zone}.zone"
+            if not zone_file.exists():  # later changes live in the zone + journal; never overwrite them
+                zone_file.write_text(_dns.zone_file_text(data), encoding="utf-8")
+        elif name == "ns2":
+            directory = self._dns_dir("ns2")
+            primary_port = _dns.DEAD_PRIMARY_PORT if held else self.ports["ns1"]
+            _dns.write_named(directory, _dns.secondary_config(directory, self.ports["ns2"], primary_port,
+                                                              self._zone_data(), self._tsig_secret()))
+        elif name == "resolver":
+            directory = self._dns_dir("resolver")
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "unbound.conf").write_text(_dns.unbound_config(
+                directory, self.ports["resolver"], self.plan.dns.zone, [self.ports["ns1"], self.ports["ns2"]]))
+        elif name == "webmail":
+            directory = self._webmail_dir()
+            _webmail.write_nginx(directory, self.ports["webmail"], self.logs)
+            if not (directory / "current.pem").exists():
+                pair = self.ca.server_pair("good")
+                _webmail.install_cert(directory, pair.cert, pair.key)
+
+    # ----- lifecycle ----------------------------------------------------------------------------
+    def _pid(self, svc: _Service) -> int | None:
+        pid = read_pid(svc.pid_file)
+        return pid if pid is not None and pid_matches(pid, svc.program, svc.config) else None
+
+    def _healthy(self, svc: _Service) -> bool:
+        return self._pid(svc) is not None and port_open(svc.port)
+
+    def _spawn(self, name: str) -> _Service:
+        svc = self._service(name)
+        if self._pid(svc) is None and port_open(svc.port):
+            raise SandboxError(f"cannot start sandbox {name}: port 127.0.0.1:{svc.port} is taken by a process the "
+                               "sandbox did not start; stop it or change the port in the plan")
+        spawn(list(svc.argv), log_file=svc.log, pid_file=svc.pid_file)
+        return svc
+
+    def _await(self, svc: _Service) -> None:
+        if not wait_until(lambda: self._healthy(svc) or self._pid(svc) is None, timeout=START_TIMEOUT_S) \
+                or not self._healthy(svc):
+            raise SandboxError(f"sandbox {svc.name} did not come up on 127.0.0.1:{svc.port}; read {svc.log} "
+                               f"(last lines: {tail(svc.log, 3) or 'empty'})")
+
+    def up(self, services: Iterable[str] | None = None) -> list[ServiceStatus]:
+        """Start the named services (default: all); healthy running ones are left alone. Idempotent."""
+        names = self._names(services)
+        self._prepare_state()
+        todo = [n for n in names if not self._healthy(self._service(n))]
+        for n in todo:
+            self._stop(n)  # a half-dead instance of ours (alive, port closed) is replaced
+            self._write_config(n)
+        # ns2 transfers from ns1 at start and the resolver asks both: start them after ns1 answers.
+        first = [n for n in todo if n not in ("ns2", "resolver")]
+        started = [self._spawn(n) for n in first]
+        for svc in started:
+            self._await(svc)
+        later = [self._spawn(n) for n in todo if n in ("ns2", "resolver")]
+        for svc in later:
+            self._await(svc)
+        if "ns2" in todo:
+            self._await_zone("ns2")
+        return self.status(names)
+
+    def down(self, services: Iterable[str] | None = None) -> list[ServiceStatus]:
+        """Stop the named services (default: all); only processes this sandbox started are signalled."""
+        names = self._names(services)
+        for n in reversed(names):
+            self._stop(n)
+        return self.status(names)
+
+    def _stop(self, name: str) -> None:
+        svc = self._service(name)
+        pid = read_pid(svc.pid_file)
+        if pid is not None:
+            stop_pid(pid, svc.program, svc.config)
+        svc.pid_file.unlink(missing_ok=True)
+        if name in self.dovecots:
+            # Dovecot's children (login, imap) follow their master out; wait for the port to close.
+            wait_until(lambda: not port_open(svc.port), timeout=5)
+
+    def start_service(self, name: str) -> ServiceStatus:
+        return self.up([name])[0]
+
+    def stop_service(self, name: str) -> ServiceStatus:
+        return self.down([name])[0]
+
+    def restart_service(self, name: str) -> ServiceStatus:
+        self._stop(name)
+        return self.start_service(name)
+
+    def status(self, services: Iterable[str] | None = None) -> list[ServiceStatus]:
+        """Each service with its port, our pid (if alive) and whether it answers."""
+        out = []
+        for n in self._names(services):
+            svc = self._service(n)
+            pid = self._pid(svc)
+            open_ = port_open(svc.port)
+            if pid and open_:
+                detail = "up"
+            elif pid:
+                detail = f"process alive but 127.0.0.1:{svc.port} closed; see {svc.log}"
+            elif open_:
+                detail = f"port {svc.port} answered by a process the sandbox did not start"
+            else:
+                detail = "down"
+            out.append(ServiceStatus(n, svc.kind, svc.port, pid, bool(pid and open_), detail))
+        return out
+
+    # ----- DNS helpers for tests of lagging secondaries -----------------------------------------
+    def soa_serial(self, name: str) -> int | None:
+        """The zone's SOA serial as served by ``ns1``/``ns2`` now, or None if it does not answer."""
+        query = dns.message.make_query(self.plan.dns.zone, dns.rdatatype.SOA)
+        try:
+            answer = dns.query.udp(query, "127.0.0.1", port=self.ports[name], timeout=1.0)
+        except (dns.exception.DNSException, OSError):
+            return None
+        for rrset in answer.answer:
+            if rrset.rdtype == dns.rdatatype.SOA:
+                return int(rrset[0].serial)
+        return None
+
+    def _await_zone(self, name: str, serial: int | None = None, timeout: float = START_TIMEOUT_S) -> None:
+        def ready() -> bool:
+            got = self.soa_serial(name)
+            return got is not None and (serial is None or got == serial)
+        if not wait_until(ready, timeout=timeout, interval=0.1):
+            log = self._service(name).log
+            raise SandboxError(f"sandbox {name} does not serve zone {self.plan.dns.zone}"
+                               f"{f' at serial {serial}' if serial else ''} within {timeout:.0f}s; read {log}")
+
+    def hold_secondary(self) -> None:
+        """Make ns2 lag: restart it pointing at a dead primary, so it keeps serving its current copy."""
+        self._stop("ns2")
+        self._write_config("ns2", held=True)
+        svc = self._spawn("ns2")
+        self._await(svc)
+        self._await_zone("ns2")
+
+    def release_secondary(self, timeout: float = 15.0) -> None:
+        """Reconnect ns2 to ns1 and wait until it serves ns1's serial."""
+        self._stop("ns2")
+        self._write_config("ns2")
+        svc = self._spawn("ns2")
+        self._await(svc)
+        self._notify_secondary()
+        target = self.soa_serial("ns1")
+        self._await_zone("ns2", target, timeout=timeout)
+
+    def _notify_secondary(self) -> None:
+        # A NOTIFY from 127.0.0.1 makes ns2 check ns1 now instead of at its next refresh.
+        msg = dns.message.make_query(self.plan.dns.zone, dns.rdatatype.SOA)
+        msg.set_opcode(dns.opcode.NOTIFY)
+        msg.flags |= dns.flags.AA
+        try:
+            dns.query.udp(msg, "127.0.0.1", port=self.ports["ns2"], timeout=1.0)
+        except (dns.exception.DNSException, OSError):
+            pass  # the refresh at start-up still comes, only later
+
+    # ----- webmail ------------------------------------------------------------------------------
+    def use_webmail_cert(self, kind: CertKind) -> None:
+        """Serve the webmail with the good, an expired or a wrong-host certificate (reloads nginx)."""
+        self.ca.ensure()
+        pair = self.ca.server_pair(kind)
+        directory = self._webmail_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        _webmail.install_cert(directory, pair.cert, pair.key)
+        svc = self._service("webmail")
+        pid = self._pid(svc)
+        if pid is None:
+            return  # takes effect at the next start
+        expected = pair.cert.read_bytes()
+        signal_pid(pid, signal.SIGHUP)
+        if not wait_until(lambda: self._served_cert_is(expected), timeout=10, interval=0.1):
+            raise SandboxError(f"webmail did not switch to the {kind} certificate; read {self.logs / 'webmail-error.log'}")
+
+    def _served_cert_is(self, pem: bytes) -> bool:
+        import ssl
+        from cryptography import x509
+        try:
+            served = ssl.get_server_certificate(("127.0.0.1", self.ports["webmail"]), timeout=1)
+        except OSError:
+            return False
+        return x509.load_pem_x509_certificate(served.encode()) == x509.load_pem_x509_certificate(pem)
+
+    # ----- users --------------------------------------------------------------------------------
+    def _inventory_dir(self) -> Path:
+        return Path(self.plan.inventory).parent
+
+    def _member_password(self, side: Literal["source", "target"], mailbox: MailboxLike) -> str:
+        reference = mailbox.source_secret if side == "source" else mailbox.target_secret
+        if reference is None:
+            name = "aruba" if side == "source" else "infocert"
+            ref = SecretRef("file", str(self.state_dir / "secrets" / "generated" / name / mailbox.address))
+        else:
+            ref = self._ref(reference, self._inventory_dir())
+        return self._get_or_create_secret(ref, new_password)
+
+    def ensure_users(self, mailboxes: Iterable[MailboxLike]) -> int:
+        """Create every mailbox on both Dovecots with the password its secret holds (created if missing).
+
+        Idempotent: users whose stored hash already matches are left alone. Returns how many entries changed.
+        """
+        self._prepare_state()
+        boxes = list(mailboxes)
+        changed = 0
+        for name in ("aruba", "infocert"):
+            d = self.dovecots[name]
+            side = _side_key(name)
+            if not d.paths.config.exists():
+                d.write_config()
+            self._write_masters(name)
+            entries = d.users.entries()
+            for mb in boxes:
+                password = self._member_password(side, mb)
+                entry = entries.get(mb.address)
+                if entry is None:
+                    entries[mb.address] = PasswdEntry(mb.address, ssha512(password))
+                    changed += 1
+                elif not _hash_matches(entry.password_hash, password):
+                    entry.password_hash = ssha512(password)
+                    changed += 1
+            if changed:
+                d.users.write(entries)
+        return changed
+
+    def set_password(self, side: Side, address: str, new_password: str, *, update_secret: bool = False) -> None:
+        """Change a member's password on one server (as a member would mid-migration).
+
+        The inventory's secret file keeps the old value unless ``update_secret`` is true.
+        """
+        name = "aruba" if _side_key(side) == "source" else "infocert"
+        d = self.dovecots[name]
+        if address not in d.users.entries():
+            raise SandboxError(f"{address} does not exist on sandbox {name}")
+        d.users.upsert(address, new_password)
+        if update_secret:
+            from cutover.inventory import load_inventory
+            mb = load_inventory(self.plan).get(address)
+            ref = mb.secret_for(_side_key(side))
+            if ref is None or ref.scheme != "file":
+                raise SandboxError(f"{address} has no file: secret for {name} to update")
+            write_secret_file(Path(ref.target), new_password)
+
+    def remove_user(self, side: Side, address: str) -> bool:
+        """Delete a member and its mail from one server; False if it did not exist."""
+        name = "aruba" if _side_key(side) == "source" else "infocert"
+        d = self.dovecots[name]
+        existed = d.users.remove(address)
+        d.delete_mail(address)
+        return existed
+
+    def set_quota(self, side: Side, address: str, storage_bytes: int | None) -> None:
+        """Give a member a storage quota in bytes (None: back to the server default)."""
+        name = "aruba" if _side_key(side) == "source" else "infocert"
+        d = self.dovecots[name]
+        if address not in d.users.entries():
+            raise SandboxError(f"{address} does not exist on sandbox {name}")
+        rule = None if storage_bytes is None else f"*:storage={int(storage_bytes)}B"
+        d.users.upsert(address, None, userdb_quota_rule=rule)
+
+    def admin_session(self, side: Side, address: str):
+        """An IMAPClient logged in as ``address`` through the sandbox admin master user (close it after use)."""
+        name = "aruba" if _side_key(side) == "source" else "infocert"
+        try:
+            return open_as("127.0.0.1", self.ports[name], self.ca_file, user=address, master=ADMIN_USER,
+                           master_password=self._admin_password())
+        except (IMAPClientError, OSError) as exc:
+            raise SandboxError(f"sandbox {name}: cannot open a session for {address} "
+                               f"({type(exc).__name__}); read {self.dovecots[name].paths.log}") from None
+
+    def deliver(self, side: Side, address: str, raw: bytes, folder: str = "INBOX", flags: Sequence[str] = (),
+                internaldate: dt.datetime | None = None) -> int | None:
+        """Append a message as if it had just arrived; returns its UID (from APPENDUID) when known."""
+        client = self.admin_session(side, address)
+        try:
+            if folder != "INBOX" and not client.folder_exists(folder):
+                client.create_folder(folder)
+            response = client.append(folder, raw, flags=tuple(flags), msg_time=internaldate)
+        finally:
+            client.logout()
+        match = re.search(rb"APPENDUID \d+ (\d+)", response if isinstance(response, bytes) else b"")
+        return int(match.group(1)) if match else None

@@ -1,0 +1,3 @@
+def seed(*a, **k): pass
+class SeedReport: pass
+class MailboxSeed: pass

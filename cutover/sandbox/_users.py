@@ -1,0 +1,108 @@
+"""Dovecot passwd-files: one line per user, password stored only as a salted hash.
+
+Dovecot re-reads a passwd-file when its mtime changes, so edits here take effect on the next login
+without restarting the server. Files are replaced atomically (write + rename).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def ssha512(password: str) -> str:
+    """Dovecot's {SSHA512} scheme: base64(sha512(password + salt) + salt)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.sha512(password.encode() + salt).digest()
+    return "{SSHA512}" + base64.b64encode(digest + salt).decode()
+
+
+@dataclass
+class PasswdEntry:
+    """One passwd-file line: ``user:hash:uid:gid:gecos:home:shell:extra fields``."""
+
+    user: str
+    password_hash: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def line(self) -> str:
+        extras = " ".join(f"{k}={v}" for k, v in sorted(self.extra.items()))
+        return f"{self.user}:{self.password_hash}::::::{extras}"
+
+    @classmethod
+    def parse(cls, line: str) -> "PasswdEntry":
+        parts = line.split(":", 7)
+        parts += [""] * (8 - len(parts))
+        extra = dict(item.split("=", 1) for item in parts[7].split() if "=" in item)
+        return cls(parts[0], parts[1], extra)
+
+
+class PasswdFile:
+    """Read-modify-write access to a passwd-file (mode 600: it holds hashes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def entries(self) -> dict[str, PasswdEntry]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        out: dict[str, PasswdEntry] = {}
+        for line in text.splitlines():
+            if line.strip() and not line.startswith("#"):
+                entry = PasswdEntry.parse(line)
+                out[entry.user] = entry
+        return out
+
+    def write(self, entries: dict[str, PasswdEntry]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("".join(e.line() + "\n" for e in entries.values()))
+        os.replace(tmp, self.path)
+
+    def upsert(self, user: str, password: str | None = None, **extra: str | None) -> None:
+        """Add or change a user; ``password=None`` keeps the current hash; an extra set to None is removed."""
+        entries = self.entries()
+        entry = entries.get(user)
+        if entry is None:
+            if password is None:
+                raise KeyError(user)
+            entry = PasswdEntry(user, ssha512(password))
+        elif password is not None:
+            entry.password_hash = ssha512(password)
+        for key, value in extra.items():
+            if value is None:
+                entry.extra.pop(key, None)
+            else:
+                entry.extra[key] = value
+        entries[user] = entry
+        self.write(entries)
+
+    def remove(self, user: str) -> bool:
+        entries = self.entries()
+        if entries.pop(user, None) is None:
+            return False
+        self.write(entries)
+        return True
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def write_secret_file(path: Path, value: str) -> None:
+    """Write a secret value to ``path`` with mode 600 (created so, never briefly readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value + "\n")
+    os.replace(tmp, path)
