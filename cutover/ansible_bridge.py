@@ -1,0 +1,205 @@
+"""Run the project's playbooks through ansible-runner and return what happened as data.
+
+One entry, :func:`run_playbook`. The TSIG secret never travels through extravars, the environment or the
+command line (ansible-runner records all three under ``artifacts/``): it is written to a mode-600 vars file in
+a private temporary directory outside the private data dir, loaded by the playbook with ``vars_files`` and
+deleted after the run; tasks that touch it are ``no_log``. Results come from runner events, never stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from cutover.errors import AnsibleError
+from cutover.plan import Plan
+from cutover.secrets import Secret
+
+PLAYBOOK_DIR = Path(__file__).resolve().parent.parent / "playbooks"
+REPORT_TASK = "pec-cutover report"  # the task in playbooks/tasks/update_rrsets.yml whose events carry the results
+KEEP_ARTIFACTS = 10
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    """What one RRset update did, as reported by the playbook's report task."""
+
+    record: str
+    type: str
+    changed: bool
+    failed: bool
+    dns_rc: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PlaybookResult:
+    """Outcome of one playbook run: runner status, per-RRset reports and failure reasons (from events)."""
+
+    playbook: str
+    status: str  # ansible-runner status: successful, failed, timeout, canceled
+    rc: int
+    check: bool
+    changed: bool
+    reports: list[TaskReport] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    artifacts_dir: Path | None = None
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and not self.failures
+
+
+def private_data_dir(plan: Plan) -> Path:
+    """Where ansible-runner keeps its inputs and artifacts: ``<state dir>/ansible`` (state dir = the ledger's)."""
+    return plan.ledger.parent / "ansible"
+
+
+def run_playbook(
+    plan: Plan,
+    playbook: str,
+    extravars: dict[str, Any],
+    *,
+    check: bool = False,
+    diff: bool = True,
+    secrets: dict[str, Secret] | None = None,
+    playbook_dir: Path = PLAYBOOK_DIR,
+    timeout_s: int = 300,
+) -> PlaybookResult:
+    """Run ``playbook`` (a file in ``playbooks/``) against the plan's Ansible inventory and return its result.
+
+    ``secrets`` are written to a private vars file whose path reaches the playbook as ``dns_secret_vars``;
+    when ``None`` the plan's TSIG key is used (as ``dns_key_secret``). Raises :class:`AnsibleError` when
+    Ansible could not run the playbook at all (missing executable, syntax error, unreachable host).
+    """
+    import ansible_runner  # imported here: it is slow to import and only the DNS change needs it
+
+    if secrets is None:
+        secrets = {"dns_key_secret": plan.secret(plan.dns.tsig.secret)}
+    if not (playbook_dir / playbook).is_file():
+        raise AnsibleError(f"playbook {playbook} not found in {playbook_dir}")
+    pdd = private_data_dir(plan)
+    pdd.mkdir(parents=True, exist_ok=True)
+    os.chmod(pdd, 0o700)
+    started = time.monotonic()
+    with _secret_workspace(secrets) as (workdir, vars_file):
+        cmdline = " ".join(x for x in ("--check" if check else "", "--diff" if diff else "") if x)
+        try:
+            runner = ansible_runner.run(
+                private_data_dir=str(pdd),
+                project_dir=str(playbook_dir),
+                playbook=playbook,
+                inventory=_inventory(plan),
+                extravars={**extravars, "dns_secret_vars": str(vars_file)},
+                envvars=_envvars(workdir),
+                cmdline=cmdline or None,
+                rotate_artifacts=KEEP_ARTIFACTS,
+                quiet=True,
+                timeout=timeout_s,
+            )
+        except Exception as exc:  # ansible-runner raises ConfigurationError, OSError, ... before Ansible starts
+            raise AnsibleError(f"ansible-runner could not start {playbook}: {type(exc).__name__}: {exc}") from None
+        events = list(runner.events)
+    reports, failures, unreachable = _read_events(events)
+    result = PlaybookResult(
+        playbook=playbook,
+        status=runner.status,
+        rc=runner.rc,
+        check=check,
+        changed=any(r.changed for r in reports),
+        reports=reports,
+        failures=failures,
+        artifacts_dir=Path(runner.config.artifact_dir),
+        duration_s=time.monotonic() - started,
+    )
+    if unreachable:
+        raise AnsibleError(f"{playbook}: control host unreachable: {'; '.join(unreachable)}")
+    if runner.status != "successful" and not failures:
+        # Ansible stopped before any task reported (syntax error, missing vars file, rc 127): say where to look.
+        raise AnsibleError(
+            f"{playbook} did not run (status {runner.status}, rc {runner.rc}); see {runner.config.artifact_dir}/stdout"
+        )
+    return result
+
+
+def _read_events(events: list[dict[str, Any]]) -> tuple[list[TaskReport], list[str], list[str]]:
+    reports: list[TaskReport] = []
+    failures: list[str] = []
+    unreachable: list[str] = []
+    for ev in events:
+        kind = ev.get("event")
+        data = ev.get("event_data", {})
+        res = data.get("res") or {}
+        if kind == "runner_item_on_ok" and data.get("task") == REPORT_TASK:
+            msg = res.get("msg") or {}
+            reports.append(TaskReport(
+                record=str(msg.get("record", "")),
+                type=str(msg.get("type", "")),
+                changed=_truthy(msg.get("changed")),
+                failed=_truthy(msg.get("failed")),
+                dns_rc=str(msg.get("dns_rc", "")),
+                reason=str(msg.get("reason", "")),
+            ))
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            failures.append(str(res.get("msg") or data.get("task") or "task failed"))
+        elif kind == "runner_on_unreachable":
+            unreachable.append(f"{data.get('host')}: {res.get('msg', '')}")
+    return reports, failures, unreachable
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "yes", "1")
+
+
+def _inventory(plan: Plan) -> str | dict[str, Any]:
+    if plan.dns.ansible_inventory is not None:
+        if not plan.dns.ansible_inventory.is_file():
+            raise AnsibleError(f"Ansible inventory {plan.dns.ansible_inventory} (dns.ansible_inventory) does not exist")
+        return str(plan.dns.ansible_inventory)
+    # No inventory named: run the updates from this machine, as the host named like the primary.
+    return {"all": {"hosts": {plan.dns.primary.name: {"ansible_connection": "local",
+                                                      "ansible_python_interpreter": sys.executable}}}}
+
+
+def _envvars(workdir: Path) -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        "LC_ALL": "C.UTF-8",  # Ansible refuses to start without a UTF-8 locale
+        "LANG": "C.UTF-8",
+        "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH", "/usr/bin:/bin")]),  # else rc 127
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "ANSIBLE_KEEP_REMOTE_FILES": "0",
+        # Module payloads carry their arguments (the secret): keep their temp files in the private workdir.
+        "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
+        "ANSIBLE_REMOTE_TEMP": str(workdir / "tmp"),
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+    }
+
+
+@contextmanager
+def _secret_workspace(secrets: dict[str, Secret]) -> Iterator[tuple[Path, Path]]:
+    """A mode-700 temp dir with a mode-600 vars file holding ``secrets``; removed whatever happens."""
+    workdir = Path(tempfile.mkdtemp(prefix="pec-cutover-ansible-"))
+    try:
+        (workdir / "tmp").mkdir(mode=0o700)
+        vars_file = workdir / "secret-vars.yml"
+        fd = os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            # JSON is YAML: quoting is exact whatever characters the secret holds.
+            fh.write(json.dumps({name: s.reveal() for name, s in secrets.items()}))
+        yield workdir, vars_file
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+__all__ = ["run_playbook", "PlaybookResult", "TaskReport", "private_data_dir", "PLAYBOOK_DIR"]
