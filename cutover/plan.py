@@ -66,6 +66,12 @@ class Webmail(_Model):
     max_response_ms: int = Field(default=3000, gt=0)
     attempts: int = Field(default=3, ge=1)
     attempt_interval_s: float = Field(default=1.0, ge=0)
+    min_successes: int | None = Field(default=None, ge=1, description="attempts that must pass; empty: a majority")
+
+    @property
+    def needed_successes(self) -> int:
+        """Attempts that must pass for an aspect to be ok (``min_successes``, else a majority)."""
+        return min(self.min_successes or self.attempts // 2 + 1, self.attempts)
 
     @field_validator("url")
     @classmethod
