@@ -15,7 +15,7 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CertKind = Literal["good", "expired", "wrong-host"]
@@ -36,7 +36,7 @@ def _name(common_name: str) -> x509.Name:
     ])
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -101,10 +101,12 @@ class SandboxCA:
         self.ca_cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
     def _issue(self, pair: CertPair, common_name: str, sans: list[x509.GeneralName], *,
-               not_before: dt.datetime, not_after: dt.datetime, eku: list[x509.ObjectIdentifier]) -> None:
+               not_before: dt.datetime, not_after: dt.datetime, eku: list[x509.ObjectIdentifier],
+               rsa_key: bool = False) -> None:
         ca_key = _load_key(self.ca_key_path)
         ca_cert = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
-        key = ec.generate_private_key(ec.SECP256R1())
+        # PEC providers sign with RSA; RSA PKCS#1 v1.5 signatures are also deterministic (reproducible seeds).
+        key = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
@@ -142,4 +144,4 @@ class SandboxCA:
         now = dt.datetime.now(dt.timezone.utc)
         self._issue(pair, "Posta Certificata sandbox", [x509.RFC822Name("posta-certificata@pec.fnofi.it")],
                     not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(days=3650),
-                    eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION])
+                    eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION], rsa_key=True)
