@@ -1,9 +1,102 @@
-"""``pec-cutover run|gate|history|serve`` (plug-in; see cutover/cli). Placeholder until the flows issue lands."""
+"""``pec-cutover run|gate|history|serve``: the flows from the command line (plug-in; see cutover/cli)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from cutover.cli._common import DEFAULT_PLAN, handle_errors
+from cutover.errors import CutoverError
 
 
 def register(app: typer.Typer) -> None:
     """Add the flow commands to the main CLI."""
+    run_app = typer.Typer(help="Run a flow now (recorded in Prefect's run history).", no_args_is_help=True)
+    gate_app = typer.Typer(help="Decide at a paused gate.", no_args_is_help=True)
+    app.add_typer(run_app, name="run")
+    app.add_typer(gate_app, name="gate")
+
+    plan_opt = typer.Option(DEFAULT_PLAN, "--plan", "-p", help="plan YAML")
+
+    @run_app.command("readiness")
+    def run_readiness(plan: Path = plan_opt) -> None:
+        """Log in to every mailbox on both providers; table + CSV of who must act."""
+        from flows.readiness import readiness
+        _run(lambda: readiness(plan_path=str(plan)))
+
+    @run_app.command("prestage")
+    def run_prestage(plan: Path = plan_opt, mailbox: Optional[list[str]] = typer.Option(None, "--mailbox", "-m")) -> None:
+        """Bulk copy (incremental) of all or the named mailboxes."""
+        from flows.prestage import prestage
+        _run(lambda: prestage(plan_path=str(plan), mailboxes=mailbox or None))
+
+    @run_app.command("cutover")
+    def run_cutover(plan: Path = plan_opt,
+                    override_window: Optional[str] = typer.Option(None, help="REASON to start outside the window"),
+                    operator: str = typer.Option("ops", help="who runs it")) -> None:
+        """The cutover day: freeze, DNS switch, gates, final delta, accessibility, complete or roll back."""
+        from flows.cutover import cutover
+        _run(lambda: cutover(plan_path=str(plan), override_window=override_window, operator=operator))
+
+    @run_app.command("rollback")
+    def run_rollback(plan: Path = plan_opt, reason: str = typer.Option(..., help="why (goes into the report)"),
+                     operator: str = typer.Option("ops")) -> None:
+        """MX back to the source, DNS verified, mail that reached the target copied back."""
+        from flows.rollback import rollback
+        _run(lambda: rollback(plan_path=str(plan), reason=reason, operator=operator))
+
+    @gate_app.command("decide")
+    def gate_decide(run_id: str, rollback: bool = typer.Option(False, "--rollback"), cont: bool = typer.Option(False, "--continue"),
+                    retry: bool = typer.Option(False, "--retry"), operator: str = typer.Option(..., help="your name"),
+                    reason: str = typer.Option(..., help="why")) -> None:
+        """Resume a cutover paused at a gate: --rollback, --continue or --retry (the checks)."""
+        chosen = [name for name, on in (("rollback", rollback), ("continue", cont), ("retry", retry)) if on]
+        if len(chosen) != 1:
+            Console(stderr=True).print("[red]error:[/red] give exactly one of --rollback, --continue, --retry")
+            raise typer.Exit(2)
+        from flows.history import decide_gate
+        try:
+            decide_gate(run_id, chosen[0], operator, reason)
+        except (ValueError, RuntimeError) as exc:  # bad id, pydantic validation, run not paused
+            Console(stderr=True).print(f"[red]error:[/red] cannot resume {run_id}: {str(exc).splitlines()[0]}")
+            raise typer.Exit(2) from None
+        except Exception as exc:  # the API refused (not paused, unknown run)
+            Console(stderr=True).print(f"[red]error:[/red] Prefect refused to resume {run_id}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            raise typer.Exit(2) from None
+        Console().print(f"run {run_id} resumed with: {chosen[0]} ({operator}: {reason})")
+
+    @app.command("history")
+    def history(limit: int = typer.Option(20, help="how many runs")) -> None:
+        """Recent runs with state, duration and gate decisions (from Prefect's API)."""
+        from flows.history import recent_runs
+        table = Table(title="pec-cutover runs")
+        for col in ("started", "flow", "state", "seconds", "gates", "run id"):
+            table.add_column(col)
+        for r in recent_runs(limit):
+            table.add_row(r.started, r.flow, r.state, f"{r.seconds:.1f}" if r.seconds is not None else "",
+                          "\n".join(r.gates), r.id)
+        Console().print(table)
+
+    @app.command("serve")
+    def serve(plan: Path = plan_opt) -> None:
+        """Serve the four flows as deployments (needs PREFECT_API_URL of a running `prefect server start`)."""
+        from flows.deployments import serve_all
+        with handle_errors():
+            serve_all(str(plan))
+
+
+def _run(call) -> None:
+    console = Console()
+    with handle_errors(console):
+        try:
+            result = call()
+        except CutoverError:
+            raise
+        except Exception as exc:  # a failed flow run: its report is in the run history
+            console.print(f"[red]run failed:[/red] {type(exc).__name__}: {exc}")
+            raise typer.Exit(1) from None
+    console.print(result)

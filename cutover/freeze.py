@@ -1,0 +1,170 @@
+"""The change freeze: the window check and a marker that one cutover or rollback at a time holds.
+
+The marker is a JSON file in the plan's state directory (the ledger's directory), created atomically. A
+cutover refuses to start while any marker is held; a rollback may take over a cutover's marker (rollback
+must be possible at any moment) but never another rollback's. A marker left by a dead process on this host
+is stale and may be taken; that is recorded. Other changing work (pre-stage, DNS changes by hand) calls
+:func:`ensure_not_frozen` first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from cutover.errors import FreezeError
+from cutover.plan import Plan
+
+Kind = Literal["cutover", "rollback"]
+
+
+@dataclass(frozen=True)
+class WindowDecision:
+    allowed: bool
+    inside: bool
+    now: str
+    window: str
+    override_reason: str = ""
+
+    def describe(self) -> str:
+        if self.inside:
+            return f"inside the window {self.window} (now {self.now})"
+        if self.allowed:
+            return f"OUTSIDE the window {self.window} (now {self.now}); started anyway by override: {self.override_reason}"
+        return f"outside the window {self.window} (now {self.now})"
+
+
+def check_window(plan: Plan, now: datetime | None = None, override_reason: str | None = None) -> WindowDecision:
+    """Decide whether a cutover may start now. Outside the window only an override with a reason allows it."""
+    now = now or datetime.now(timezone.utc)
+    tz = plan.window.start.tzinfo
+    window = f"{plan.window.start.isoformat()} → {plan.window.end.isoformat()}"
+    inside = plan.window.contains(now)
+    reason = (override_reason or "").strip()
+    return WindowDecision(allowed=inside or bool(reason), inside=inside, now=now.astimezone(tz).isoformat(timespec="seconds"),
+                          window=window, override_reason=reason if not inside else "")
+
+
+def require_window(plan: Plan, now: datetime | None = None, override_reason: str | None = None) -> WindowDecision:
+    decision = check_window(plan, now, override_reason)
+    if not decision.allowed:
+        raise FreezeError(
+            f"refusing to start: {decision.describe()}; wait for the window, or give an override with a reason "
+            "(--override-window REASON) if the change board agreed"
+        )
+    return decision
+
+
+@dataclass(frozen=True)
+class Freeze:
+    kind: Kind
+    run_id: str
+    started_at: str
+    host: str
+    pid: int
+    note: str = ""
+    took_over: str = ""
+
+    def describe(self) -> str:
+        return f"{self.kind} run {self.run_id} (since {self.started_at}, pid {self.pid} on {self.host})"
+
+
+def marker_path(plan: Plan) -> Path:
+    return plan.ledger.parent / "freeze.json"
+
+
+def current(plan: Plan) -> Freeze | None:
+    """The freeze in force, or None. An unreadable marker counts as held (fail safe)."""
+    path = marker_path(plan)
+    try:
+        data = json.loads(path.read_text())
+        return Freeze(**data)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError):
+        return Freeze(kind="cutover", run_id="unknown", started_at="?", host="?", pid=0, note=f"unreadable marker {path}")
+
+
+def is_stale(freeze: Freeze) -> bool:
+    """A marker of a process that no longer exists on this host."""
+    if freeze.host != socket.gethostname() or freeze.pid <= 0:
+        return False
+    try:
+        os.kill(freeze.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def acquire(plan: Plan, kind: Kind, run_id: str, note: str = "") -> Freeze:
+    """Take the freeze for a run; raise FreezeError naming the holder when it may not."""
+    path = marker_path(plan)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = current(plan)
+    took_over = ""
+    if holder is not None and holder.run_id != run_id:
+        if is_stale(holder):
+            took_over = f"stale marker of {holder.describe()}"
+        elif kind == "rollback" and holder.kind == "cutover":
+            took_over = f"rollback took over from {holder.describe()}"
+        else:
+            raise FreezeError(
+                f"another {holder.kind} is running: {holder.describe()}; wait for it to finish, or if it is dead "
+                f"on another host, remove {path} after checking"
+            )
+    freeze = Freeze(kind=kind, run_id=run_id, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    host=socket.gethostname(), pid=os.getpid(), note=note, took_over=took_over)
+    _write_atomically(path, freeze, exclusive=holder is None)
+    return freeze
+
+
+def release(plan: Plan, run_id: str) -> bool:
+    """Lift the freeze if this run holds it. Returns whether it did."""
+    holder = current(plan)
+    if holder is None or holder.run_id != run_id:
+        return False
+    marker_path(plan).unlink(missing_ok=True)
+    return True
+
+
+def holds(plan: Plan, run_id: str) -> bool:
+    holder = current(plan)
+    return holder is not None and holder.run_id == run_id
+
+
+def ensure_not_frozen(plan: Plan, action: str) -> None:
+    """Refuse a changing action while a cutover or rollback holds the freeze."""
+    holder = current(plan)
+    if holder is not None and not is_stale(holder):
+        raise FreezeError(f"{action} refused: change freeze held by {holder.describe()}; run it after the freeze is lifted")
+
+
+def _write_atomically(path: Path, freeze: Freeze, *, exclusive: bool) -> None:
+    data = json.dumps(asdict(freeze), indent=2).encode()
+    if exclusive:
+        # O_EXCL: two runs starting at the same moment cannot both take a free freeze.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = current_path_holder(path)
+            raise FreezeError(f"another run took the freeze first: {holder}") from None
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def current_path_holder(path: Path) -> str:
+    try:
+        return Freeze(**json.loads(path.read_text())).describe()
+    except (OSError, ValueError, TypeError):
+        return str(path)

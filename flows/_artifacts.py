@@ -1,0 +1,61 @@
+"""Publishing to Prefect's run history: reports, tables, progress. Thin wrappers; the content comes from cutover/ and checks/."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable
+from uuid import UUID
+
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.context import get_run_context
+from prefect.logging import get_run_logger
+
+from cutover.plan import Plan
+from cutover.report import RunReport
+
+
+def run_id() -> str:
+    ctx = get_run_context()
+    run = getattr(ctx, "flow_run", None)
+    return str(run.id) if run else "local"
+
+
+def key(text: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]
+
+
+def publish_report(plan: Plan, report: RunReport, artifact_key: str) -> str:
+    markdown = report.markdown()
+    create_markdown_artifact(markdown=markdown, key=key(artifact_key), description=report.title)
+    if plan.reports_dir is not None:
+        plan.reports_dir.mkdir(parents=True, exist_ok=True)
+        (plan.reports_dir / f"{key(artifact_key)}-{run_id()[:8]}.md").write_text(markdown, encoding="utf-8")
+    return markdown
+
+
+def publish_table(rows: Iterable[dict[str, Any]], artifact_key: str, description: str) -> None:
+    rows = list(rows)
+    if rows:
+        create_table_artifact(table=rows, key=key(artifact_key), description=description)
+
+
+def publish_markdown(markdown: str, artifact_key: str, description: str) -> None:
+    create_markdown_artifact(markdown=markdown, key=key(artifact_key), description=description)
+
+
+class Progress:
+    """A progress artifact updated as work finishes (percent of items)."""
+
+    def __init__(self, description: str, total: int) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.artifact_id: UUID = create_progress_artifact(progress=0.0, description=description)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        update_progress_artifact(self.artifact_id, progress=min(100.0, 100.0 * self.done / self.total))
+
+
+def log(message: str, *args: Any) -> None:
+    get_run_logger().info(message, *args)

@@ -1,0 +1,46 @@
+"""Copy many mailboxes as Prefect tasks (one task run per mailbox), bounded by the plan's parallelism."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from cutover.inventory import Mailbox
+from cutover.ledger import Ledger
+from cutover.mailsync import CopyReport, MailboxReport, sync_mailbox
+from cutover.plan import Plan
+from flows._artifacts import Progress, log, publish_table
+
+
+@task(name="copy mailbox", task_run_name="{direction} copy {mailbox.address}", cache_policy=NO_CACHE, persist_result=False)
+def copy_mailbox(plan: Plan, mailbox: Mailbox, ledger: Ledger, direction: str) -> MailboxReport:
+    return sync_mailbox(plan, mailbox, ledger, direction=direction)
+
+
+@flow(name="copy mailboxes", flow_run_name="{label}", persist_result=False)
+def _copy_flow(plan: Plan, mailboxes: list[Mailbox], direction: str, label: str) -> CopyReport:
+    started = time.monotonic()
+    ledger = Ledger(plan.ledger)
+    progress = Progress(f"{label}: mailboxes done", len(mailboxes))
+    futures = copy_mailbox.map(plan, mailboxes, ledger, direction)
+    reports: list[MailboxReport] = []
+    for future in as_completed(futures):
+        report = future.result()  # resolve every future: a failed task must fail the run, not vanish
+        reports.append(report)
+        progress.advance()
+        log("%s: %s %s (%d messages, %d copied)", label, report.address, report.status, report.messages, report.copied)
+    order = {m.address: i for i, m in enumerate(mailboxes)}
+    reports.sort(key=lambda r: order.get(r.address, 0))
+    result = CopyReport(mailboxes=reports, seconds=time.monotonic() - started)
+    publish_table(result.rows(), f"{label}-mailboxes", f"{label}: per mailbox")
+    return result
+
+
+def copy_all(plan: Plan, mailboxes: list[Mailbox], *, direction: str, label: str) -> CopyReport:
+    """Run the copy subflow with a task runner as wide as the plan allows."""
+    runner = ThreadPoolTaskRunner(max_workers=plan.copy_settings.mailboxes_in_parallel)
+    return _copy_flow.with_options(task_runner=runner)(plan, list(mailboxes), direction, label)

@@ -1,0 +1,148 @@
+"""The cutover day: freeze → DNS switch → gate → final delta → accessibility → gate → complete.
+
+A NO-GO rolls back at once (plan ``on_nogo: rollback``) or pauses the run for a human (``on_nogo: ask``).
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from checks.dns import ttl_preflight
+from checks.gates import Decision, access_gate
+from checks.imap import canary_logins, endpoints_reachable
+from checks.webmail import webmail_checks
+from cutover import freeze
+from cutover.errors import FreezeError
+from cutover.inventory import Inventory, load_inventory
+from cutover.ledger import Ledger
+from cutover.mailsync import CopyReport
+from cutover.plan import Plan, load_plan
+from cutover.report import Phase, RunReport, checks_summary
+from cutover.results import CheckResult
+from flows._artifacts import log, publish_report, run_id
+from flows._copy import copy_all
+from flows._dns import dns_checks, dns_decision, set_ttl_task, switch_mx_task
+from flows.gate import apply_gate
+from flows.rollback import rollback
+
+DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
+OPTS = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(name="pre-flight checks", **OPTS)
+def preflight(plan: Plan) -> list[CheckResult]:
+    return [ttl_preflight(plan), *endpoints_reachable(plan)]
+
+
+@task(name="accessibility checks", **OPTS)
+def accessibility(plan: Plan, inventory: Inventory) -> tuple[list[CheckResult], list[CheckResult]]:
+    return webmail_checks(plan), canary_logins(plan, inventory, ledger=Ledger(plan.ledger))
+
+
+@flow(name="cutover", flow_run_name="cutover {plan_path}", persist_result=False)
+def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, operator: str = "ops") -> dict:
+    plan = load_plan(plan_path)
+    inventory = load_inventory(plan)
+    me = run_id()
+    report = RunReport(f"Cutover of {plan.domain}: {plan.source.name} → {plan.target.name} ({operator})")
+    decisions: list[str] = []
+    holding = False
+    try:
+        with report.phase("freeze") as phase:
+            window = freeze.require_window(plan, override_reason=override_window)
+            phase.lines.append(window.describe())
+            checks = preflight(plan)
+            phase.checks += checks
+            phase.lines.append(checks_summary(checks))
+            if not all(c.ok for c in checks):
+                raise FreezeError("pre-flight failed: " + checks_summary(checks) + "; fix it before the switch")
+            held = freeze.acquire(plan, "cutover", me, note=f"{operator}" + (f", override: {override_window}" if override_window else ""))
+            holding = True
+            phase.lines.append(f"change freeze taken by this run {held.took_over}".strip())
+
+        attempt = 0
+        with report.phase(f"switch MX to {plan.target.name}") as phase:
+            change = switch_mx_task(plan, "target")
+            phase.lines += [f"changed: {change.changed}; serial {change.serial_before} → {change.serial_after}",
+                            f"MX now: {change.records_after}"]
+        while True:
+            attempt += 1
+            with report.phase(f"DNS checks and gate (attempt {attempt})") as phase:
+                authoritative, propagation = dns_checks(plan, "target")
+                decision = dns_decision(plan, authoritative, propagation, "dns")
+                action = _gate(phase, decision, [*authoritative, propagation], attempt, plan, decisions)
+            if action != "retry":
+                break
+        if action == "rollback":
+            return _roll_back(plan_path, plan, report, decisions, operator, "DNS gate: " + decision.summary())
+        _still_holding(plan, me)
+
+        with report.phase("final delta copy") as phase:
+            copy = copy_all(plan, list(inventory), direction="forward", label="final-delta")
+            phase.lines.append(f"{copy.verified_count}/{len(copy.mailboxes)} mailboxes verified; "
+                               f"{sum(m.copied for m in copy.mailboxes)} messages copied in {copy.seconds:.1f} s")
+            phase.sections.append(copy.markdown())
+            if not copy.ok:
+                phase.status = "failed"
+
+        attempt = 0
+        while True:
+            attempt += 1
+            with report.phase(f"accessibility checks and gate (attempt {attempt})") as phase:
+                webmail, canaries = accessibility(plan, inventory)
+                decision = access_gate(webmail=webmail, canaries=canaries, unverified_mailboxes=copy.unverified_count,
+                                       missing_messages=copy.missing_messages, gates=plan.gates)
+                action = _gate(phase, decision, [*webmail, *canaries], attempt, plan, decisions)
+            if action != "retry":
+                break
+        if action == "rollback":
+            return _roll_back(plan_path, plan, report, decisions, operator, "access gate: " + decision.summary())
+        _still_holding(plan, me)
+
+        with report.phase("complete") as phase:
+            restored = set_ttl_task(plan, "normal")
+            phase.lines.append(f"MX TTL back to {plan.dns.ttl.normal} s (changed: {restored.changed})")
+            freeze.release(plan, me)
+            holding = False
+            phase.lines.append("change freeze lifted")
+        report.verdict = f"GO: {plan.domain} now served by {plan.target.name}; {copy.verified_count} mailboxes verified"
+        return {"verdict": "GO", "decisions": decisions, "verified": copy.verified_count, "report": _timings(report)}
+    finally:
+        if holding:
+            freeze.release(plan, me)
+        if decisions:
+            report.phases.append(Phase(name="gate decisions", started_at="", status="ok", lines=decisions))
+        if not report.verdict:
+            report.verdict = "FAILED: see the failed phase (MX may be on the target: decide, or run the rollback flow)"
+        publish_report(plan, report, "cutover-report")
+
+
+def _gate(phase: Phase, decision: Decision, evidence: list[CheckResult], attempt: int, plan: Plan, decisions: list[str]) -> str:
+    phase.checks += evidence
+    phase.sections.append(decision.markdown())
+    action = apply_gate(decision, attempt=attempt, pause_timeout_s=plan.gates.pause_timeout_s, decisions=decisions)
+    phase.lines.append(decisions[-1])
+    if not decision.go:
+        phase.status = "failed" if action == "rollback" else "overridden" if action == "proceed" else "retry"
+    return action
+
+
+def _roll_back(plan_path: str, plan: Plan, report: RunReport, decisions: list[str], operator: str, why: str) -> dict:
+    with report.phase("rollback") as phase:
+        log("rolling back: %s", why)
+        outcome = rollback(plan_path=plan_path, reason=why, operator=operator)
+        phase.lines.append(f"rollback flow: {outcome['verdict']}, {outcome.get('copied_back', 0)} messages copied back")
+    report.verdict = f"NO-GO → ROLLED BACK to {plan.source.name} ({why})"
+    return {"verdict": "ROLLED-BACK", "decisions": decisions, "rollback": outcome, "report": _timings(report)}
+
+
+def _still_holding(plan: Plan, me: str) -> None:
+    if not freeze.holds(plan, me):
+        holder = freeze.current(plan)
+        raise FreezeError(f"this cutover no longer holds the freeze ({holder.describe() if holder else 'lifted'}): "
+                          "a rollback was started by hand; stopping here")
+
+
+def _timings(report: RunReport) -> list[list]:
+    return [[name, round(seconds, 1), status] for name, seconds, status in report.timings()]

@@ -1,0 +1,41 @@
+"""Readiness (days before): every mailbox logged in on both providers; who must act, and why."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from checks.readiness import ReadinessReport, readiness as probe_readiness
+from cutover.inventory import Inventory, load_inventory
+from cutover.plan import Plan, load_plan
+from cutover.report import RunReport
+from flows._artifacts import publish_markdown, publish_report, publish_table, run_id
+
+DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
+
+
+@task(name="log in to every mailbox on both providers", cache_policy=NO_CACHE, persist_result=False)
+def probe_all(plan: Plan, inventory: Inventory) -> ReadinessReport:
+    return probe_readiness(plan, inventory)
+
+
+@flow(name="readiness", flow_run_name="readiness {plan_path}", persist_result=False)
+def readiness(plan_path: str = DEFAULT_PLAN) -> dict:
+    plan = load_plan(plan_path)
+    inventory = load_inventory(plan)
+    report = RunReport(f"Readiness of {len(inventory)} mailboxes of {plan.domain} ({plan.source.name} → {plan.target.name})")
+    with report.phase("readiness probes") as phase:
+        result = probe_all(plan, inventory)
+        summary = result.summary()
+        phase.lines += [f"{status}: {count}" for status, count in summary.items()]
+        if plan.reports_dir is not None:
+            csv_path = plan.reports_dir / f"readiness-{run_id()[:8]}.csv"
+            result.write_csv(csv_path)
+            phase.lines.append(f"CSV for the members who must act: {csv_path}")
+        phase.sections.append(result.markdown())
+    publish_table(result.rows(), "readiness-mailboxes", "readiness per mailbox")
+    report.verdict = "all mailboxes ready" if summary.get("ready", 0) == len(inventory) else \
+        f"{len(inventory) - summary.get('ready', 0)} mailboxes need action"
+    publish_report(plan, report, "readiness-report")
+    publish_markdown(result.markdown(), "readiness-summary", "who must act")
+    return summary

@@ -1,0 +1,67 @@
+"""Rollback (from a gate, or by hand at any time): MX back to the source, DNS verified, new mail copied back.
+
+Safe to run twice: the MX change is idempotent and the ledger remembers what was already copied back.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from checks.gates import Verdict
+from cutover import freeze
+from cutover.errors import CutoverError
+from cutover.inventory import load_inventory
+from cutover.plan import load_plan
+from cutover.report import RunReport, checks_summary
+from flows._artifacts import log, publish_report, run_id
+from flows._copy import copy_all
+from flows._dns import dns_checks, dns_decision, switch_mx_task
+
+DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
+
+
+@flow(name="rollback", flow_run_name="rollback {plan_path}", persist_result=False)
+def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", operator: str = "ops") -> dict:
+    plan = load_plan(plan_path)
+    inventory = load_inventory(plan)
+    me = run_id()
+    report = RunReport(f"Rollback of {plan.domain} to {plan.source.name}: {reason} ({operator})")
+    outcome: dict = {"verdict": "failed"}
+    try:
+        with report.phase("take the freeze") as phase:
+            held = freeze.acquire(plan, "rollback", me, note=f"{operator}: {reason}")
+            phase.lines.append(f"freeze held by this rollback ({held.took_over or 'was free'})")
+        with report.phase(f"MX back to {plan.source.name}") as phase:
+            change = switch_mx_task(plan, "source")
+            phase.lines.append(f"changed: {change.changed}; serial {change.serial_before} → {change.serial_after}")
+            phase.lines.append(f"MX now: {change.records_after}")
+        with report.phase("DNS checks") as phase:
+            authoritative, propagation = dns_checks(plan, "source")
+            phase.checks += [*authoritative, propagation]
+            decision = dns_decision(plan, authoritative, propagation, "rollback-dns")
+            phase.sections.append(decision.markdown())
+            phase.lines.append(checks_summary(phase.checks))
+            if decision.verdict is not Verdict.GO:
+                phase.status = "failed"
+        with report.phase("copy mail that reached the target back to the source") as phase:
+            copy = copy_all(plan, list(inventory), direction="reverse", label="rollback-reverse-sync")
+            phase.lines.append(f"{copy.total_messages} messages examined; copied back: "
+                               f"{sum(m.copied for m in copy.mailboxes)}; mailboxes verified {copy.verified_count}/{len(copy.mailboxes)}")
+            phase.sections.append(copy.markdown())
+            if not copy.ok:
+                phase.status = "failed"
+        ok = decision.verdict is Verdict.GO and copy.ok
+        report.verdict = ("ROLLED BACK: MX on the source everywhere, new mail copied back and verified" if ok else
+                          "ROLLBACK INCOMPLETE: see the failed phases")
+        outcome = {"verdict": "rolled-back" if ok else "incomplete", "copied_back": sum(m.copied for m in copy.mailboxes),
+                   "dns": str(decision.verdict)}
+        if not ok:
+            raise CutoverError(f"rollback incomplete: DNS {decision.verdict}, "
+                               f"{copy.unverified_count} mailbox(es) not verified; run the rollback again")
+        return outcome
+    finally:
+        if freeze.release(plan, me):
+            log("freeze lifted")
+        if not report.verdict:
+            report.verdict = "ROLLBACK FAILED: see the failed phase; run the rollback again"
+        publish_report(plan, report, "rollback-report")
