@@ -1,7 +1,86 @@
-"""``pec-cutover dns``: placeholder until the DNS issue lands."""
+"""``pec-cutover dns``: show what every server and resolver says about the MX, switch it, move its TTL."""
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cutover.cli._common import PlanOption, handle_errors
+from cutover.dnschange import DnsChange, set_ttl, switch_mx
+from cutover.plan import load_plan
 
 app = typer.Typer(no_args_is_help=True)
+
+
+class Side(str, Enum):
+    target = "target"
+    source = "source"
+
+
+@app.command("status")
+def status(
+    plan_path: Path = PlanOption,
+    expect: Side | None = typer.Option(None, "--expect", help="provider whose MX is expected (default: what the primary serves)"),
+) -> None:
+    """Table of what each authoritative server and resolver answers vs the expected MX; exit 1 if any differs."""
+    console = Console()
+    with handle_errors(console):
+        plan = load_plan(plan_path)
+        # Lazy import: cutover/ does not depend on checks/; this command is the one place that renders probes.
+        from checks.dns import dns_status, infer_expect, render_status
+
+        side = expect.value if expect is not None else infer_expect(plan)
+        results = dns_status(plan, side)
+        console.print(render_status(results, title=f"DNS of {plan.dns.zone}: expecting the {side} MX "
+                                                   f"({plan.provider(side).name})"))
+        bad = [r for r in results if not r.ok]
+        if bad:
+            console.print(f"[red]{len(bad)} of {len(results)} checks failed[/red]")
+            raise typer.Exit(1)
+        console.print(f"[green]all {len(results)} checks ok[/green]")
+
+
+@app.command("switch")
+def switch(
+    to: Side = typer.Option(..., "--to", help="provider whose MX the zone should serve"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="check mode: show the change, make none"),
+    plan_path: Path = PlanOption,
+) -> None:
+    """Replace the zone's MX set with the target's (cutover) or the source's (rollback), through Ansible."""
+    console = Console()
+    with handle_errors(console):
+        plan = load_plan(plan_path)
+        _show(console, switch_mx(plan, to.value, dry_run=dry_run))
+
+
+@app.command("ttl")
+def ttl(
+    lower: bool = typer.Option(False, "--lower", help="to the plan's cutover TTL (days before the switch)"),
+    restore: bool = typer.Option(False, "--restore", help="back to the plan's normal TTL"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="check mode: show the change, make none"),
+    plan_path: Path = PlanOption,
+) -> None:
+    """Move the MX TTL to the cutover value (--lower) or back to normal (--restore), through Ansible."""
+    console = Console()
+    if lower == restore:
+        Console(stderr=True).print("[red]error:[/red] give exactly one of --lower or --restore")
+        raise typer.Exit(2)
+    with handle_errors(console):
+        plan = load_plan(plan_path)
+        _show(console, set_ttl(plan, "cutover" if lower else "normal", dry_run=dry_run))
+
+
+def _show(console: Console, change: DnsChange) -> None:
+    table = Table(title=change.action + (" (dry run)" if change.dry_run else ""), show_header=False)
+    for key, value in change.as_row().items():
+        table.add_row(key, escape(str(value).rstrip("\n")))
+    console.print(table)
+    if change.diff:
+        console.print(escape(change.diff.rstrip("\n")))
+    elif not change.changed:
+        console.print("[green]nothing to change[/green]: the zone already serves this")
