@@ -1,7 +1,7 @@
 """Session fixtures shared by every test package. Sub-directories add their own in their conftest files.
 
 ``sandbox_env`` runs one real sandbox (Dovecot x2, BIND x2, unbound, nginx) on ports 20000+ so it never
-clashes with a rehearsal sandbox on 10000+; override with PEC_TEST_SANDBOX_BASE_PORT.
+clashes with a rehearsal sandbox on 10000+; override with PEC_TEST_SANDBOX_BASE_PORT (or PEC_TEST_BASE_PORT).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cutover.inventory import Inventory, load_inventory
 from cutover.plan import Plan, load_plan
 from cutover.sandbox import Environment, Sandbox, SeedReport, seed, write_environment
 
-SANDBOX_BASE_PORT = int(os.environ.get("PEC_TEST_SANDBOX_BASE_PORT", "20000"))
+SANDBOX_BASE_PORT = int(os.environ.get("PEC_TEST_SANDBOX_BASE_PORT") or os.environ.get("PEC_TEST_BASE_PORT") or "20000")
 SEED_MESSAGES = 30
 SEED_BIG = 1
 
