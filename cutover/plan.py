@@ -171,6 +171,10 @@ class Copy(_Model):
     folder_map: dict[str, str] = Field(default_factory=dict, description="source folder name -> target folder name")
     retries: int = Field(default=3, ge=0, le=20)
     retry_backoff_s: float = Field(default=1.0, ge=0)
+    verify: Literal["readback", "size"] = Field(
+        default="readback",
+        description="readback: read every appended message back from the target and compare SHA-256; "
+                    "size: trust APPENDUID and RFC822.SIZE (faster, weaker)")
 
 
 class Gates(_Model):

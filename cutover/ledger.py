@@ -1,0 +1,283 @@
+"""The copy ledger: what was copied where, so a copy resumes, a delta is cheap and a rollback knows what is new.
+
+SQLite in WAL mode, one connection per thread, writes serialised by a lock and committed with
+``synchronous=FULL`` (a committed row survives a kill -9 and a power cut).
+
+Tables
+  ``folders``   per (address, direction, source folder): source UIDVALIDITY, target folder and its
+                UIDVALIDITY, highest copied source UID.
+  ``messages``  per source message (address, direction, source folder, source UIDVALIDITY, source UID):
+                size, SHA-256, target folder, target UIDVALIDITY and UID, state, verified flag, time.
+  ``events``    notable facts (UIDVALIDITY reset, ...), for reports.
+
+Message states
+  ``pending``   written and committed *before* the APPEND that carries the message; a pending row after
+                a crash means "may or may not be on the target": the engine resolves it by SHA-256
+                against the target before appending anything again (see ``cutover.mailsync``).
+  ``copied``    the target confirmed the APPEND and gave its UID (APPENDUID).
+  ``matched``   an identical message (same SHA-256) was already on the target; nothing was appended.
+  ``mismatch``  verification found the target twin differs; the source message counts as not copied.
+
+Nothing here holds message bodies or credentials: only sizes, digests, folder names and UIDs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from cutover.errors import LedgerError
+
+DONE_STATES = ("copied", "matched")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS folders (
+    address TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    src_folder TEXT NOT NULL,
+    src_uidvalidity INTEGER NOT NULL,
+    tgt_folder TEXT NOT NULL,
+    tgt_uidvalidity INTEGER,
+    highest_uid INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL,
+    PRIMARY KEY (address, direction, src_folder)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    address TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    src_folder TEXT NOT NULL,
+    src_uidvalidity INTEGER NOT NULL,
+    src_uid INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    tgt_folder TEXT NOT NULL,
+    tgt_uidvalidity INTEGER,
+    tgt_uid INTEGER,
+    state TEXT NOT NULL,
+    verified INTEGER NOT NULL DEFAULT 0,
+    at REAL NOT NULL,
+    PRIMARY KEY (address, direction, src_folder, src_uidvalidity, src_uid)
+);
+CREATE INDEX IF NOT EXISTS messages_by_target ON messages (address, direction, tgt_folder, tgt_uidvalidity, tgt_uid);
+CREATE TABLE IF NOT EXISTS events (
+    address TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """What the ledger knows about one source folder."""
+
+    src_folder: str
+    src_uidvalidity: int
+    tgt_folder: str
+    tgt_uidvalidity: int | None
+    highest_uid: int
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    """One source message as recorded (no body, only its size and SHA-256)."""
+
+    src_folder: str
+    src_uidvalidity: int
+    src_uid: int
+    size: int
+    sha256: str
+    tgt_folder: str
+    tgt_uidvalidity: int | None
+    tgt_uid: int | None
+    state: str
+    verified: bool
+
+    @property
+    def done(self) -> bool:
+        return self.state in DONE_STATES
+
+
+class Ledger:
+    """The copy ledger at ``path`` (created on first use). Safe to share between threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._write_lock:
+                self._conn().executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"ledger {self.path}: cannot be opened ({exc}); check the path and its permissions") from None
+
+    # --- connections -------------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = conn
+            self._connections.append(conn)
+        return conn
+
+    def _write(self, sql: str, params: Iterable[tuple] | tuple = (), *, many: bool = False) -> None:
+        try:
+            with self._write_lock:
+                conn = self._conn()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if many:
+                        conn.executemany(sql, params)  # type: ignore[arg-type]
+                    else:
+                        conn.execute(sql, params)  # type: ignore[arg-type]
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: write failed ({exc})") from None
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: read failed ({exc})") from None
+
+    def close(self) -> None:
+        for conn in self._connections:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._connections.clear()
+        self._local = threading.local()
+
+    # --- folders -----------------------------------------------------------------------------------
+    def folder_state(self, address: str, direction: str, src_folder: str) -> FolderState | None:
+        rows = self._read(
+            "SELECT src_folder, src_uidvalidity, tgt_folder, tgt_uidvalidity, highest_uid FROM folders "
+            "WHERE address=? AND direction=? AND src_folder=?", (address, direction, src_folder))
+        return FolderState(*rows[0]) if rows else None
+
+    def set_folder_state(self, address: str, direction: str, src_folder: str, src_uidvalidity: int,
+                         tgt_folder: str, tgt_uidvalidity: int | None) -> None:
+        """Record the folder pair and UIDVALIDITYs; ``highest_uid`` follows the copied messages."""
+        self._write(
+            "INSERT INTO folders (address, direction, src_folder, src_uidvalidity, tgt_folder, tgt_uidvalidity, highest_uid, updated) "
+            "VALUES (?,?,?,?,?,?, COALESCE((SELECT MAX(src_uid) FROM messages WHERE address=? AND direction=? AND src_folder=? "
+            "AND src_uidvalidity=? AND state IN ('copied','matched')), 0), ?) "
+            "ON CONFLICT (address, direction, src_folder) DO UPDATE SET src_uidvalidity=excluded.src_uidvalidity, "
+            "tgt_folder=excluded.tgt_folder, tgt_uidvalidity=excluded.tgt_uidvalidity, highest_uid=excluded.highest_uid, "
+            "updated=excluded.updated",
+            (address, direction, src_folder, src_uidvalidity, tgt_folder, tgt_uidvalidity,
+             address, direction, src_folder, src_uidvalidity, time.time()))
+
+    def add_event(self, address: str, direction: str, folder: str, kind: str, detail: str) -> None:
+        self._write("INSERT INTO events VALUES (?,?,?,?,?,?)", (address, direction, folder, kind, detail, time.time()))
+
+    def events(self, address: str, kind: str | None = None) -> list[tuple[str, str, str, str]]:
+        """(direction, folder, kind, detail) in the order they happened."""
+        sql = "SELECT direction, folder, kind, detail FROM events WHERE address=?"
+        params: tuple = (address,)
+        if kind:
+            sql += " AND kind=?"
+            params += (kind,)
+        return self._read(sql + " ORDER BY rowid", params)  # type: ignore[return-value]
+
+    # --- messages ----------------------------------------------------------------------------------
+    def messages(self, address: str, direction: str, src_folder: str, src_uidvalidity: int) -> dict[int, MessageRow]:
+        """Every recorded message of one source folder under one UIDVALIDITY, by source UID."""
+        rows = self._read(
+            "SELECT src_folder, src_uidvalidity, src_uid, size, sha256, tgt_folder, tgt_uidvalidity, tgt_uid, state, verified "
+            "FROM messages WHERE address=? AND direction=? AND src_folder=? AND src_uidvalidity=?",
+            (address, direction, src_folder, src_uidvalidity))
+        return {r[2]: MessageRow(*r[:9], bool(r[9])) for r in rows}
+
+    def target_rows(self, address: str, direction: str, tgt_folder: str) -> list[MessageRow]:
+        """Done rows that put (or found) a message in ``tgt_folder``: used by rollback to tell our copies apart."""
+        rows = self._read(
+            "SELECT src_folder, src_uidvalidity, src_uid, size, sha256, tgt_folder, tgt_uidvalidity, tgt_uid, state, verified "
+            "FROM messages WHERE address=? AND direction=? AND tgt_folder=? AND state IN ('copied','matched')",
+            (address, direction, tgt_folder))
+        return [MessageRow(*r[:9], bool(r[9])) for r in rows]
+
+    def record_pending(self, address: str, direction: str, rows: list[MessageRow]) -> None:
+        """Commit rows as ``pending`` before their APPEND is sent (crash-safety, see module docstring)."""
+        self._upsert(address, direction, rows, "pending")
+
+    def record_done(self, address: str, direction: str, rows: list[MessageRow], state: str) -> None:
+        """Commit rows as ``copied`` (target UID from APPENDUID) or ``matched`` (twin already on target)."""
+        if state not in DONE_STATES:
+            raise ValueError(state)
+        self._upsert(address, direction, rows, state)
+
+    def _upsert(self, address: str, direction: str, rows: list[MessageRow], state: str) -> None:
+        if not rows:
+            return
+        now = time.time()
+        self._write(
+            "INSERT INTO messages (address, direction, src_folder, src_uidvalidity, src_uid, size, sha256, tgt_folder, "
+            "tgt_uidvalidity, tgt_uid, state, verified, at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (address, direction, src_folder, src_uidvalidity, src_uid) DO UPDATE SET size=excluded.size, "
+            "sha256=excluded.sha256, tgt_folder=excluded.tgt_folder, tgt_uidvalidity=excluded.tgt_uidvalidity, "
+            "tgt_uid=excluded.tgt_uid, state=excluded.state, verified=excluded.verified, at=excluded.at",
+            [(address, direction, r.src_folder, r.src_uidvalidity, r.src_uid, r.size, r.sha256, r.tgt_folder,
+              r.tgt_uidvalidity, r.tgt_uid, state, int(r.verified), now) for r in rows],
+            many=True)
+
+    def forget_pending(self, address: str, direction: str, src_folder: str, src_uidvalidity: int, uids: Iterable[int]) -> None:
+        """Drop pending rows whose APPEND never reached the target (they will be copied again)."""
+        self._write(
+            "DELETE FROM messages WHERE address=? AND direction=? AND src_folder=? AND src_uidvalidity=? AND src_uid=? "
+            "AND state='pending'",
+            [(address, direction, src_folder, src_uidvalidity, u) for u in uids], many=True)
+
+    def mark_verified(self, address: str, direction: str, src_folder: str, src_uidvalidity: int, uids: Iterable[int]) -> None:
+        self._write(
+            "UPDATE messages SET verified=1 WHERE address=? AND direction=? AND src_folder=? AND src_uidvalidity=? AND src_uid=?",
+            [(address, direction, src_folder, src_uidvalidity, u) for u in uids], many=True)
+
+    def mark_mismatch(self, address: str, direction: str, src_folder: str, src_uidvalidity: int, uids: Iterable[int]) -> None:
+        self._write(
+            "UPDATE messages SET state='mismatch', verified=0 WHERE address=? AND direction=? AND src_folder=? "
+            "AND src_uidvalidity=? AND src_uid=?",
+            [(address, direction, src_folder, src_uidvalidity, u) for u in uids], many=True)
+
+    # --- queries for checks and reports -----------------------------------------------------------
+    def verified_count(self, address: str, folder: str, *, direction: str = "forward") -> int:
+        """Messages verified present in target ``folder`` for ``address`` (e.g. INBOX, to compare with a login)."""
+        rows = self._read(
+            "SELECT COUNT(*) FROM messages m JOIN folders f ON f.address=m.address AND f.direction=m.direction "
+            "AND f.src_folder=m.src_folder AND f.src_uidvalidity=m.src_uidvalidity "
+            "WHERE m.address=? AND m.direction=? AND m.tgt_folder=? AND m.verified=1 AND m.state IN ('copied','matched')",
+            (address, direction, folder))
+        return int(rows[0][0])
+
+    def message_count(self, address: str | None = None, *, direction: str = "forward", state: str | None = None) -> int:
+        sql = "SELECT COUNT(*) FROM messages WHERE direction=?"
+        params: tuple = (direction,)
+        if address:
+            sql += " AND address=?"
+            params += (address,)
+        if state:
+            sql += " AND state=?"
+            params += (state,)
+        return int(self._read(sql, params)[0][0])
+
+    def addresses(self) -> Iterator[str]:
+        yield from (r[0] for r in self._read("SELECT DISTINCT address FROM messages ORDER BY address"))
+
+
+__all__ = ["Ledger", "MessageRow", "FolderState", "DONE_STATES"]

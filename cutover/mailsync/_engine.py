@@ -1,0 +1,533 @@
+"""The copy engine: per mailbox, per folder, batched and pipelined, resumable through the ledger.
+
+How a folder is copied (``direction="forward"``: source -> target)
+  1. LIST both sides, map names (``_folders.map_folders``); EXAMINE the source folder and read
+     {UID: RFC822.SIZE} (metadata only). The ledger says which source UIDs (under this UIDVALIDITY) already
+     have a twin on the target; a twin counts only if its target UID still exists with the same size
+     under the target UIDVALIDITY the ledger recorded. Everything else is "to do".
+  2. Twins already on the target that the ledger does not know about (a crash between APPEND and the
+     ledger update, a copy made by another tool, a source UIDVALIDITY reset) are found by SHA-256: target
+     messages not claimed by a ledger row whose size equals the size of a to-do message are read and
+     digested. A to-do message whose digest is in that pool takes one twin from it (a multiset: two
+     identical source messages need two twins) and is recorded ``matched``; nothing is appended. Because
+     only same-size unclaimed messages are read, this costs nothing on a clean run and little on a resume.
+  3. A reader thread FETCHes ``BODY.PEEK[] FLAGS INTERNALDATE`` in batches bounded by count and bytes on
+     the source session and hands them over a queue of one, so the next batch is read while the current
+     one is written; at most three batches are in memory per mailbox whatever its size.
+  4. Per batch: rows are committed to the ledger as ``pending`` (size, SHA-256), then one MULTIAPPEND
+     (or one APPEND per message without it) sends them with flags and INTERNALDATE; the APPENDUID answer
+     turns the rows into ``copied`` with their target UIDs. A kill -9 anywhere leaves either no row (not
+     sent: copied next time), or a pending row (resolved by step 2 before anything is appended again),
+     or a copied row (done). So a rerun neither duplicates nor skips.
+  5. Verification: the target folder is listed again; every source message must have its recorded
+     twin (UID present, same size). Twins appended in this run are read back and their SHA-256 compared
+     (``copy.verify: readback``, the default; ``size`` trusts APPENDUID and sizes). Verified rows are
+     marked so a delta does not read them again: a message under a given UID and UIDVALIDITY never
+     changes (RFC 3501), so the recorded digest of an unchanged source UID stays valid.
+
+``direction="reverse"`` (rollback) runs the same algorithm from the target back to the source, leaving
+out every target message the forward ledger put there (by target UID under the same UIDVALIDITY, by
+SHA-256 otherwise). Reverse copies are recorded under ``reverse`` so a second rollback copies nothing.
+Nothing is ever deleted or changed on either side.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
+from typing import Callable, Iterator, Literal, Sequence
+
+from imapclient import IMAPClient
+
+from cutover.errors import ConnectionLost, LedgerError, MailboxError, MessageTooLarge
+from cutover.imap import connect, map_imap_errors
+from cutover.inventory import Mailbox
+from cutover.ledger import Ledger, MessageRow
+from cutover.mailsync import _imapops as ops
+from cutover.mailsync._folders import FolderMapError, invert, map_folders
+from cutover.mailsync._models import CopyReport, FolderReport, MailboxReport, ProgressEvent
+from cutover.plan import Plan
+
+log = logging.getLogger("cutover.mailsync")
+# imapclient logs command traffic (literal heads included) at DEBUG; message bodies never go to logs.
+logging.getLogger("imapclient").setLevel(logging.INFO)
+
+Direction = Literal["forward", "reverse"]
+ProgressCallback = Callable[[ProgressEvent], None]
+_END = object()
+
+
+class _Progress:
+    """Thread-safe run totals; each mailbox adds what it did."""
+
+    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
+        self.total = total
+        self.callback = callback
+        self.mailboxes_done = 0
+        self.messages = 0
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, address: str, messages: int, nbytes: int) -> None:
+        with self._lock:
+            self.messages += messages
+            self.bytes += nbytes
+            event = ProgressEvent(self.mailboxes_done, self.total, self.messages, self.bytes, address)
+        self._emit(event)
+
+    def mailbox_done(self, address: str) -> None:
+        with self._lock:
+            self.mailboxes_done += 1
+            event = ProgressEvent(self.mailboxes_done, self.total, self.messages, self.bytes, address)
+        self._emit(event)
+
+    def _emit(self, event: ProgressEvent) -> None:
+        if self.callback is None:
+            return
+        try:
+            self.callback(event)
+        except Exception:  # a broken progress display must not stop a copy
+            log.exception("progress callback failed")
+
+
+def copy_mailboxes(plan: Plan, mailboxes: Sequence[Mailbox], *, direction: Direction = "forward", dry_run: bool = False,
+                   verify_only: bool = False, on_progress: ProgressCallback | None = None,
+                   on_mailbox_done: Callable[[MailboxReport], None] | None = None,
+                   ledger: Ledger | None = None) -> CopyReport:
+    """Copy (or verify) ``mailboxes`` with a bounded pool; one failing mailbox never stops the others."""
+    started = time.monotonic()
+    settings = plan.copy_settings
+    own_ledger = ledger is None
+    ledger = ledger or Ledger(plan.ledger)
+    workers = max(1, min(settings.mailboxes_in_parallel, plan.source.max_connections, plan.target.max_connections,
+                         len(mailboxes) or 1))
+    progress = _Progress(len(mailboxes), on_progress)
+    reports: dict[str, MailboxReport] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailsync") as pool:
+            futures = {pool.submit(sync_mailbox, plan, mb, ledger, direction=direction, dry_run=dry_run,
+                                   verify_only=verify_only, _progress=progress): mb for mb in mailboxes}
+            for future in as_completed(futures):
+                mb = futures[future]
+                report = future.result()  # sync_mailbox turns every failure into a report
+                reports[mb.address] = report
+                progress.mailbox_done(mb.address)
+                if on_mailbox_done is not None:
+                    try:
+                        on_mailbox_done(report)
+                    except Exception:
+                        log.exception("on_mailbox_done callback failed address=%s", mb.address)
+    finally:
+        if own_ledger:
+            ledger.close()
+    return CopyReport(mailboxes=[reports[mb.address] for mb in mailboxes], seconds=time.monotonic() - started,
+                      direction=direction, dry_run=dry_run, verify_only=verify_only)
+
+
+def sync_mailbox(plan: Plan, mailbox: Mailbox, ledger: Ledger, *, direction: Direction = "forward", dry_run: bool = False,
+                 verify_only: bool = False, on_progress: ProgressCallback | None = None,
+                 _progress: _Progress | None = None) -> MailboxReport:
+    """Copy one mailbox and verify it; every failure becomes the report's status/reason/error, never an exception.
+
+    Connection losses are retried (``copy.retries`` times, exponential backoff from ``copy.retry_backoff_s``),
+    resuming from the ledger; bad credentials, TLS, quota and size failures are not retried.
+    """
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"direction must be 'forward' or 'reverse', not {direction!r}")
+    started = time.monotonic()
+    progress = _progress or _Progress(1, on_progress)
+    settings = plan.copy_settings
+    report = MailboxReport(mailbox.address, direction=direction)
+    run = _MailboxSync(plan, mailbox, ledger, direction, dry_run, verify_only, progress, report)
+    attempt = 0
+    while True:
+        try:
+            run.run()
+            break
+        except ConnectionLost as exc:
+            if attempt >= settings.retries:
+                _fail(report, exc, attempts=attempt + 1)
+                break
+            delay = settings.retry_backoff_s * (2 ** attempt)
+            attempt += 1
+            log.warning("connection lost, retrying address=%s attempt=%d of=%d delay_s=%.1f detail=%s",
+                        mailbox.address, attempt, settings.retries, delay, exc.detail)
+            time.sleep(delay)
+        except MailboxError as exc:
+            _fail(report, exc)
+            break
+        except LedgerError as exc:
+            report.status, report.reason, report.error = "failed", "ledger", str(exc)
+            break
+        except Exception as exc:  # a bug or an unexpected server answer: report it, keep the others going
+            log.exception("unexpected failure address=%s", mailbox.address)
+            report.status, report.reason = "failed", "error"
+            report.error = f"{mailbox.address}: unexpected {exc.__class__.__name__}: {str(exc)[:200]}"
+            break
+    report.seconds = time.monotonic() - started
+    log.info("mailbox done address=%s direction=%s status=%s messages=%d copied=%d skipped=%d missing=%d seconds=%.1f",
+             report.address, direction, report.status, report.messages, report.copied, report.skipped, report.missing,
+             report.seconds)
+    return report
+
+
+def _fail(report: MailboxReport, exc: MailboxError, *, attempts: int = 1) -> None:
+    report.status = "failed"
+    report.verified = False
+    report.reason = exc.reason
+    report.error = str(exc) + (f" (after {attempts} attempts)" if attempts > 1 else "")
+
+
+class _MailboxSync:
+    """One mailbox run; ``run()`` may be called again after a connection loss and resumes from the ledger."""
+
+    def __init__(self, plan: Plan, mailbox: Mailbox, ledger: Ledger, direction: Direction, dry_run: bool,
+                 verify_only: bool, progress: _Progress, report: MailboxReport) -> None:
+        self.plan = plan
+        self.mailbox = mailbox
+        self.address = mailbox.address
+        self.ledger = ledger
+        self.direction = direction
+        self.dry_run = dry_run
+        self.verify_only = verify_only
+        self.progress = progress
+        self.report = report
+        self.settings = plan.copy_settings
+        self.src_side, self.dst_side = ("source", "target") if direction == "forward" else ("target", "source")
+        self.src_provider = plan.provider(self.src_side)
+        self.dst_provider = plan.provider(self.dst_side)
+        self.src_server = f"{self.src_provider.name} {self.src_provider.imap}"
+        self.dst_server = f"{self.dst_provider.name} {self.dst_provider.imap}"
+        self.copied_total = 0  # across attempts: a retry must not count earlier appends as "skipped"
+
+    # --- the run -----------------------------------------------------------------------------------
+    def run(self) -> None:
+        src = connect(self.plan, self.src_side, self.mailbox)
+        try:
+            dst = connect(self.plan, self.dst_side, self.mailbox)
+            try:
+                src.normalise_times = False  # keep INTERNALDATE's own offset, byte for byte
+                dst.normalise_times = False
+                self._run(src, dst)
+            finally:
+                _logout(dst)
+        finally:
+            _logout(src)
+
+    def _run(self, src: IMAPClient, dst: IMAPClient) -> None:
+        with map_imap_errors(self.address, self.src_server):
+            src_folders = ops.list_folders(src)
+        with map_imap_errors(self.address, self.dst_server):
+            dst_folders = ops.list_folders(dst)
+            multiappend = dst.has_capability("MULTIAPPEND")
+        overrides = dict(self.settings.folder_map)
+        if self.direction == "reverse":
+            overrides = invert(overrides)
+        try:
+            mapping = map_folders(src_folders, dst_folders, overrides)
+        except FolderMapError as exc:
+            raise MailboxError(self.address, str(exc)) from None
+        dst_names = {f.name for f in dst_folders} | {"INBOX"}
+
+        listings: list[tuple[str, str, int, dict[int, int]]] = []
+        with map_imap_errors(self.address, self.src_server):
+            for sname, tname in mapping.items():
+                uidvalidity, listing = ops.sizes(src, sname)
+                listings.append((sname, tname, uidvalidity, self._without_forward_copies(sname, uidvalidity, listing)))
+
+        if not self.dry_run and not self.verify_only:
+            self._check_quota(dst, listings)
+
+        folder_reports = []
+        for sname, tname, uidvalidity, listing in listings:
+            if self.verify_only:
+                fr = self._verify_full(src, dst, sname, tname, listing, tname in dst_names)
+            else:
+                fr = self._copy_folder(src, dst, sname, tname, uidvalidity, listing, tname in dst_names, multiappend)
+            folder_reports.append(fr)
+            log.info("folder done address=%s direction=%s folder=%s target=%s messages=%d copied=%d skipped=%d missing=%d",
+                     self.address, self.direction, sname, tname, fr.messages, fr.copied, fr.skipped, fr.missing)
+        self._summarise(folder_reports)
+
+    def _summarise(self, folder_reports: list[FolderReport]) -> None:
+        r = self.report
+        r.folder_reports = folder_reports
+        r.folders = len(folder_reports)
+        r.messages = sum(f.messages for f in folder_reports)
+        r.bytes = sum(f.bytes for f in folder_reports)
+        r.missing = sum(f.missing for f in folder_reports)
+        r.notes = [f"{f.source}: {n}" for f in folder_reports for n in f.notes]
+        if self.dry_run:
+            r.copied = sum(f.copied for f in folder_reports)  # would copy
+            r.skipped = sum(f.skipped for f in folder_reports)
+            r.status, r.verified = "dry-run", False
+            return
+        r.copied = self.copied_total if not self.verify_only else 0
+        r.skipped = max(0, r.messages - r.copied - r.missing)
+        r.verified = all(f.verified for f in folder_reports)
+        too_large = [n for n in r.notes if "too large" in n]
+        if r.verified:
+            r.status, r.reason, r.error = "verified", "", ""
+        elif too_large:
+            r.status, r.reason = "failed", MessageTooLarge.reason
+            r.error = f"{self.address}: {len(too_large)} folder(s) hold messages over the target's size limit: " + "; ".join(too_large)
+        else:
+            r.status, r.reason = "not-verified", "not-verified"
+            r.error = f"{self.address}: {r.missing} source message(s) without an identical target twin; run the copy again"
+
+    # --- reverse: leave out what the forward copy put on the target -------------------------------
+    def _without_forward_copies(self, folder: str, uidvalidity: int, listing: dict[int, int]) -> dict[int, int]:
+        if self.direction != "reverse":
+            return listing
+        ours = {r.tgt_uid for r in self.ledger.target_rows(self.address, "forward", folder)
+                if r.tgt_uidvalidity == uidvalidity}
+        return {u: s for u, s in listing.items() if u not in ours}
+
+    def _forward_digests_elsewhere(self, folder: str, uidvalidity: int) -> Counter:
+        """Digests of forward copies recorded under another target UIDVALIDITY (matched by content instead)."""
+        if self.direction != "reverse":
+            return Counter()
+        return Counter(r.sha256 for r in self.ledger.target_rows(self.address, "forward", folder)
+                       if r.tgt_uidvalidity != uidvalidity)
+
+    # --- quota -------------------------------------------------------------------------------------
+    def _check_quota(self, dst: IMAPClient, listings: list[tuple[str, str, int, dict[int, int]]]) -> None:
+        needed = 0
+        for sname, _, uidvalidity, listing in listings:
+            rows = self.ledger.messages(self.address, self.direction, sname, uidvalidity)
+            needed += sum(size for uid, size in listing.items() if not (uid in rows and rows[uid].done))
+        if not needed:
+            return
+        with map_imap_errors(self.address, self.dst_server):
+            try:
+                free = ops.quota_free(dst)
+            except MailboxError:
+                raise
+            except Exception:  # GETQUOTAROOT refused: the APPEND answer will tell
+                free = None
+        if free is not None and needed > free:
+            from cutover.errors import QuotaExceeded
+            raise QuotaExceeded(self.address, f"{needed / 1e6:.1f} MB to copy but only {free / 1e6:.1f} MB free "
+                                f"on the target's quota", server=self.dst_server)
+
+    # --- one folder --------------------------------------------------------------------------------
+    def _copy_folder(self, src: IMAPClient, dst: IMAPClient, sname: str, tname: str, uidvalidity: int,
+                     listing: dict[int, int], exists_on_target: bool, multiappend: bool) -> FolderReport:
+        fr = FolderReport(sname, tname, messages=len(listing), bytes=sum(listing.values()))
+        a, d = self.address, self.direction
+        with map_imap_errors(a, self.dst_server):
+            if not exists_on_target and not self.dry_run:
+                ops.create_folder(dst, tname)
+                exists_on_target = True
+            tuidv, tlisting = ops.sizes(dst, tname) if exists_on_target else (None, {})
+
+        state = self.ledger.folder_state(a, d, sname)
+        if state is not None and state.src_uidvalidity != uidvalidity:
+            note = f"UIDVALIDITY changed {state.src_uidvalidity} -> {uidvalidity}: re-matched by SHA-256"
+            fr.notes.append(note)
+            if not self.dry_run:
+                self.ledger.add_event(a, d, sname, "uidvalidity-reset", note)
+        rows = self.ledger.messages(a, d, sname, uidvalidity)
+        done = {uid: r for uid, r in rows.items()
+                if uid in listing and r.done and r.tgt_uidvalidity == tuidv and tlisting.get(r.tgt_uid) == r.size}
+        todo = [uid for uid in sorted(listing) if uid not in done]
+        if self.dry_run:
+            fr.copied, fr.skipped = len(todo), len(done)
+            return fr
+        self.ledger.set_folder_state(a, d, sname, uidvalidity, tname, tuidv)
+
+        # Step 2 of the module docstring: twins the ledger does not know about.
+        claimed = {r.tgt_uid for r in done.values()}
+        todo_sizes = {listing[u] for u in todo}
+        candidates = sorted(u for u, s in tlisting.items() if u not in claimed and s in todo_sizes)
+        pool: dict[str, list[int]] = defaultdict(list)
+        if candidates:
+            with map_imap_errors(a, self.dst_server):
+                for tuid, sha in ops.digests(dst, candidates, tlisting, self.settings.batch_messages, self.settings.batch_bytes):
+                    pool[sha].append(tuid)
+        forward_elsewhere = self._forward_digests_elsewhere(sname, uidvalidity)
+        excluded: set[int] = set()
+        too_large: list[int] = []
+        max_bytes = self.dst_provider.max_message_bytes
+
+        for batch in self._fetch_pipeline(src, sname, uidvalidity, todo, listing):
+            matched: list[MessageRow] = []
+            to_append: list[ops.Fetched] = []
+            for m in batch:
+                if forward_elsewhere[m.sha256] > 0:
+                    forward_elsewhere[m.sha256] -= 1
+                    excluded.add(m.uid)
+                    continue
+                if pool.get(m.sha256):
+                    tuid = pool[m.sha256].pop(0)
+                    matched.append(MessageRow(sname, uidvalidity, m.uid, len(m.body), m.sha256, tname, tuidv, tuid,
+                                              "matched", True))  # digest read from the target: verified
+                elif max_bytes is not None and len(m.body) > max_bytes:
+                    too_large.append(m.uid)
+                else:
+                    to_append.append(m)
+            self.ledger.record_done(a, d, matched, "matched")
+            if to_append:
+                fr.copied += self._append(dst, sname, tname, uidvalidity, tuidv, to_append, multiappend, too_large)
+            self.progress.add(a, len(batch), sum(len(m.body) for m in batch))
+            del batch, to_append
+
+        for uid in excluded:
+            fr.bytes -= listing.pop(uid)
+        fr.messages = len(listing)
+        if too_large:
+            fr.notes.append(f"{len(too_large)} message(s) too large for the target "
+                            f"(largest {max(listing[u] for u in too_large)} bytes, limit {max_bytes or 'server'})")
+        return self._verify_folder(dst, fr, sname, tname, uidvalidity, listing)
+
+    def _append(self, dst: IMAPClient, sname: str, tname: str, uidvalidity: int, tuidv: int | None,
+                messages: list[ops.Fetched], multiappend: bool, too_large: list[int]) -> int:
+        """Append with pending -> copied bookkeeping; return how many the target confirmed."""
+        a, d = self.address, self.direction
+        rows = [MessageRow(sname, uidvalidity, m.uid, len(m.body), m.sha256, tname, tuidv, None, "pending", False)
+                for m in messages]
+        self.ledger.record_pending(a, d, rows)  # committed before the APPEND: see the module docstring
+        try:
+            with map_imap_errors(a, self.dst_server):
+                got_uidvalidity, uids = ops.append_messages(dst, tname, messages, multiappend=multiappend,
+                                                            address=a, server=self.dst_server)
+        except MessageTooLarge:
+            if len(messages) == 1:
+                too_large.append(messages[0].uid)
+                self.ledger.forget_pending(a, d, sname, uidvalidity, [messages[0].uid])
+                return 0
+            # find which one: the others still go
+            return sum(self._append(dst, sname, tname, uidvalidity, tuidv, [m], False, too_large) for m in messages)
+        if uids is None:
+            # No UIDPLUS: rows stay pending and are resolved by SHA-256 (step 2) on the next run.
+            return 0
+        self.ledger.record_done(a, d, [replace(r, tgt_uid=u, tgt_uidvalidity=got_uidvalidity, state="copied")
+                                       for r, u in zip(rows, uids)], "copied")
+        self.copied_total += len(rows)
+        return len(rows)
+
+    def _fetch_pipeline(self, src: IMAPClient, folder: str, uidvalidity: int, todo: list[int],
+                        listing: dict[int, int]) -> Iterator[list[ops.Fetched]]:
+        """Batches fetched by a reader thread on the source session while the caller appends the previous one."""
+        if not todo:
+            return
+        batches = ops.plan_batches(todo, listing, self.settings.batch_messages, self.settings.batch_bytes)
+        handoff: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def put(item: object) -> None:
+            while not stop.is_set():
+                try:
+                    handoff.put(item, timeout=0.2)
+                    return
+                except queue.Full:
+                    continue
+
+        def reader() -> None:
+            try:
+                with map_imap_errors(self.address, self.src_server):
+                    now_uidvalidity, _ = ops.select(src, folder)
+                    if now_uidvalidity != uidvalidity:
+                        raise ConnectionLost(self.address, f"UIDVALIDITY of {folder!r} changed during the copy; starting over",
+                                             server=self.src_server)
+                    for batch in batches:
+                        if stop.is_set():
+                            return
+                        put(ops.fetch_messages(src, batch))
+                put(_END)
+            except BaseException as exc:  # handed to the consumer, raised there
+                put(exc)
+
+        thread = threading.Thread(target=reader, name=f"fetch-{self.address}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = handoff.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            stop.set()
+            while thread.is_alive():
+                try:
+                    handoff.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            thread.join()
+
+    # --- verification ------------------------------------------------------------------------------
+    def _verify_folder(self, dst: IMAPClient, fr: FolderReport, sname: str, tname: str, uidvalidity: int,
+                       listing: dict[int, int]) -> FolderReport:
+        a, d = self.address, self.direction
+        with map_imap_errors(a, self.dst_server):
+            tuidv, tlisting = ops.sizes(dst, tname)
+        rows = self.ledger.messages(a, d, sname, uidvalidity)
+        missing = 0
+        trusted: list[int] = []
+        readback: dict[int, MessageRow] = {}  # target uid -> row
+        for uid in listing:
+            r = rows.get(uid)
+            if r is None or not r.done or r.tgt_uidvalidity != tuidv or tlisting.get(r.tgt_uid) != r.size:
+                missing += 1
+            elif r.verified or self.settings.verify == "size":
+                trusted.append(uid)
+            else:
+                readback[r.tgt_uid] = r  # type: ignore[index]
+        mismatched: list[int] = []
+        if readback:
+            seen: dict[int, str] = {}
+            with map_imap_errors(a, self.dst_server):
+                for tuid, sha in ops.digests(dst, sorted(readback), tlisting, self.settings.batch_messages,
+                                             self.settings.batch_bytes):
+                    seen[tuid] = sha
+            for tuid, r in readback.items():
+                if seen.get(tuid) == r.sha256:
+                    trusted.append(r.src_uid)
+                else:
+                    mismatched.append(r.src_uid)
+        if mismatched:
+            self.ledger.mark_mismatch(a, d, sname, uidvalidity, mismatched)
+            fr.notes.append(f"{len(mismatched)} target copy(ies) differ from the source; they will be copied again")
+            missing += len(mismatched)
+        self.ledger.mark_verified(a, d, sname, uidvalidity, [u for u in trusted if not rows[u].verified])
+        fr.missing = missing
+        fr.verified = missing == 0
+        fr.skipped = max(0, fr.messages - fr.copied - missing)
+        return fr
+
+    def _verify_full(self, src: IMAPClient, dst: IMAPClient, sname: str, tname: str, listing: dict[int, int],
+                     exists_on_target: bool) -> FolderReport:
+        """Trust nothing: the multiset of SHA-256 digests of every message on both sides (reads everything)."""
+        fr = FolderReport(sname, tname, messages=len(listing), bytes=sum(listing.values()))
+        s, settings = self.settings, self.settings
+        with map_imap_errors(self.address, self.src_server):
+            ops.select(src, sname)
+            src_digests = Counter(sha for _, sha in ops.digests(src, sorted(listing), listing, s.batch_messages, s.batch_bytes))
+        self.progress.add(self.address, len(listing), fr.bytes)
+        dst_digests: Counter = Counter()
+        if exists_on_target:
+            with map_imap_errors(self.address, self.dst_server):
+                _, tlisting = ops.sizes(dst, tname)
+                dst_digests = Counter(sha for _, sha in ops.digests(dst, sorted(tlisting), tlisting,
+                                                                    settings.batch_messages, settings.batch_bytes))
+        fr.missing = sum((src_digests - dst_digests).values())
+        fr.verified = fr.missing == 0
+        fr.skipped = fr.messages - fr.missing
+        return fr
+
+
+def _logout(client: IMAPClient) -> None:
+    try:
+        client.logout()
+    except Exception:
+        try:
+            client.shutdown()
+        except Exception:
+            pass

@@ -1,0 +1,103 @@
+"""Folder names across providers: hierarchy separators, special-use folders, the plan's overrides (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Special-use folders mapped onto each other (RFC 6154). \All and \Flagged are virtual views on some
+# servers (copying them would duplicate every message), so they are never copied.
+SPECIAL_USE = ("\\Sent", "\\Trash", "\\Drafts", "\\Junk", "\\Archive")
+VIRTUAL = ("\\All", "\\Flagged")
+NOT_SELECTABLE = ("\\Noselect", "\\NonExistent")
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One folder as LIST shows it (name decoded from modified UTF-7 by imapclient)."""
+
+    name: str
+    delimiter: str | None
+    flags: frozenset[str] = frozenset()
+
+    @property
+    def selectable(self) -> bool:
+        return not any(f.lower() in {n.lower() for n in NOT_SELECTABLE} for f in self.flags)
+
+    @property
+    def virtual(self) -> bool:
+        return any(f.lower() in {n.lower() for n in VIRTUAL} for f in self.flags)
+
+    def special_use(self) -> str | None:
+        lowered = {f.lower() for f in self.flags}
+        return next((s for s in SPECIAL_USE if s.lower() in lowered), None)
+
+    @property
+    def is_inbox(self) -> bool:
+        return self.name.upper() == "INBOX"
+
+
+class FolderMapError(ValueError):
+    """Two source folders would land in the same target folder."""
+
+
+def from_list(listing: list[tuple]) -> list[Folder]:
+    """imapclient ``list_folders()`` rows ``(flags, delimiter, name)`` as :class:`Folder`."""
+    out = []
+    for flags, delim, name in listing:
+        d = delim.decode() if isinstance(delim, bytes) else delim
+        n = name.decode() if isinstance(name, bytes) else str(name)
+        out.append(Folder(n, d, frozenset(f.decode() if isinstance(f, bytes) else str(f) for f in flags)))
+    return out
+
+
+def target_delimiter(target: list[Folder]) -> str:
+    return next((f.delimiter for f in target if f.delimiter), "/")
+
+
+def translate(name: str, source_delim: str | None, target_delim: str) -> str:
+    """Re-join a folder path with the target's separator; a target separator inside a part becomes '_'."""
+    if name.upper() == "INBOX":
+        return "INBOX"
+    parts = name.split(source_delim) if source_delim else [name]
+    if source_delim != target_delim:
+        parts = [p.replace(target_delim, "_") for p in parts]
+    if parts and parts[0].upper() == "INBOX":
+        parts[0] = "INBOX"
+    return target_delim.join(parts)
+
+
+def map_folders(source: list[Folder], target: list[Folder], overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """Source folder name -> target folder name for every selectable, non-virtual source folder.
+
+    Order of precedence: the plan's override map (target names written with the target's separator),
+    INBOX, special-use (a source \\Sent goes to the target's \\Sent whatever its name), then the same path
+    re-joined with the target's separator. Raises :class:`FolderMapError` on a collision.
+    """
+    overrides = overrides or {}
+    delim = target_delimiter(target)
+    target_special = {f.special_use(): f.name for f in target if f.special_use()}
+    mapping: dict[str, str] = {}
+    for folder in source:
+        if not folder.selectable or folder.virtual:
+            continue
+        if folder.name in overrides:
+            mapping[folder.name] = overrides[folder.name]
+        elif folder.is_inbox:
+            mapping[folder.name] = "INBOX"
+        elif folder.special_use() in target_special:
+            mapping[folder.name] = target_special[folder.special_use()]
+        else:
+            mapping[folder.name] = translate(folder.name, folder.delimiter, delim)
+    seen: dict[str, str] = {}
+    for src, tgt in mapping.items():
+        key = "INBOX" if tgt.upper() == "INBOX" else tgt
+        if key in seen:
+            raise FolderMapError(f"source folders {seen[key]!r} and {src!r} would both go to {tgt!r}; "
+                                 "add a folder_map entry to the plan's copy settings")
+        seen[key] = src
+    return mapping
+
+
+def invert(overrides: dict[str, str]) -> dict[str, str]:
+    """The override map for the reverse direction (rollback)."""
+    return {v: k for k, v in overrides.items()}

@@ -1,0 +1,188 @@
+"""Thin IMAP operations the engine needs, on an authenticated imapclient session (plain data in and out)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Iterator
+
+from imapclient import IMAPClient
+from imapclient.datetime_util import datetime_to_INTERNALDATE
+from imapclient.response_parser import parse_fetch_response
+from imapclient.imapclient import _literal  # marks bytes that must go as an IMAP literal (no CRLF rewriting)
+
+from cutover.errors import MailboxError, MessageTooLarge, QuotaExceeded
+from cutover.mailsync._folders import Folder, from_list
+
+FETCH_ITEMS = ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"]  # PEEK: reading never sets \Seen
+_APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.I)
+_NOT_APPENDABLE = {b"\\recent"}  # \Recent is set by the server only
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One source message as fetched: exact bytes, flags, INTERNALDATE, and its SHA-256."""
+
+    uid: int
+    body: bytes
+    flags: tuple[bytes, ...]
+    internaldate: datetime | None
+    sha256: str
+
+
+def list_folders(client: IMAPClient) -> list[Folder]:
+    return from_list(client.list_folders())
+
+
+def select(client: IMAPClient, folder: str) -> tuple[int, int]:
+    """EXAMINE ``folder`` (read-only: nothing we do there changes flags); return (UIDVALIDITY, EXISTS)."""
+    info = client.select_folder(folder, readonly=True)
+    return int(info[b"UIDVALIDITY"]), int(info.get(b"EXISTS", 0))
+
+
+def sizes(client: IMAPClient, folder: str) -> tuple[int, dict[int, int]]:
+    """(UIDVALIDITY, {uid: RFC822.SIZE}) of a folder: metadata only, cheap even for a large folder."""
+    uidvalidity, exists = select(client, folder)
+    if not exists:
+        return uidvalidity, {}
+    # imapclient's fetch() filters answers by the UIDs asked for, which "1:*" is not: go one level down.
+    typ, raw = client._imap.uid("FETCH", "1:*", "(RFC822.SIZE)")
+    client._checkok("fetch", typ, raw)
+    data = parse_fetch_response(raw, client.normalise_times, True)
+    return uidvalidity, {int(uid): int(v[b"RFC822.SIZE"]) for uid, v in data.items() if b"RFC822.SIZE" in v}
+
+
+def plan_batches(uids: Iterable[int], size_of: dict[int, int], max_messages: int, max_bytes: int) -> list[list[int]]:
+    """Group UIDs into batches of at most ``max_messages`` and ``max_bytes`` (a larger message goes alone)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    current_bytes = 0
+    for uid in uids:
+        size = size_of.get(uid, 0)
+        if current and (len(current) >= max_messages or current_bytes + size > max_bytes):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(uid)
+        current_bytes += size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def fetch_messages(client: IMAPClient, uids: list[int]) -> list[Fetched]:
+    """Fetch exact bytes, flags and INTERNALDATE of ``uids`` in the selected folder (vanished UIDs are absent)."""
+    data = client.fetch(uids, FETCH_ITEMS)
+    out = []
+    for uid in uids:
+        item = data.get(uid)
+        if item is None or b"BODY[]" not in item:
+            continue
+        body = item[b"BODY[]"]
+        out.append(Fetched(uid, body, tuple(item.get(b"FLAGS", ())), item.get(b"INTERNALDATE"),
+                           hashlib.sha256(body).hexdigest()))
+    return out
+
+
+def digests(client: IMAPClient, uids: list[int], size_of: dict[int, int], max_messages: int,
+            max_bytes: int) -> Iterator[tuple[int, str]]:
+    """(uid, SHA-256) of messages in the selected folder, fetched batch by batch (memory bounded)."""
+    for batch in plan_batches(uids, size_of, max_messages, max_bytes):
+        data = client.fetch(batch, ["BODY.PEEK[]"])
+        for uid in batch:
+            item = data.get(uid)
+            if item is not None and b"BODY[]" in item:
+                yield uid, hashlib.sha256(item[b"BODY[]"]).hexdigest()
+        del data
+
+
+def _append_args(msg: Fetched) -> list[bytes]:
+    flags = [f if isinstance(f, bytes) else str(f).encode() for f in msg.flags]
+    flags = [f for f in flags if f.lower() not in _NOT_APPENDABLE]
+    args = [b"(" + b" ".join(flags) + b")"]
+    if msg.internaldate is not None:
+        args.append(b'"' + datetime_to_INTERNALDATE(msg.internaldate).encode("ascii") + b'"')
+    args.append(_literal(msg.body))
+    return args
+
+
+def append_messages(client: IMAPClient, folder: str, messages: list[Fetched], *, multiappend: bool,
+                    address: str, server: str) -> tuple[int | None, list[int] | None]:
+    """APPEND ``messages`` to ``folder`` with flags and INTERNALDATE, byte-exact.
+
+    One MULTIAPPEND command (RFC 3502, all or nothing) when ``multiappend``, else one APPEND per message.
+    Returns (target UIDVALIDITY, target UIDs in order) from APPENDUID, or (None, None) without UIDPLUS.
+    The raw command path is used for both because imaplib's ``append`` rewrites line endings.
+    """
+    groups = [messages] if multiappend else [[m] for m in messages]
+    uidvalidity: int | None = None
+    uids: list[int] | None = []
+    for group in groups:
+        args: list[bytes] = [client._normalise_folder(folder)]
+        for m in group:
+            args += _append_args(m)
+        typ, data = client._raw_command(b"APPEND", args, uid=False)
+        text = b" ".join(d for d in data if isinstance(d, bytes))
+        if typ != "OK":
+            raise classify_append_failure(text, address=address, server=server, folder=folder,
+                                          largest=max(len(m.body) for m in group))
+        match = _APPENDUID.search(text)
+        if match is None or uids is None:
+            uids = None
+            continue
+        uidvalidity = int(match.group(1))
+        got = expand_uid_set(match.group(2).decode())
+        if len(got) != len(group):
+            raise MailboxError(address, f"APPENDUID for {folder!r} names {len(got)} messages, {len(group)} were sent",
+                               server=server)
+        uids += got
+    return uidvalidity, uids
+
+
+def expand_uid_set(text: str) -> list[int]:
+    """'5:7,9' -> [5, 6, 7, 9] (order kept: APPENDUID lists UIDs in the order the messages were sent)."""
+    out: list[int] = []
+    for part in text.split(","):
+        if ":" in part:
+            a, b = (int(x) for x in part.split(":"))
+            step = 1 if b >= a else -1
+            out += list(range(a, b + step, step))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def classify_append_failure(text: bytes, *, address: str, server: str, folder: str, largest: int) -> MailboxError:
+    said = text.decode("utf-8", "replace")[:200]
+    low = said.lower()
+    if "overquota" in low or "quota" in low:
+        return QuotaExceeded(address, f"target refused APPEND to {folder!r}: {said}", server=server)
+    if "toobig" in low or "too large" in low or "too big" in low or "limit" in low:
+        exc = MessageTooLarge(address, f"target refused a {largest} byte message in {folder!r}: {said}", server=server)
+        return exc
+    return MailboxError(address, f"target refused APPEND to {folder!r}: {said}", server=server)
+
+
+def quota_free(client: IMAPClient) -> int | None:
+    """Free storage in bytes on the INBOX quota root, or None when the server offers no QUOTA."""
+    if not client.has_capability("QUOTA"):
+        return None
+    _, quotas = client.get_quota_root("INBOX")
+    free: int | None = None
+    for q in quotas:
+        if str(q.resource).upper() == "STORAGE":
+            left = max(0, (int(q.limit) - int(q.usage)) * 1024)  # RFC 2087: units of 1024 octets
+            free = left if free is None else min(free, left)
+    return free
+
+
+def create_folder(client: IMAPClient, name: str) -> None:
+    """CREATE ``name`` unless it exists (parents are created by the server as needed)."""
+    if client.folder_exists(name):
+        return
+    try:
+        client.create_folder(name)
+    except Exception as exc:  # imapclient raises its generic error; ALREADYEXISTS is fine (a race)
+        if "alreadyexists" not in str(exc).lower().replace(" ", ""):
+            raise

@@ -1,0 +1,134 @@
+"""Results of a copy as data: per mailbox, for the whole run, and progress events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cutover.results import markdown_table
+
+Status = Literal["verified", "failed", "dry-run", "not-verified"]
+
+
+@dataclass
+class FolderReport:
+    """One source folder and where it went."""
+
+    source: str
+    target: str
+    messages: int = 0
+    bytes: int = 0
+    copied: int = 0
+    skipped: int = 0
+    missing: int = 0
+    verified: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MailboxReport:
+    """What happened to one mailbox. ``verified`` means every source message has an identical target twin."""
+
+    address: str
+    status: Status = "failed"
+    folders: int = 0
+    messages: int = 0
+    bytes: int = 0
+    copied: int = 0
+    skipped: int = 0
+    missing: int = 0
+    verified: bool = False
+    reason: str = ""
+    error: str = ""
+    seconds: float = 0.0
+    direction: str = "forward"
+    folder_reports: list[FolderReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "mailbox": self.address,
+            "status": self.status,
+            "folders": self.folders,
+            "messages": self.messages,
+            "MB": round(self.bytes / 1e6, 1),
+            "copied": self.copied,
+            "skipped": self.skipped,
+            "missing": self.missing,
+            "verified": "yes" if self.verified else "NO",
+            "reason": self.reason,
+            "error": self.error,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+@dataclass
+class CopyReport:
+    """Every mailbox of one run."""
+
+    mailboxes: list[MailboxReport] = field(default_factory=list)
+    seconds: float = 0.0
+    direction: str = "forward"
+    dry_run: bool = False
+    verify_only: bool = False
+
+    @property
+    def verified_count(self) -> int:
+        return sum(1 for m in self.mailboxes if m.verified)
+
+    @property
+    def unverified_count(self) -> int:
+        return len(self.mailboxes) - self.verified_count
+
+    @property
+    def missing_messages(self) -> int:
+        return sum(m.missing for m in self.mailboxes)
+
+    @property
+    def total_messages(self) -> int:
+        return sum(m.messages for m in self.mailboxes)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(m.bytes for m in self.mailboxes)
+
+    @property
+    def copied_messages(self) -> int:
+        return sum(m.copied for m in self.mailboxes)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.mailboxes) and all(m.verified for m in self.mailboxes)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [m.as_row() for m in self.mailboxes]
+
+    def markdown(self) -> str:
+        mode = "dry run" if self.dry_run else "verification only" if self.verify_only else "copy"
+        rate = self.total_bytes / 1e6 / self.seconds if self.seconds else 0.0
+        failed = [m for m in self.mailboxes if not m.verified]
+        lines = [
+            f"## Mail {mode} ({self.direction})",
+            "",
+            f"- mailboxes: {len(self.mailboxes)}, verified {self.verified_count}, not verified {self.unverified_count}",
+            f"- messages: {self.total_messages} ({self.total_bytes / 1e6:.1f} MB), copied {self.copied_messages}, "
+            f"missing {self.missing_messages}",
+            f"- time: {self.seconds:.1f} s ({rate:.1f} MB/s)",
+            f"- result: {'every mailbox verified' if self.ok else 'NOT all mailboxes verified'}",
+        ]
+        if failed:
+            lines.append("")
+            lines.append("Needs attention:")
+            lines += [f"- `{m.address}`: {m.status}, {m.reason or 'missing messages'}: {m.error}" for m in failed]
+        return "\n".join(lines) + "\n\n" + markdown_table(self.rows())
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Where a run stands; sent often (after every batch and every mailbox)."""
+
+    mailboxes_done: int
+    mailboxes_total: int
+    messages_done: int
+    bytes_done: int
+    current: str = ""
