@@ -6,14 +6,19 @@ Canaries are probed concurrently, at most ``target.max_connections`` at a time.
 
 from __future__ import annotations
 
+import smtplib
+import socket
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+from imapclient import IMAPClient
+
 from cutover.errors import AuthFailed, ConnectionLost, MailboxError, SecretError, TlsFailed
-from cutover.imap import session
+from cutover.imap import session, ssl_context
 from cutover.inventory import Inventory, Mailbox
-from cutover.plan import Plan
+from cutover.plan import Endpoint, Plan, Provider
 from cutover.results import CheckResult
 
 
@@ -88,9 +93,60 @@ def canary_login(plan: Plan, mailbox: Mailbox, *, ledger: VerifiedCounts | None 
                        detail=detail, reason=reason, duration_s=time.monotonic() - started, data=data)
 
 
+def endpoints_reachable(plan: Plan) -> list[CheckResult]:
+    """Pre-flight, no login: the source and target IMAP (and target SMTP) endpoints connect and verify TLS."""
+    checks: list[tuple[str, Provider, Endpoint]] = [
+        ("imap", plan.source, plan.source.imap),
+        ("imap", plan.target, plan.target.imap),
+    ]
+    if plan.target.smtp is not None:
+        checks.append(("smtp", plan.target, plan.target.smtp))
+    return [endpoint_reachable(protocol, provider, endpoint) for protocol, provider, endpoint in checks]
+
+
+def endpoint_reachable(protocol: str, provider: Provider, endpoint: Endpoint) -> CheckResult:
+    """TCP connect + TLS handshake verified against the plan's CA (STARTTLS spoken where configured)."""
+    context = ssl_context(provider)
+    started = time.monotonic()
+    timeout = provider.timeout_s
+
+    def result(ok: bool, observed: str, reason: str = "", detail: str = "") -> CheckResult:
+        return CheckResult(name=f"{protocol} endpoint", ok=ok, expected="connects, TLS verified", observed=observed,
+                           target=f"{provider.name} {endpoint}", detail=detail, reason=reason,
+                           duration_s=time.monotonic() - started, data={"protocol": protocol, "tls": endpoint.tls})
+
+    try:
+        if endpoint.tls == "implicit":
+            with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as raw:
+                with context.wrap_socket(raw, server_hostname=endpoint.host) as tls:
+                    version = tls.version()
+        elif protocol == "imap":
+            client = IMAPClient(endpoint.host, port=endpoint.port, ssl=False, timeout=timeout)
+            try:
+                client.starttls(ssl_context=context)
+                version = "STARTTLS"
+            finally:
+                client.shutdown()
+        else:
+            with smtplib.SMTP(endpoint.host, endpoint.port, timeout=timeout) as smtp:
+                smtp.starttls(context=context)
+                version = "STARTTLS"
+    except ssl.SSLCertVerificationError as exc:
+        return result(False, f"certificate not trusted: {exc.verify_message}", "tls-failure")
+    except ssl.SSLError as exc:
+        return result(False, f"TLS failed: {exc.reason or type(exc).__name__}", "tls-failure")
+    except ConnectionRefusedError:
+        return result(False, "connection refused", "refused")
+    except (socket.timeout, TimeoutError):
+        return result(False, f"timed out after {timeout:.0f}s", "timeout")
+    except Exception as exc:  # noqa: BLE001 - any other failure of a remote end is an answer, not a crash
+        return result(False, f"{type(exc).__name__}", "unreachable", str(exc)[:200])
+    return result(True, f"connected, TLS verified ({version})")
+
+
 def _short(exc: BaseException) -> str:
     # MailboxError.detail is the part without the address/server/hint (those have their own columns).
     return getattr(exc, "detail", None) or str(exc)
 
 
-__all__ = ["canary_logins", "canary_login", "failure_reason", "VerifiedCounts"]
+__all__ = ["canary_logins", "canary_login", "endpoints_reachable", "endpoint_reachable", "failure_reason", "VerifiedCounts"]
