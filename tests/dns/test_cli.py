@@ -1,0 +1,36 @@
+"""``pec-cutover dns`` against the DNS sandbox: status table, dry-run switch, TTL flags."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from cutover.cli import app
+
+
+def test_status_prints_every_server_and_resolver(zone) -> None:
+    result = CliRunner().invoke(app, ["dns", "status", "--plan", str(zone.environment.plan), "--expect", "source"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for word in ("ns1", "ns2", "unbound", "authoritative servers agree", "zone unsigned", "all 5 checks ok"):
+        assert word in result.output
+
+
+def test_status_exits_1_when_the_expected_mx_is_not_served(zone) -> None:
+    result = CliRunner().invoke(app, ["dns", "status", "--plan", str(zone.environment.plan), "--expect", "target"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "mismatch" in result.output and "serves the source MX" in result.output
+
+
+def test_switch_dry_run_shows_the_diff_and_changes_nothing(zone) -> None:
+    before = zone.served()
+    result = CliRunner().invoke(app, ["dns", "switch", "--to", "target", "--dry-run", "--plan",
+                                      str(zone.environment.plan)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "+pec.fnofi.it. 10 IN MX 10 mx.cert.legalmail.it." in result.output
+    assert zone.served() == before
+
+
+def test_ttl_needs_exactly_one_direction(zone) -> None:
+    result = CliRunner().invoke(app, ["dns", "ttl", "--plan", str(zone.environment.plan)])
+    assert result.exit_code == 2
