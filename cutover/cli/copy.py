@@ -1,11 +1,85 @@
-"""``pec-cutover copy``: placeholder until the copy engine lands (issue: bulk mailbox copy)."""
+"""``pec-cutover copy``: copy (or verify) mailboxes with a progress bar and a final table."""
 
 from __future__ import annotations
 
+import logging
+from enum import Enum
+from typing import List, Optional
+
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cutover.cli._common import PlanOption
+from cutover.cli._common import handle_errors
+from cutover.inventory import load_inventory
+from cutover.mailsync import CopyReport, ProgressEvent, copy_mailboxes
+from cutover.plan import load_plan
 
 
-def copy() -> None:
-    """Copy mailboxes from source to target."""
-    typer.echo("copy: not implemented yet")
-    raise typer.Exit(3)
+class DirectionChoice(str, Enum):
+    forward = "forward"
+    reverse = "reverse"
+
+
+def copy(
+    plan: str = PlanOption,
+    mailbox: Optional[List[str]] = typer.Option(None, "--mailbox", "-m", help="only these addresses (repeatable)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be copied; change nothing"),
+    verify_only: bool = typer.Option(False, "--verify-only", help="compare SHA-256 of every message on both sides; copy nothing"),
+    direction: DirectionChoice = typer.Option(DirectionChoice.forward, "--direction",
+                                              help="forward: source -> target; reverse (rollback): new target mail -> source"),
+) -> None:
+    """Copy mailboxes from source to target, byte-exact, verified and resumable. Exit 1 if any is not verified."""
+    console = Console()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    with handle_errors(console):
+        the_plan = load_plan(plan)
+        inventory = load_inventory(the_plan)
+        boxes = inventory.select(mailbox) if mailbox else inventory.mailboxes
+        report = _run_with_progress(console, the_plan, boxes, direction.value, dry_run, verify_only)
+    console.print(_table(report))
+    console.print(_summary(report))
+    if not (report.ok or dry_run):
+        raise typer.Exit(1)
+
+
+def _run_with_progress(console: Console, plan, boxes, direction: str, dry_run: bool, verify_only: bool) -> CopyReport:
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("mailboxes"),
+               TextColumn("{task.fields[messages]} msgs, {task.fields[mb]:.1f} MB, {task.fields[rate]:.1f} MB/s"),
+               TimeElapsedColumn(), TextColumn("{task.fields[current]}")]
+    verb = "dry run" if dry_run else "verify" if verify_only else f"copy {direction}"
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(verb, total=len(boxes), messages=0, mb=0.0, rate=0.0, current="")
+
+        def on_progress(event: ProgressEvent) -> None:
+            elapsed = bar.tasks[task].elapsed or 0.0
+            bar.update(task, completed=event.mailboxes_done, messages=event.messages_done, mb=event.bytes_done / 1e6,
+                       rate=(event.bytes_done / 1e6 / elapsed) if elapsed else 0.0, current=escape(event.current))
+
+        return copy_mailboxes(plan, boxes, direction=direction, dry_run=dry_run, verify_only=verify_only,  # type: ignore[arg-type]
+                              on_progress=on_progress)
+
+
+def _table(report: CopyReport) -> Table:
+    rows = report.rows()
+    table = Table(title=f"mail copy ({report.direction})")
+    for key in (rows[0] if rows else {"mailbox": ""}):
+        table.add_column(key, overflow="fold")
+    for row in rows:
+        style = "green" if row["verified"] == "yes" else ("yellow" if row["status"] == "dry-run" else "red")
+        table.add_row(*(escape(str(v)) for v in row.values()), style=style)
+    return table
+
+
+def _summary(report: CopyReport) -> str:
+    rate = report.total_bytes / 1e6 / report.seconds if report.seconds else 0.0
+    head = (f"{len(report.mailboxes)} mailboxes, {report.total_messages} messages, {report.total_bytes / 1e6:.1f} MB "
+            f"in {report.seconds:.1f} s ({rate:.1f} MB/s); copied {report.copied_messages}, missing {report.missing_messages}")
+    if report.dry_run:
+        return f"[yellow]dry run[/yellow]: {head} (copied = would copy)"
+    if report.ok:
+        return f"[green]all {report.verified_count} mailboxes verified[/green]: {head}"
+    return f"[red]{report.unverified_count} mailbox(es) NOT verified[/red]: {head}"
