@@ -112,6 +112,8 @@ ssl_key = <{self.key}
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
+# Real servers delay failed logins ~2 s; the sandbox answers at once so bad-credential tests stay quick.
+auth_failure_delay = 0
 first_valid_uid = {uid}
 last_valid_uid = {uid}
 mail_uid = {user}

@@ -444,17 +444,20 @@ class Sandbox:
                 d.write_config()
             self._write_masters(name)
             entries = d.users.entries()
+            existed = bool(entries)
+            changed_here = 0
             for mb in boxes:
                 password = self._member_password(side, mb)
                 entry = entries.get(mb.address)
                 if entry is None:
                     entries[mb.address] = PasswdEntry(mb.address, ssha512(password))
-                    changed += 1
+                    changed_here += 1
                 elif not _hash_matches(entry.password_hash, password):
                     entry.password_hash = ssha512(password)
-                    changed += 1
-            if changed:
-                d.users.write(entries)
+                    changed_here += 1
+            if changed_here:
+                d.users.write(entries, settle=existed)
+            changed += changed_here
         return changed
 
     def set_password(self, side: Side, address: str, new_password: str, *, update_secret: bool = False) -> None:

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,13 +60,23 @@ class PasswdFile:
                 out[entry.user] = entry
         return out
 
-    def write(self, entries: dict[str, PasswdEntry]) -> None:
+    def write(self, entries: dict[str, PasswdEntry], *, settle: bool = False) -> None:
+        """Replace the file; ``settle`` waits until a running Dovecot is sure to see the change (< 1 s)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write("".join(e.line() + "\n" for e in entries.values()))
+        old_mtime = int(self.path.stat().st_mtime) if self.path.exists() else None
         os.replace(tmp, self.path)
+        # Dovecot notices a changed passwd-file by mtime (whole seconds) and size; a password change keeps
+        # the size, so make sure the mtime moves even for two writes within one second.
+        if old_mtime is not None and int(self.path.stat().st_mtime) <= old_mtime:
+            os.utime(self.path, (old_mtime + 1, old_mtime + 1))
+        # Dovecot stats the file at most once per second of its clock: wait for the next second so the
+        # very next login sees the change.
+        if settle:
+            time.sleep(1.0 - (time.time() % 1.0) + 0.01)
 
     def upsert(self, user: str, password: str | None = None, **extra: str | None) -> None:
         """Add or change a user; ``password=None`` keeps the current hash; an extra set to None is removed."""
@@ -83,13 +94,13 @@ class PasswdFile:
             else:
                 entry.extra[key] = value
         entries[user] = entry
-        self.write(entries)
+        self.write(entries, settle=True)
 
     def remove(self, user: str) -> bool:
         entries = self.entries()
         if entries.pop(user, None) is None:
             return False
-        self.write(entries)
+        self.write(entries, settle=True)
         return True
 
 
