@@ -57,19 +57,6 @@ def own_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnEnv]:
         box.down()
 
 
-def settle_userdb(sandbox: Sandbox, side: str) -> None:
-    """Wait until a passwd-file write will be seen by Dovecot.
-
-    Dovecot reloads a passwd-file when its mtime (whole seconds) or size changes; a password change has the same
-    size, so two writes within one second look like one and the second is ignored.
-    """
-    name = "aruba" if side == "source" else "infocert"
-    path = sandbox.dovecots[name].paths.users
-    if path.exists():
-        while int(time.time()) <= int(path.stat().st_mtime):
-            time.sleep(0.05)
-
-
 def with_target_auth(plan: Plan, **changes: object) -> Plan:
     """A copy of ``plan`` with the target's auth changed (e.g. a master user for the existence probe)."""
     auth = plan.target.auth.model_copy(update=changes)
@@ -107,5 +94,5 @@ def tools():
     """The helpers above, for test modules (conftest modules are not importable under importlib mode)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(settle_userdb=settle_userdb, with_target_auth=with_target_auth, admin_auth=admin_auth,
+    return SimpleNamespace(with_target_auth=with_target_auth, admin_auth=admin_auth,
                            secret_values=secret_values, start_service=start_service)
