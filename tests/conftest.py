@@ -2,10 +2,13 @@
 
 ``sandbox_env`` runs one real sandbox (Dovecot x2, BIND x2, unbound, nginx) on ports 20000+ so it never
 clashes with a rehearsal sandbox on 10000+; override with PEC_TEST_SANDBOX_BASE_PORT (or PEC_TEST_BASE_PORT).
+Several test sessions may run at once on one machine: each sandbox takes a free base port (base, base+10,
+...) and holds a lock file for it while it lives.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import tempfile
@@ -20,6 +23,10 @@ from cutover.plan import Plan, load_plan
 from cutover.sandbox import Environment, Sandbox, SeedReport, seed, write_environment
 
 SANDBOX_BASE_PORT = int(os.environ.get("PEC_TEST_SANDBOX_BASE_PORT") or os.environ.get("PEC_TEST_BASE_PORT") or "20000")
+# Offsets used by write_environment are 53, 54, 55, 443, 993, 1993: bases 10 apart (fewer than 94 steps)
+# never share a port.
+_BASE_STEP, _BASE_CANDIDATES = 10, 90
+_LOCK_DIR = Path(tempfile.gettempdir()) / "pec-cutover-test-ports"
 SEED_MESSAGES = 30
 SEED_BIG = 1
 
@@ -54,19 +61,51 @@ def make_traversable(path: Path) -> None:
             d.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
+def _ports_free(base: int) -> bool:
+    from cutover.sandbox._process import port_open
+
+    return not any(port_open(base + off, timeout=0.1) for off in (53, 54, 55, 443, 993, 1993))
+
+
+def allocate_base_port(first: int = SANDBOX_BASE_PORT) -> tuple[int, int]:
+    """A base port whose six sandbox ports are free, locked for this process: returns (base, lock fd)."""
+    _LOCK_DIR.mkdir(exist_ok=True)
+    for k in range(_BASE_CANDIDATES):
+        base = first + k * _BASE_STEP
+        fd = os.open(_LOCK_DIR / f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        if _ports_free(base):
+            return base, fd
+        os.close(fd)
+    raise RuntimeError(f"no free sandbox base port from {first} on; stop stray sandboxes (pec-cutover sandbox down)")
+
+
 def start_sandbox(directory: Path, base_port: int, mailboxes: int) -> tuple[Environment, Plan, Sandbox]:
     make_traversable(directory)
     env = write_environment(directory, base_port=base_port, mailboxes=mailboxes)
     plan = load_plan(env.plan)
     box = Sandbox(plan)
-    box.up()
+    try:
+        box.up()
+    except BaseException:
+        box.down()
+        raise
     return env, plan, box
 
 
 @pytest.fixture(scope="session")
 def sandbox_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxEnv]:
     directory = tmp_path_factory.mktemp("sandbox-env")
-    env, plan, box = start_sandbox(directory, SANDBOX_BASE_PORT, mailboxes=8)
+    base, lock = allocate_base_port()
+    try:
+        env, plan, box = start_sandbox(directory, base, mailboxes=8)
+    except BaseException:
+        os.close(lock)
+        raise
     try:
         inventory = load_inventory(plan)
         box.ensure_users(inventory.mailboxes)
@@ -74,9 +113,20 @@ def sandbox_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxEnv
         yield SandboxEnv(plan, box, env, inventory, report)
     finally:
         box.down()
+        os.close(lock)
 
 
 @pytest.fixture
 def sandbox_starter():
-    """``start(directory, base_port, mailboxes) -> (environment, plan, sandbox)`` for tests needing their own."""
-    return start_sandbox
+    """``start(directory, mailboxes) -> (environment, plan, sandbox)`` on a free base port, for tests that
+    need a sandbox of their own (they must call ``sandbox.down()``; the port lock is released after the test)."""
+    locks: list[int] = []
+
+    def start(directory: Path, mailboxes: int = 2) -> tuple[Environment, Plan, Sandbox]:
+        base, lock = allocate_base_port(SANDBOX_BASE_PORT + 500)
+        locks.append(lock)
+        return start_sandbox(directory, base, mailboxes)
+
+    yield start
+    for lock in locks:
+        os.close(lock)
