@@ -181,8 +181,12 @@ def create_folder(client: IMAPClient, name: str) -> None:
     """CREATE ``name`` unless it exists (parents are created by the server as needed)."""
     if client.folder_exists(name):
         return
-    try:
-        client.create_folder(name)
-    except Exception as exc:  # imapclient raises its generic error; ALREADYEXISTS is fine (a race)
-        if "alreadyexists" not in str(exc).lower().replace(" ", ""):
-            raise
+    for attempt in (1, 2):
+        try:
+            client.create_folder(name)
+            return
+        except Exception:  # imapclient's generic error: ALREADYEXISTS (a race) or a transient server error
+            if client.folder_exists(name):
+                return
+            if attempt == 2:
+                raise

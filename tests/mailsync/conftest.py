@@ -99,3 +99,10 @@ def message(subject: str, body: str, message_id: str | None = None) -> bytes:
     return (f"From: mittente@pec.esempio.it\r\nTo: destinatario@pec.fnofi.it\r\nSubject: {subject}\r\n"
             f"Message-ID: {mid}\r\nDate: Mon, 2 Feb 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n"
             f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n").encode()
+
+
+@pytest.fixture
+def imap_view():
+    """The helpers above, for tests (importlib mode: test modules do not import conftest)."""
+    import types
+    return types.SimpleNamespace(snapshot=snapshot, digests=digests, message=message)

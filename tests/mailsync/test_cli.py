@@ -1,0 +1,54 @@
+"""``pec-cutover copy`` end to end: exit codes, table, and the dry-run / verify-only switches."""
+
+from __future__ import annotations
+
+import csv
+
+from typer.testing import CliRunner
+
+from cutover.cli import app
+
+
+def _env_with(sandbox_env, tmp_path, mailboxes):
+    """A plan + inventory of our own mailboxes, beside the session plan so relative paths resolve."""
+    import yaml
+    inv = tmp_path / "mailboxes.csv"
+    with inv.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["address", "source_secret", "target_secret", "canary", "notes"])
+        for mb in mailboxes:
+            w.writerow([mb.address, f"file:{mb.source_secret.target}", f"file:{mb.target_secret.target}", "no", ""])
+    data = yaml.safe_load(sandbox_env.plan_path.read_text())
+    data["ledger"] = str(tmp_path / "ledger.sqlite")
+    data["inventory"] = str(inv)
+    path = sandbox_env.plan_path.parent / f"plan-cli-{tmp_path.name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_copy_cli_exit_codes_and_table(sandbox_env, make_mailbox, tmp_path) -> None:
+    good = make_mailbox(messages=4)
+    runner = CliRunner()
+    plan = _env_with(sandbox_env, tmp_path, [good])
+    try:
+        dry = runner.invoke(app, ["copy", "--plan", str(plan), "--dry-run"])
+        assert dry.exit_code == 0, dry.output
+        assert "dry run" in dry.output
+
+        ok = runner.invoke(app, ["copy", "--plan", str(plan), "--mailbox", good.address])
+        assert ok.exit_code == 0, ok.output
+        assert "verified" in ok.output and good.address in ok.output
+
+        again = runner.invoke(app, ["copy", "--plan", str(plan), "--verify-only"])
+        assert again.exit_code == 0, again.output
+
+        sandbox_env.sandbox.deliver("source", good.address,
+                                    b"From: a@b.it\r\nSubject: solo sorgente\r\n\r\nx\r\n")
+        missing = runner.invoke(app, ["copy", "--plan", str(plan), "--verify-only"])
+        assert missing.exit_code == 1, missing.output
+        assert "NOT verified" in missing.output
+
+        unknown = runner.invoke(app, ["copy", "--plan", str(plan), "--mailbox", "nessuno@pec.fnofi.it"])
+        assert unknown.exit_code != 0
+    finally:
+        plan.unlink(missing_ok=True)
