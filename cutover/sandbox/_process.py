@@ -42,6 +42,11 @@ def _is_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
+def is_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    return Path(f"/proc/{pid}").exists() and not _is_zombie(pid)
+
+
 def pid_matches(pid: int, program: str, config: Path) -> bool:
     """True if ``pid`` is alive and is ``program`` started with ``config`` (so it is ours to signal)."""
     argv = _cmdline(pid)
@@ -50,6 +55,20 @@ def pid_matches(pid: int, program: str, config: Path) -> bool:
     # Daemons rewrite their process title (nginx: "nginx: master process ..."), so match on the joined line.
     line = " ".join(argv)
     return program in line and str(config) in line
+
+
+def children_of(pid: int) -> set[int]:
+    """Pids whose parent is ``pid`` (e.g. nginx workers of a master)."""
+    out = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[-1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.add(int(proc.name))
+    return out
 
 
 def read_pid(pid_file: Path) -> int | None:

@@ -28,7 +28,7 @@ from cutover.sandbox import _dns, _webmail
 from cutover.sandbox._ca import CertKind, SandboxCA
 from cutover.sandbox._dovecot import DovecotInstance, DovecotPaths, ensure_mail_user
 from cutover.sandbox._imap import open_as
-from cutover.sandbox._process import pid_matches, port_open, read_pid, signal_pid, spawn, stop_pid, tail, wait_until
+from cutover.sandbox._process import children_of, is_alive, pid_matches, reap, port_open, read_pid, signal_pid, spawn, stop_pid, tail, wait_until
 from cutover.sandbox._users import PasswdEntry, new_password, ssha512, write_secret_file
 from cutover.secrets import SecretRef, parse_ref, resolve
 
@@ -270,8 +270,17 @@ class Sandbox:
         return svc
 
     def _await(self, svc: _Service) -> None:
-        if not wait_until(lambda: self._healthy(svc) or self._pid(svc) is None, timeout=START_TIMEOUT_S) \
-                or not self._healthy(svc):
+        pid = read_pid(svc.pid_file)
+
+        def exited() -> bool:
+            # Not pid_matches: right after exec, /proc/<pid>/cmdline can still be empty for a moment.
+            if pid is None:
+                return True
+            reap(pid)
+            return not is_alive(pid)
+
+        if not wait_until(lambda: self._healthy(svc) or exited(), timeout=START_TIMEOUT_S) \
+                or not wait_until(lambda: self._healthy(svc), timeout=1.0):
             raise SandboxError(f"sandbox {svc.name} did not come up on 127.0.0.1:{svc.port}; read {svc.log} "
                                f"(last lines: {tail(svc.log, 3) or 'empty'})")
 
@@ -283,16 +292,22 @@ class Sandbox:
         for n in todo:
             self._stop(n)  # a half-dead instance of ours (alive, port closed) is replaced
             self._write_config(n)
-        # ns2 transfers from ns1 at start and the resolver asks both: start them after ns1 answers.
-        first = [n for n in todo if n not in ("ns2", "resolver")]
-        started = [self._spawn(n) for n in first]
-        for svc in started:
-            self._await(svc)
-        later = [self._spawn(n) for n in todo if n in ("ns2", "resolver")]
-        for svc in later:
-            self._await(svc)
-        if "ns2" in todo:
-            self._await_zone("ns2")
+        started: list[str] = []
+        try:
+            # ns2 transfers from ns1 at start and the resolver asks both: start them after ns1 answers.
+            for group in ([n for n in todo if n not in ("ns2", "resolver")], [n for n in todo if n in ("ns2", "resolver")]):
+                spawned = []
+                for n in group:
+                    spawned.append(self._spawn(n))
+                    started.append(n)
+                for svc in spawned:
+                    self._await(svc)
+            if "ns2" in todo:
+                self._await_zone("ns2")
+        except SandboxError:
+            for n in reversed(started):  # leave things as we found them
+                self._stop(n)
+            raise
         return self.status(names)
 
     def down(self, services: Iterable[str] | None = None) -> list[ServiceStatus]:
@@ -308,8 +323,8 @@ class Sandbox:
         if pid is not None:
             stop_pid(pid, svc.program, svc.config)
         svc.pid_file.unlink(missing_ok=True)
-        if name in self.dovecots:
-            # Dovecot's children (login, imap) follow their master out; wait for the port to close.
+        if pid is not None:
+            # Children (Dovecot's login processes, nginx workers) follow their master out a moment later.
             wait_until(lambda: not port_open(svc.port), timeout=5)
 
     def start_service(self, name: str) -> ServiceStatus:
@@ -403,8 +418,12 @@ class Sandbox:
         if pid is None:
             return  # takes effect at the next start
         expected = pair.cert.read_bytes()
+        old_workers = children_of(pid)
         signal_pid(pid, signal.SIGHUP)
-        if not wait_until(lambda: self._served_cert_is(expected), timeout=10, interval=0.1):
+        # Old workers finish gracefully and may still accept a connection with the old certificate:
+        # the switch is done when they are gone and the new certificate is served.
+        if not wait_until(lambda: not (old_workers & children_of(pid)) and self._served_cert_is(expected),
+                          timeout=10, interval=0.05):
             raise SandboxError(f"webmail did not switch to the {kind} certificate; read {self.logs / 'webmail-error.log'}")
 
     def _served_cert_is(self, pem: bytes) -> bool:
