@@ -84,13 +84,17 @@ def allocate_base_port(first: int = SANDBOX_BASE_PORT) -> tuple[int, int]:
     raise RuntimeError(f"no free sandbox base port from {first} on; stop stray sandboxes (pec-cutover sandbox down)")
 
 
-def start_sandbox(directory: Path, base_port: int, mailboxes: int) -> tuple[Environment, Plan, Sandbox]:
+def start_sandbox(directory: Path, base_port: int, mailboxes: int, *, edit_plan=None,
+                  services: list[str] | None = None) -> tuple[Environment, Plan, Sandbox]:
+    """Write an environment (``edit_plan(text) -> text`` may change the plan YAML), start its sandbox."""
     make_traversable(directory)
     env = write_environment(directory, base_port=base_port, mailboxes=mailboxes)
+    if edit_plan is not None:
+        env.plan.write_text(edit_plan(env.plan.read_text()))
     plan = load_plan(env.plan)
     box = Sandbox(plan)
     try:
-        box.up()
+        box.up(services)
     except BaseException:
         box.down()
         raise
@@ -122,10 +126,10 @@ def sandbox_starter():
     need a sandbox of their own (they must call ``sandbox.down()``; the port lock is released after the test)."""
     locks: list[int] = []
 
-    def start(directory: Path, mailboxes: int = 2) -> tuple[Environment, Plan, Sandbox]:
+    def start(directory: Path, mailboxes: int = 2, **options) -> tuple[Environment, Plan, Sandbox]:
         base, lock = allocate_base_port(SANDBOX_BASE_PORT + 500)
         locks.append(lock)
-        return start_sandbox(directory, base, mailboxes)
+        return start_sandbox(directory, base, mailboxes, **options)
 
     yield start
     for lock in locks:

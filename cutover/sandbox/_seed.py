@@ -107,11 +107,13 @@ def plan_messages(factory: PecMessageFactory, address: str, total: int, big: int
     for folder, count in counts.items():
         for _ in range(count):
             when = factory.random_date()
-            size = rng.randint(*big_size) if index in big_slots else rng.randint(2_000, 40_000)
+            size = rng.randint(*big_size) if index in big_slots else rng.randint(4_000, 60_000)
             attachments = [factory.attachment(size)] if (index in big_slots or rng.random() < 0.7) else []
             other = rng.choice(_CORRESPONDENTS)
             if folder == "Ricevute":
                 kind = rng.choice(("accettazione", "avvenuta-consegna", "avvenuta-consegna", "mancata-consegna"))
+                if index in big_slots:
+                    kind = "avvenuta-consegna"  # an accettazione carries no original, so no attachment
                 raw = factory.receipt(kind, sender=address, recipients=[other], when=when, attachments=attachments)
             elif folder == "Posta inviata":
                 raw = factory.posta_certificata(sender=address, recipients=[other], when=when, attachments=attachments)

@@ -57,7 +57,7 @@ def test_wrong_password_is_refused(sandbox_env) -> None:
 def test_seeded_counts_per_folder_match_the_report(sandbox_env) -> None:
     for mailbox in sandbox_env.inventory.mailboxes[:3]:
         seeded = sandbox_env.seed_report.get(mailbox.address)
-        assert seeded.messages == 30
+        assert seeded.messages == 30 and seeded.bytes > 3_000_000  # one big attachment each
         client = _connect(sandbox_env, "source")
         try:
             client.login(mailbox.address, mailbox.password("source").reveal())
@@ -174,3 +174,33 @@ def test_removed_user_cannot_log_in(sandbox_env) -> None:
             client.shutdown()
     finally:
         box.ensure_users([mailbox])
+
+
+def test_plan_master_user_gets_a_secret_and_logs_in(tmp_path_factory, sandbox_starter) -> None:
+    def master_mode(text: str) -> str:
+        marker = "  auth: {mode: password}\n  ca_bundle: .sandbox/ca/ca.pem\n  max_connections: 8\n\ndns:"
+        assert marker in text
+        return text.replace(marker, "  auth: {mode: master, master_user: legalmail-admin, "
+                                    "master_secret: \"file:.sandbox/secrets/infocert-master\"}\n"
+                                    "  ca_bundle: .sandbox/ca/ca.pem\n  max_connections: 8\n\ndns:")
+
+    env, plan, box = sandbox_starter(tmp_path_factory.mktemp("master"), 1, edit_plan=master_mode,
+                                     services=["infocert"])
+    try:
+        from cutover.inventory import load_inventory
+
+        mailbox = load_inventory(plan).mailboxes[0]
+        box.ensure_users([mailbox])
+        secret_file = env.state_dir / "secrets" / "infocert-master"
+        assert secret_file.stat().st_mode & 0o777 == 0o600
+        client = IMAPClient("127.0.0.1", port=plan.target.imap.port, ssl=True, ssl_context=_ctx(box.ca_file))
+        try:
+            client.plain_login("legalmail-admin", plan.secret(plan.target.auth.master_secret).reveal(),
+                               authorization_identity=mailbox.address)
+            assert client.folder_exists("INBOX")
+        finally:
+            client.logout()
+        users_file = (env.state_dir / "dovecot" / "infocert" / "users").read_text()
+        assert mailbox.password("target").reveal() not in users_file and "{SSHA512}" in users_file
+    finally:
+        box.down()
