@@ -8,7 +8,7 @@ Ports: ``PEC_TEST_BASE_PORT`` (default 30000) + 53/54/55.
 from __future__ import annotations
 
 import os
-import stat
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -54,15 +54,6 @@ class DnsEnv:
 
     def wait_secondary(self, timeout: float = 15.0) -> int:
         return wait_secondary(self, timeout)
-
-
-def _traversable(path: Path) -> None:
-    # named/unbound may run unprivileged: let them walk into pytest's 0700 temp dirs.
-    tmp_root = Path(tempfile.gettempdir()).resolve()
-    for d in [path.resolve(), *path.resolve().parents]:
-        if d == tmp_root or tmp_root not in d.parents:
-            break
-        d.chmod(stat.S_IMODE(d.stat().st_mode) | stat.S_IXOTH)
 
 
 def served(plan: Plan, port: int, rdtype: str = "MX") -> tuple[frozenset[tuple[int, str]], int | None, int | None]:
@@ -113,17 +104,20 @@ def reset_zone(env: DnsEnv) -> None:
 
 
 @pytest.fixture(scope="session")
-def dns_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsEnv]:
-    directory = tmp_path_factory.mktemp("dns-env")
-    _traversable(directory)
+def dns_env() -> Iterator[DnsEnv]:
+    # Not under pytest's numbered temp dirs: a concurrent pytest session prunes those (keeps the newest 3)
+    # and would delete the daemons' state under them mid-run.
+    directory = Path(tempfile.mkdtemp(prefix="pec-test-dns-"))
+    directory.chmod(0o711)  # named/unbound may run unprivileged
     environment = write_environment(directory, base_port=BASE_PORT, mailboxes=1)
     plan = load_plan(environment.plan)
     box = Sandbox(plan)
-    box.up(DNS_SERVICES)
     try:
+        box.up(DNS_SERVICES)  # inside the try: a half-started sandbox is stopped too
         yield DnsEnv(plan, box, environment)
     finally:
         box.down(DNS_SERVICES)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

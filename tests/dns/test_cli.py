@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import time
+
 from typer.testing import CliRunner
+
+from checks.dns import resolver_mx
 
 from cutover.cli import app
 
 
 def test_status_prints_every_server_and_resolver(zone) -> None:
+    # The resolver may still hold another test's target MX for up to the normal TTL.
+    deadline = time.monotonic() + 3 * zone.plan.dns.ttl.normal
+    while not resolver_mx(zone.plan, "source")[0].ok:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
     result = CliRunner().invoke(app, ["dns", "status", "--plan", str(zone.environment.plan), "--expect", "source"],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
