@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
-import os
 import re
 import secrets
 import signal
+import ssl
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import dns.message
 import dns.opcode
 import dns.query
 import dns.rdatatype
+from cryptography import x509
 from imapclient.exceptions import IMAPClientError
 
 from cutover.errors import SandboxError, SecretError
@@ -28,8 +28,9 @@ from cutover.sandbox import _dns, _webmail
 from cutover.sandbox._ca import CertKind, SandboxCA
 from cutover.sandbox._dovecot import DovecotInstance, DovecotPaths, ensure_mail_user
 from cutover.sandbox._imap import open_as
-from cutover.sandbox._process import children_of, is_alive, pid_matches, reap, port_open, read_pid, signal_pid, spawn, stop_pid, tail, wait_until
-from cutover.sandbox._users import PasswdEntry, new_password, ssha512, write_secret_file
+from cutover.sandbox._process import (children_of, is_alive, pid_matches, port_open, read_pid, reap, signal_pid, spawn,
+                                      stop_pid, tail, wait_until)
+from cutover.sandbox._users import PasswdEntry, new_password, ssha512, ssha512_matches, write_secret_file
 from cutover.secrets import SecretRef, parse_ref, resolve
 
 SERVICE_NAMES = ("aruba", "infocert", "ns1", "ns2", "resolver", "webmail")
@@ -76,14 +77,6 @@ def _side_key(side: str) -> Literal["source", "target"]:
     if side in ("target", "infocert"):
         return "target"
     raise SandboxError(f"unknown side {side!r}; use source/aruba or target/infocert")
-
-
-def _hash_matches(password_hash: str, password: str) -> bool:
-    if not password_hash.startswith("{SSHA512}"):
-        return False
-    raw = base64.b64decode(password_hash[len("{SSHA512}"):])
-    digest, salt = raw[:64], raw[64:]
-    return secrets.compare_digest(hashlib.sha512(password.encode() + salt).digest(), digest)
 
 
 class Sandbox:
@@ -214,7 +207,7 @@ class Sandbox:
             wanted[auth.master_user] = self._get_or_create_secret(self.plan.secret_ref(auth.master_secret), new_password)
         new = {u: e for u, e in entries.items() if u in wanted}
         for user, password in wanted.items():
-            if user not in new or not _hash_matches(new[user].password_hash, password):
+            if user not in new or not ssha512_matches(new[user].password_hash, password):
                 new[user] = PasswdEntry(user, ssha512(password))
         if new != entries:
             d.masters.write(new)
@@ -427,8 +420,6 @@ class Sandbox:
             raise SandboxError(f"webmail did not switch to the {kind} certificate; read {self.logs / 'webmail-error.log'}")
 
     def _served_cert_is(self, pem: bytes) -> bool:
-        import ssl
-        from cryptography import x509
         try:
             served = ssl.get_server_certificate(("127.0.0.1", self.ports["webmail"]), timeout=1)
         except OSError:
@@ -471,7 +462,7 @@ class Sandbox:
                 if entry is None:
                     entries[mb.address] = PasswdEntry(mb.address, ssha512(password))
                     changed_here += 1
-                elif not _hash_matches(entry.password_hash, password):
+                elif not ssha512_matches(entry.password_hash, password):
                     entry.password_hash = ssha512(password)
                     changed_here += 1
             if changed_here:

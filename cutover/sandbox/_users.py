@@ -22,6 +22,15 @@ def ssha512(password: str) -> str:
     return "{SSHA512}" + base64.b64encode(digest + salt).decode()
 
 
+def ssha512_matches(password_hash: str, password: str) -> bool:
+    """True if ``password_hash`` ({SSHA512}) is a hash of ``password``."""
+    if not password_hash.startswith("{SSHA512}"):
+        return False
+    raw = base64.b64decode(password_hash[len("{SSHA512}"):])
+    digest, salt = raw[:64], raw[64:]
+    return secrets.compare_digest(hashlib.sha512(password.encode() + salt).digest(), digest)
+
+
 @dataclass
 class PasswdEntry:
     """One passwd-file line: ``user:hash:uid:gid:gecos:home:shell:extra fields``."""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.tsig
 import dns.query
 import dns.rdatatype
 import dns.tsigkeyring
