@@ -20,6 +20,7 @@ import dns.opcode
 import dns.query
 import dns.rdatatype
 from cryptography import x509
+from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from cutover.errors import SandboxError, SecretError
@@ -505,7 +506,7 @@ class Sandbox:
         rule = None if storage_bytes is None else f"*:storage={int(storage_bytes)}B"
         d.users.upsert(address, None, userdb_quota_rule=rule)
 
-    def admin_session(self, side: Side, address: str):
+    def admin_session(self, side: Side, address: str) -> IMAPClient:
         """An IMAPClient logged in as ``address`` through the sandbox admin master user (close it after use)."""
         name = "aruba" if _side_key(side) == "source" else "infocert"
         try:
