@@ -2,11 +2,13 @@
 
 Tests that only swap the webmail certificate, stop a service or change one password use the shared session
 sandbox (``sandbox_env``) and restore it in a ``finally``. Readiness deletes a target user and its mail, so it
-runs on an environment of its own (``own_env``), ports at the shared base + 3000.
+runs on an environment of its own (``own_env``) on a base port locked the same way as the root conftest's
+``allocate_base_port`` (same lock directory), so concurrent sessions and other packages never share its ports.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import tempfile
@@ -21,7 +23,27 @@ from cutover.inventory import Inventory, load_inventory
 from cutover.plan import Plan, load_plan
 from cutover.sandbox import ADMIN_USER, Environment, Sandbox, write_environment
 
-OWN_BASE_PORT = int(os.environ.get("PEC_TEST_SANDBOX_BASE_PORT", os.environ.get("PEC_TEST_BASE_PORT", "20000"))) + 3000
+_BASE = int(os.environ.get("PEC_TEST_SANDBOX_BASE_PORT") or os.environ.get("PEC_TEST_BASE_PORT") or "20000")
+_LOCK_DIR = Path(tempfile.gettempdir()) / "pec-cutover-test-ports"  # shared with tests/conftest.py
+
+
+def _allocate_base_port(first: int) -> tuple[int, int]:
+    """A base port whose sandbox ports are free, flock-ed for this process: (base, lock fd)."""
+    from cutover.sandbox._process import port_open
+
+    _LOCK_DIR.mkdir(exist_ok=True)
+    for k in range(90):
+        base = first + k * 10
+        fd = os.open(_LOCK_DIR / f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        if not any(port_open(base + off, timeout=0.1) for off in (53, 54, 55, 443, 993, 1993)):
+            return base, fd
+        os.close(fd)
+    raise RuntimeError(f"no free sandbox base port from {first} on; stop stray sandboxes")
 
 
 @dataclass(frozen=True)
@@ -45,16 +67,20 @@ def _traversable(path: Path) -> None:
 def own_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnEnv]:
     directory = tmp_path_factory.mktemp("checks-env")
     _traversable(directory)
-    env = write_environment(directory, base_port=OWN_BASE_PORT, mailboxes=6)
-    plan = load_plan(env.plan)
-    box = Sandbox(plan)
-    box.up()
+    base, lock = _allocate_base_port(_BASE + 500)
     try:
-        inventory = load_inventory(plan)
-        box.ensure_users(inventory.mailboxes)
-        yield OwnEnv(plan, box, env, inventory)
+        env = write_environment(directory, base_port=base, mailboxes=6)
+        plan = load_plan(env.plan)
+        box = Sandbox(plan)
+        try:
+            box.up()
+            inventory = load_inventory(plan)
+            box.ensure_users(inventory.mailboxes)
+            yield OwnEnv(plan, box, env, inventory)
+        finally:
+            box.down()
     finally:
-        box.down()
+        os.close(lock)
 
 
 def with_target_auth(plan: Plan, **changes: object) -> Plan:
@@ -75,18 +101,20 @@ def secret_values(plan: Plan) -> list[str]:
 
 
 def start_service(sandbox: Sandbox, name: str, tries: int = 5) -> None:
-    """Start a stopped service, retrying: Sandbox.start_service("webmail") right after a stop fails now and
-    then with "did not come up" and an empty log (reported to the sandbox's author)."""
+    """Start a stopped service, retrying: right after a stop, Sandbox.start_service sometimes fails with "did not
+    come up" and an empty log while the old instance's processes still let go of the port (reported)."""
     from cutover.errors import SandboxError
 
     for attempt in range(tries):
+        if sandbox.status([name])[0].running:
+            return
         try:
             sandbox.start_service(name)
             return
         except SandboxError:
             if attempt == tries - 1:
                 raise
-            time.sleep(0.3)
+            time.sleep(0.5 * (attempt + 1))
 
 
 @pytest.fixture(scope="session")
