@@ -128,3 +128,32 @@ def test_successes_are_counted_against_min_successes(sandbox_env, tools) -> None
         tools.start_service(sandbox_env.sandbox, "webmail")
     assert aspects["tcp"].ok and aspects["tcp"].observed.startswith("2/3 attempts ok")
     assert aspects["markers"].ok and aspects["markers"].data["passed"] == 2
+
+
+def run_cli(*args: str):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(sys.executable).with_name("pec-cutover")
+    return subprocess.run([str(cli), *args], capture_output=True, text=True, timeout=120,
+                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+
+
+def test_cli_check_webmail_exit_code_follows_the_result(sandbox_env) -> None:
+    plan = str(sandbox_env.plan_path)
+    ok = run_cli("check", "webmail", "--plan", plan)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "webmail: all 7 checks passed" in ok.stdout
+    try:
+        sandbox_env.sandbox.use_webmail_cert("expired")
+        bad = run_cli("check", "webmail", "--plan", plan)
+    finally:
+        sandbox_env.sandbox.use_webmail_cert("good")
+    assert bad.returncode == 1 and "certificate has expired" in bad.stdout and "checks failed" in bad.stdout
+
+
+def test_cli_check_access_passes_on_the_canaries(sandbox_env) -> None:
+    run = run_cli("check", "access", "--plan", str(sandbox_env.plan_path), "--no-ledger")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"access: all {len(sandbox_env.inventory.canaries)} checks passed" in run.stdout
