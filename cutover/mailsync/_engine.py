@@ -44,7 +44,7 @@ from typing import Callable, Iterator, Literal, Sequence
 
 from imapclient import IMAPClient
 
-from cutover.errors import ConnectionLost, LedgerError, MailboxError, MessageTooLarge
+from cutover.errors import ConnectionLost, LedgerError, MailboxError, MessageTooLarge, QuotaExceeded
 from cutover.imap import connect, map_imap_errors
 from cutover.inventory import Mailbox
 from cutover.ledger import Ledger, MessageRow
@@ -311,7 +311,6 @@ class _MailboxSync:
             except Exception:  # GETQUOTAROOT refused: the APPEND answer will tell
                 free = None
         if free is not None and needed > free:
-            from cutover.errors import QuotaExceeded
             raise QuotaExceeded(self.address, f"{needed / 1e6:.1f} MB to copy but only {free / 1e6:.1f} MB free "
                                 f"on the target's quota", server=self.dst_server)
 
