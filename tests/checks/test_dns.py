@@ -1,6 +1,6 @@
 """checks/dns against the sandbox's real BIND primary + secondary and unbound resolver.
 
-A DNS-only sandbox of its own (ports ``PEC_TEST_BASE_PORT`` (default 30000) + 153/154/155), the zone put back
+A DNS-only sandbox of its own (first free base from ``PEC_TEST_BASE_PORT`` (default 20000) + 3500), the zone put back
 to the source MX at the normal TTL around every test, so the tests run in any order.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -27,8 +28,23 @@ from cutover.dnschange import append_journal, journal_path, switch_mx
 from cutover.plan import DnsServer, Plan, load_plan
 from cutover.sandbox import Sandbox, write_environment
 
-BASE_PORT = int(os.environ.get("PEC_TEST_BASE_PORT", "30000")) + 100
+# Above the range the shared sandbox fixture allocates from PEC_TEST_BASE_PORT (base + 10*k, k < 90, + 1993).
+BASE_PORT = int(os.environ.get("PEC_TEST_BASE_PORT") or "20000") + 3500
 DNS_SERVICES = ["ns1", "ns2", "resolver"]
+
+
+def _free_base(first: int, step: int = 10, tries: int = 50) -> int:
+    """The first base port from ``first`` whose DNS ports (+53/54/55) are free on 127.0.0.1 (UDP and TCP)."""
+    for base in range(first, first + step * tries, step):
+        try:
+            for offset in (53, 54, 55):
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        s.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no free DNS ports from {first}")
 
 
 def _update(plan: Plan) -> dns.update.Update:
@@ -89,7 +105,7 @@ def dns_box() -> Iterator[tuple[Plan, Sandbox]]:
     # and would delete the daemons' state under them mid-run.
     directory = Path(tempfile.mkdtemp(prefix="pec-test-dns-checks-"))
     directory.chmod(0o711)  # named/unbound may run unprivileged
-    plan = load_plan(write_environment(directory, base_port=BASE_PORT, mailboxes=1).plan)
+    plan = load_plan(write_environment(directory, base_port=_free_base(BASE_PORT), mailboxes=1).plan)
     box = Sandbox(plan)
     try:
         box.up(DNS_SERVICES)  # inside the try: a half-started sandbox is stopped too
