@@ -239,17 +239,26 @@ class Ledger:
 
     def forget_pending(self, address: str, direction: str, src_folder: str, src_uidvalidity: int, uids: Iterable[int]) -> None:
         """Drop pending rows whose APPEND never reached the target (they will be copied again)."""
+        uids = list(uids)
+        if not uids:
+            return
         self._write(
             "DELETE FROM messages WHERE address=? AND direction=? AND src_folder=? AND src_uidvalidity=? AND src_uid=? "
             "AND state='pending'",
             [(address, direction, src_folder, src_uidvalidity, u) for u in uids], many=True)
 
     def mark_verified(self, address: str, direction: str, src_folder: str, src_uidvalidity: int, uids: Iterable[int]) -> None:
+        uids = list(uids)
+        if not uids:
+            return  # no empty transaction: each commit is an fsync
         self._write(
             "UPDATE messages SET verified=1 WHERE address=? AND direction=? AND src_folder=? AND src_uidvalidity=? AND src_uid=?",
             [(address, direction, src_folder, src_uidvalidity, u) for u in uids], many=True)
 
     def mark_mismatch(self, address: str, direction: str, src_folder: str, src_uidvalidity: int, uids: Iterable[int]) -> None:
+        uids = list(uids)
+        if not uids:
+            return
         self._write(
             "UPDATE messages SET state='mismatch', verified=0 WHERE address=? AND direction=? AND src_folder=? "
             "AND src_uidvalidity=? AND src_uid=?",

@@ -338,7 +338,9 @@ class _MailboxSync:
         if self.dry_run:
             fr.copied, fr.skipped = len(todo), len(done)
             return fr
-        self.ledger.set_folder_state(a, d, sname, uidvalidity, tname, tuidv)
+        if state is None or (state.src_uidvalidity, state.tgt_folder, state.tgt_uidvalidity) != (uidvalidity, tname, tuidv) \
+                or todo:
+            self.ledger.set_folder_state(a, d, sname, uidvalidity, tname, tuidv)
 
         # Step 2 of the module docstring: twins the ledger does not know about.
         claimed = {r.tgt_uid for r in done.values()}
@@ -382,7 +384,9 @@ class _MailboxSync:
         if too_large:
             fr.notes.append(f"{len(too_large)} message(s) too large for the target "
                             f"(largest {max(listing[u] for u in too_large)} bytes, limit {max_bytes or 'server'})")
-        return self._verify_folder(dst, fr, sname, tname, uidvalidity, listing)
+        # Nothing written to the target folder: the listing taken above is still the target as it is.
+        unchanged = (tuidv, tlisting) if not todo else None
+        return self._verify_folder(dst, fr, sname, tname, uidvalidity, listing, unchanged)
 
     def _append(self, dst: IMAPClient, sname: str, tname: str, uidvalidity: int, tuidv: int | None,
                 messages: list[ops.Fetched], multiappend: bool, too_large: list[int]) -> int:
@@ -463,10 +467,13 @@ class _MailboxSync:
 
     # --- verification ------------------------------------------------------------------------------
     def _verify_folder(self, dst: IMAPClient, fr: FolderReport, sname: str, tname: str, uidvalidity: int,
-                       listing: dict[int, int]) -> FolderReport:
+                       listing: dict[int, int], target: tuple[int | None, dict[int, int]] | None = None) -> FolderReport:
         a, d = self.address, self.direction
-        with map_imap_errors(a, self.dst_server):
-            tuidv, tlisting = ops.sizes(dst, tname)
+        if target is not None:
+            tuidv, tlisting = target
+        else:
+            with map_imap_errors(a, self.dst_server):
+                tuidv, tlisting = ops.sizes(dst, tname)
         rows = self.ledger.messages(a, d, sname, uidvalidity)
         missing = 0
         trusted: list[int] = []
