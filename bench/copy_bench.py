@@ -3,7 +3,7 @@
 Runs its own sandbox environment (default base port 35000) in a temp dir, seeds M mailboxes x N PEC-shaped
 messages on the source, then for each tool: empty target, full copy, add 1 % new messages to the source,
 delta copy, remove those messages again (so every tool sees the same corpus). Each tool runs as child
-processes; wall time, messages/s, MB/s and peak RSS (wait4 rusage of the children) are printed, then:
+processes; wall time, messages/s, MB/s and peak RSS (/usr/bin/time, per process) are printed, then:
 
     ratio vs dsync full: X    (peer wall time / pec-cutover wall time; above 1 = pec-cutover is faster)
 
@@ -53,6 +53,9 @@ class Run:
         status = "" if self.ok else f"  [{self.note}]"
         return (f"{self.tool:<11} {self.kind:<5} wall {self.wall:7.2f} s  {rate:8.0f} msg/s  {mbs:7.1f} MB/s  "
                 f"peak RSS {self.rss_kb / 1024:6.1f} MB  ({self.messages} msgs){status}")
+
+# pec-cutover: one process, its own pool of mailboxes; peers: one process per mailbox, --parallel at once
+# (their peak RSS is per process). "pec/size" is pec-cutover with copy.verify: size (no read-back).
 
 
 def run_children(argvs: list[list[str]], parallel: int, env: dict | None = None) -> tuple[float, int, list[tuple[int, str]]]:
@@ -246,6 +249,9 @@ def main() -> int:
     # the benchmark's own copy settings: as many mailboxes in parallel as the peers get, 8 MB batches
     data["copy"] = {**(data.get("copy") or {}), "batch_bytes": 8 * 1024 * 1024, "mailboxes_in_parallel": args.parallel}
     env_paths.plan.write_text(yaml.safe_dump(data, allow_unicode=True))
+    # the same with ``verify: size`` (trust APPENDUID + sizes, no read-back): shown for information only
+    size_plan = env_paths.plan.with_name("plan-verify-size.yaml")
+    size_plan.write_text(yaml.safe_dump({**data, "copy": {**data["copy"], "verify": "size"}}, allow_unicode=True))
     plan = load_plan(env_paths.plan)
     if plan.copy_settings.mailboxes_in_parallel != args.parallel:
         print(f"note: plan copy settings say {plan.copy_settings.mailboxes_in_parallel} in parallel")
@@ -261,7 +267,7 @@ def main() -> int:
               f"{seeded.bytes / 1e6:.0f} MB (seeded in {time.monotonic() - t:.0f} s); {args.parallel} mailboxes in parallel")
         delta_per_mailbox = max(1, args.messages // 100)
 
-        tools = [("pec-cutover", lambda: pec_cutover(env_paths.plan))]
+        tools = [("pec-cutover", lambda: pec_cutover(env_paths.plan)), ("pec/size", lambda: pec_cutover(size_plan))]
         dconf = dsync_config(work, plan, sandbox)
         if dconf:
             tools.append(("dsync", lambda: dsync(dconf, mailboxes)))
@@ -278,8 +284,8 @@ def main() -> int:
             shutil.rmtree(work / "mbsync-state", ignore_errors=True)
             if mconf:
                 mbsync_config(work, plan, mailboxes)
-            parallel = 1 if name == "pec-cutover" else args.parallel  # pec-cutover runs its own pool
-            for kind in ("full", "delta"):
+            parallel = 1 if name.startswith("pec") else args.parallel  # pec-cutover runs its own pool
+            for kind in (("full",) if name == "pec/size" else ("full", "delta")):
                 if kind == "delta":
                     tag = uuid.uuid4().hex
                     added, added_bytes = add_delta(sandbox, mailboxes, delta_per_mailbox, tag)
