@@ -89,7 +89,8 @@ def _attempt(webmail: Webmail, host: str, port: int, context: ssl.SSLContext, ce
 
 def _walk(attempt: _Attempt, webmail: Webmail, host: str, port: int, context: ssl.SSLContext,
           cert_min_days: int) -> None:
-    timeout = webmail.max_response_ms / 1000 * 3  # a slow answer is measured, a hung one is cut off
+    # A slow answer is measured (and fails response-time); only a hung one is cut off.
+    timeout = max(webmail.max_response_ms / 1000 * 3, 2.0)
 
     # DNS (an IP literal needs no lookup)
     if _is_ip(host):

@@ -31,13 +31,20 @@ def broken(own_env):
     box.ensure_users(boxes)
 
 
+@pytest.fixture(scope="module")
+def plain(own_env, broken):
+    """One readiness run with the plan as written, and its progress calls."""
+    progress: list[tuple[int, int]] = []
+    report = readiness(own_env.plan, own_env.inventory, on_progress=lambda d, t, _m: progress.append((d, t)))
+    return report, progress
+
+
 def statuses(report) -> dict[str, tuple[str, str]]:
     return {m.address: (m.status, m.side) for m in report.mailboxes}
 
 
-def test_finds_each_mailbox_broken_on_purpose(own_env, broken) -> None:
-    progress: list[tuple[int, int]] = []
-    report = readiness(own_env.plan, own_env.inventory, on_progress=lambda d, t, _m: progress.append((d, t)))
+def test_finds_each_mailbox_broken_on_purpose(broken, plain) -> None:
+    report, progress = plain
     found = statuses(report)
     assert found[broken[READY]] == ("ready", "") and found[broken[1]] == ("ready", "")
     assert found[broken[WRONG_SOURCE]] == ("bad-credentials", "source")
@@ -83,8 +90,8 @@ def test_master_mode_on_the_target(own_env, broken, tools) -> None:
     assert targets and all(m.status == "bad-credentials" and "master" in m.action for m in targets)
 
 
-def test_csv_and_markdown_are_actionable_and_hold_no_secret(own_env, broken, tools, tmp_path: Path) -> None:
-    report = readiness(own_env.plan, own_env.inventory)
+def test_csv_and_markdown_are_actionable_and_hold_no_secret(own_env, broken, plain, tools, tmp_path: Path) -> None:
+    report, _ = plain
     path = report.write_csv(tmp_path / "out" / "readiness.csv")
     with path.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
