@@ -213,18 +213,18 @@ def _summarise(webmail: Webmail, host: str, attempts: list[_Attempt], cert_min_d
         failures = [s for s in steps if s is not None and not s.ok]
         reached = [s for s in steps if s is not None]
         ok = passed >= needed
-        if reached:
-            # The failure seen most often explains a failed aspect best; else the latest success.
-            shown = max(failures, key=lambda s: sum(1 for f in failures if f.reason == s.reason)) if failures and not ok \
-                else next(s for s in reversed(reached) if s.ok) if passed else failures[-1]
-            observed = f"{passed}/{total} attempts ok; {shown.observed}"
-            reason = "" if ok else shown.reason
-            detail = shown.detail
+        if not reached:
+            observed = f"not reached ({_first_failure(attempts)})"
+            reason, detail = "not-reached", "an earlier step failed in every attempt"
+        elif ok or not failures:
+            # ok, or failed only because earlier steps stopped too many attempts: show the latest success.
+            shown = next(s for s in reversed(reached) if s.ok)
+            observed, detail = f"{passed}/{total} attempts ok; {shown.observed}", shown.detail
+            reason = "" if ok else "not-reached"
         else:
-            earlier = _first_failure(attempts)
-            observed = f"not reached ({earlier})"
-            reason = "not-reached"
-            detail = "an earlier step failed in every attempt"
+            # The failure seen most often explains the aspect best.
+            shown = max(failures, key=lambda s: sum(1 for f in failures if f.reason == s.reason))
+            observed, reason, detail = f"{passed}/{total} attempts ok; {shown.observed}", shown.reason, shown.detail
         results.append(CheckResult(
             name=f"webmail {aspect}",
             ok=ok,
