@@ -259,6 +259,30 @@ def resolver_mx(plan: Plan, expect: Expect) -> list[CheckResult]:
     return _parallel(probe, list(plan.dns.resolvers))
 
 
+def authoritative_converged(plan: Plan, expect: Expect, *, deadline_s: float | None = None,
+                            poll_s: float | None = None) -> tuple[list[CheckResult], CheckResult]:
+    """Poll every authoritative server until all answer ``expect``'s MX with one SOA serial, or the deadline.
+
+    Right after a change the secondaries lag by one NOTIFY and zone transfer; one look would report that
+    transient as a failure. Returns the last per-server results and the agreement result (with polls and the
+    time it took in ``data``).
+    """
+    deadline_s = plan.dns.propagation_deadline_s if deadline_s is None else deadline_s
+    poll_s = plan.dns.poll_interval_s if poll_s is None else poll_s
+    started = time.monotonic()
+    polls = 0
+    while True:
+        polls += 1
+        results = authoritative_mx(plan, expect)
+        agreement = authoritative_agree(results)
+        elapsed = time.monotonic() - started
+        if (agreement.ok and all(r.ok for r in results)) or elapsed + poll_s > deadline_s:
+            break
+        time.sleep(poll_s)
+    agreement.data.update({"polls": polls, "converged_after_s": round(elapsed, 3) if agreement.ok else None})
+    return results, agreement
+
+
 def resolver_propagation(plan: Plan, expect: Expect, *, deadline_s: float | None = None, poll_s: float | None = None,
                          min_fraction: float | None = None) -> CheckResult:
     """Poll the resolvers until ``min_fraction`` of them return ``expect``'s MX, or the deadline passes.

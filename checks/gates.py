@@ -183,14 +183,25 @@ def _fraction_of(result: CheckResult) -> float | None:
 # --- gates -------------------------------------------------------------------------------------------------
 
 
-def dns_gate(authoritative: list[CheckResult], propagation: CheckResult | None, gates: Gates) -> Decision:
-    """After the MX switch: enough authoritative servers answer the new MX, enough resolvers see it."""
+def check_rule(rule: str, result: CheckResult | None, expected: str) -> RuleOutcome:
+    """One check must pass; a missing check is no evidence."""
+    if result is None:
+        return RuleOutcome(rule, False, expected, "not checked", conclusive=False)
+    return RuleOutcome(rule, result.ok, expected, result.observed)
+
+
+def dns_gate(authoritative: list[CheckResult], propagation: CheckResult | None, gates: Gates,
+             agreement: CheckResult | None = None) -> Decision:
+    """After the MX switch: enough authoritative servers answer the new MX (and, when checked, agree on one SOA
+    serial), enough resolvers see it."""
     rules = [
         fraction_rule("authoritative servers on the new MX", authoritative, gates.min_authoritative_fraction,
                       "authoritative servers"),
         propagation_rule(propagation, gates.min_resolver_fraction),
     ]
-    evidence = list(authoritative) + ([propagation] if propagation is not None else [])
+    if agreement is not None:
+        rules.insert(1, check_rule("authoritative servers agree", agreement, "one SOA serial on every server"))
+    evidence = list(authoritative) + [r for r in (agreement, propagation) if r is not None]
     return decide("dns", rules, gates, evidence)
 
 
@@ -215,4 +226,4 @@ def access_gate(*, webmail: list[CheckResult], canaries: list[CheckResult], unve
 
 
 __all__ = ["Verdict", "RuleOutcome", "Decision", "decide", "dns_gate", "access_gate", "fraction_rule",
-           "at_most_rule", "propagation_rule"]
+           "at_most_rule", "propagation_rule", "check_rule"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prefect import flow, task
+from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -26,7 +26,7 @@ def _copy_flow(plan: Plan, mailboxes: list[Mailbox], direction: str, label: str)
     started = time.monotonic()
     ledger = Ledger(plan.ledger)
     progress = Progress(f"{label}: mailboxes done", len(mailboxes))
-    futures = copy_mailbox.map(plan, mailboxes, ledger, direction)
+    futures = copy_mailbox.map(unmapped(plan), mailboxes, unmapped(ledger), unmapped(direction))
     reports: list[MailboxReport] = []
     for future in as_completed(futures):
         report = future.result()  # resolve every future: a failed task must fail the run, not vanish
@@ -35,7 +35,7 @@ def _copy_flow(plan: Plan, mailboxes: list[Mailbox], direction: str, label: str)
         log("%s: %s %s (%d messages, %d copied)", label, report.address, report.status, report.messages, report.copied)
     order = {m.address: i for i, m in enumerate(mailboxes)}
     reports.sort(key=lambda r: order.get(r.address, 0))
-    result = CopyReport(mailboxes=reports, seconds=time.monotonic() - started)
+    result = CopyReport(mailboxes=reports, seconds=time.monotonic() - started, direction=direction)
     publish_table(result.rows(), f"{label}-mailboxes", f"{label}: per mailbox")
     return result
 

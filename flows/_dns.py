@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from checks.dns import authoritative_agree, authoritative_mx, resolver_propagation
+from checks.dns import authoritative_converged, resolver_propagation
 from checks.gates import Decision, dns_gate
 from cutover.dnschange import DnsChange, set_ttl, switch_mx
 from cutover.plan import Plan
@@ -24,19 +26,24 @@ def set_ttl_task(plan: Plan, level: str) -> DnsChange:
     return set_ttl(plan, level)
 
 
+@dataclass(frozen=True)
+class DnsEvidence:
+    authoritative: list[CheckResult]
+    agreement: CheckResult
+    propagation: CheckResult
+
+    @property
+    def all(self) -> list[CheckResult]:
+        return [*self.authoritative, self.agreement, self.propagation]
+
+
 @task(name="DNS checks", task_run_name="DNS checks: MX on {expect} everywhere", **OPTS)
-def dns_checks(plan: Plan, expect: str) -> tuple[list[CheckResult], CheckResult]:
-    """Poll the resolvers until converged or the plan's deadline, then ask every authoritative server."""
-    propagation = resolver_propagation(plan, expect)
-    authoritative = authoritative_mx(plan, expect)
-    return [*authoritative, authoritative_agree(authoritative)], propagation
+def dns_checks(plan: Plan, expect: str) -> DnsEvidence:
+    """Every authoritative server, then the resolvers, each polled until converged or the plan's deadline."""
+    authoritative, agreement = authoritative_converged(plan, expect)
+    return DnsEvidence(authoritative, agreement, resolver_propagation(plan, expect))
 
 
-def dns_decision(plan: Plan, authoritative: list[CheckResult], propagation: CheckResult, gate: str) -> Decision:
-    decision = dns_gate(authoritative, propagation, plan.gates)
-    return decision if decision.gate == gate else _renamed(decision, gate)
-
-
-def _renamed(decision: Decision, gate: str) -> Decision:
-    from dataclasses import replace
+def dns_decision(plan: Plan, evidence: DnsEvidence, gate: str) -> Decision:
+    decision = dns_gate(evidence.authoritative, evidence.propagation, plan.gates, agreement=evidence.agreement)
     return replace(decision, gate=gate)

@@ -69,9 +69,9 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
         while True:
             attempt += 1
             with report.phase(f"DNS checks and gate (attempt {attempt})") as phase:
-                authoritative, propagation = dns_checks(plan, "target")
-                decision = dns_decision(plan, authoritative, propagation, "dns")
-                action = _gate(phase, decision, [*authoritative, propagation], attempt, plan, decisions)
+                evidence = dns_checks(plan, "target")
+                decision = dns_decision(plan, evidence, "dns")
+                action = _gate(phase, decision, evidence.all, attempt, plan, decisions)
             if action != "retry":
                 break
         if action == "rollback":

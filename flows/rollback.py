@@ -36,9 +36,9 @@ def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", op
             phase.lines.append(f"changed: {change.changed}; serial {change.serial_before} → {change.serial_after}")
             phase.lines.append(f"MX now: {change.records_after}")
         with report.phase("DNS checks") as phase:
-            authoritative, propagation = dns_checks(plan, "source")
-            phase.checks += [*authoritative, propagation]
-            decision = dns_decision(plan, authoritative, propagation, "rollback-dns")
+            evidence = dns_checks(plan, "source")
+            phase.checks += evidence.all
+            decision = dns_decision(plan, evidence, "rollback-dns")
             phase.sections.append(decision.markdown())
             phase.lines.append(checks_summary(phase.checks))
             if decision.verdict is not Verdict.GO:

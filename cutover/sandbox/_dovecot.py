@@ -8,8 +8,10 @@ SASL PLAIN with an authorization identity (authzid=member, authcid=master) works
 from __future__ import annotations
 
 import grp
+import hashlib
 import pwd
 import shutil
+import tempfile
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,9 @@ def ensure_mail_user() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+_LONGEST_SOCKET_NAME = len("/login/imap-urlauth-login") + 8
+
+
 @dataclass(frozen=True)
 class DovecotPaths:
     root: Path
@@ -52,7 +57,13 @@ class DovecotPaths:
 
     @property
     def base_dir(self) -> Path:
-        return self.root / "run"
+        # Dovecot's sockets live here and a UNIX socket path is limited to 107 bytes; a deep checkout or temp
+        # directory would exceed it ("File name too long"), so long roots get a short directory of their own.
+        inside = self.root / "run"
+        if len(str(inside)) + _LONGEST_SOCKET_NAME <= 100:
+            return inside
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"pec-dovecot-{digest}"
 
     @property
     def users(self) -> Path:

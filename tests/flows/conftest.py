@@ -1,0 +1,143 @@
+"""Fixtures for the end-to-end flow tests: one Prefect test harness per session (its SQLite database is
+searched for secrets at the end), and for each scenario a private sandbox in the state of "days before":
+users created, mailboxes seeded, MX TTL already lowered long enough.
+
+Nothing is mocked: real Dovecots, BIND, unbound, nginx, Ansible, Prefect's API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+# Before Prefect is imported: no telemetry from the test server (the Makefile sets these too).
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.objects import StateType
+from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+from prefect.testing.utilities import prefect_test_harness
+
+from cutover.dnschange import set_ttl
+from cutover.inventory import Inventory, load_inventory
+from cutover.plan import Plan, load_plan
+from cutover.sandbox import Sandbox, seed
+
+SECRETS_SEEN: list[str] = []  # every sandbox password and TSIG secret a scenario used; searched at the end
+
+
+@pytest.fixture(scope="session")
+def prefect_db() -> Iterator[Path]:
+    with prefect_test_harness(server_startup_timeout=60):
+        url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
+        yield Path(re.sub(r"^sqlite\+aiosqlite:///", "", url))
+
+
+@dataclass
+class Day:
+    plan_path: Path
+    plan: Plan
+    box: Sandbox
+    inventory: Inventory
+    secrets: list[str] = field(default_factory=list, repr=False)
+
+    def digests(self, side: str, address: str) -> Counter:
+        """Multiset of (folder-independent) SHA-256 of every message of a mailbox, read over IMAP."""
+        client = self.box.admin_session(side, address)
+        try:
+            found: Counter = Counter()
+            for flags, _delim, name in client.list_folders():
+                if b"\\Noselect" in flags:
+                    continue
+                client.select_folder(name, readonly=True)
+                uids = client.search("ALL")
+                for start in range(0, len(uids), 200):
+                    for data in client.fetch(uids[start:start + 200], ["BODY.PEEK[]"]).values():
+                        found[hashlib.sha256(data[b"BODY[]"]).hexdigest()] += 1
+            return found
+        finally:
+            client.logout()
+
+    def inbox_has(self, side: str, address: str, marker: bytes) -> int:
+        client = self.box.admin_session(side, address)
+        try:
+            client.select_folder("INBOX", readonly=True)
+            return len(client.search(["HEADER", "Message-ID", marker.decode()]))
+        finally:
+            client.logout()
+
+
+def _edit(ttl_normal: int, on_nogo: str, window: tuple[str, str] | None) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        text = re.sub(r"ttl: \{normal: \d+, cutover: \d+\}", f"ttl: {{normal: {ttl_normal}, cutover: 1}}", text)
+        text = text.replace("on_nogo: ask", f"on_nogo: {on_nogo}")
+        text = text.replace("pause_timeout_s: 3600", "pause_timeout_s: 120")
+        text = text.replace("propagation_deadline_s: 60", "propagation_deadline_s: 20")
+        if window:
+            text = re.sub(r"start: .*\n  end: .*\n", f"start: {window[0]}\n  end: {window[1]}\n", text)
+        return text
+    return edit
+
+
+@pytest.fixture
+def day_factory(tmp_path: Path, prefect_db: Path, sandbox_starter) -> Iterator[Callable[..., Day]]:
+    started: list[Sandbox] = []
+
+    def make(*, on_nogo: str = "ask", window: tuple[str, str] | None = None, mailboxes: int = 3,
+             messages: int = 12) -> Day:
+        directory = tmp_path / f"env{len(started)}"
+        directory.mkdir()
+        env, plan, box = sandbox_starter(directory, mailboxes,
+                                         edit_plan=_edit(2, on_nogo, window))
+        started.append(box)
+        inventory = load_inventory(plan)
+        box.ensure_users(inventory.mailboxes)
+        seed(plan, inventory.mailboxes, messages, big_attachments=1, big_size=(1_000_000, 1_500_000), sandbox=box)
+        set_ttl(plan, "cutover")   # T-2 days, compressed: the TTL has been low for longer than the old TTL
+        time.sleep(plan.dns.ttl.normal + 0.5)
+        secrets = [Path(m.source_secret.target).read_text().strip() for m in inventory] + \
+                  [Path(m.target_secret.target).read_text().strip() for m in inventory] + \
+                  [plan.secret(plan.dns.tsig.secret).reveal()]
+        SECRETS_SEEN.extend(secrets)
+        return Day(env.plan, plan, box, inventory, secrets)
+
+    yield make
+    for box in started:
+        box.down()
+
+
+def run_in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def wait_paused(flow_name: str = "cutover", timeout: float = 120) -> str:
+    """The id of the (only) paused run of ``flow_name``, once it pauses."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+            if runs:
+                return str(runs[0].id)
+            time.sleep(0.5)
+    raise AssertionError(f"no paused {flow_name} run within {timeout} s")
