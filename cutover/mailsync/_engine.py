@@ -333,7 +333,7 @@ class _MailboxSync:
                 self.ledger.add_event(a, d, sname, "uidvalidity-reset", note)
         rows = self.ledger.messages(a, d, sname, uidvalidity)
         done = {uid: r for uid, r in rows.items()
-                if uid in listing and r.done and r.tgt_uidvalidity == tuidv and tlisting.get(r.tgt_uid) == r.size}
+                if uid in listing and r.done and r.tgt_uidvalidity == tuidv and _same_size(tlisting, r, listing[uid])}
         todo = [uid for uid in sorted(listing) if uid not in done]
         if self.dry_run:
             fr.copied, fr.skipped = len(todo), len(done)
@@ -480,7 +480,7 @@ class _MailboxSync:
         readback: dict[int, MessageRow] = {}  # target uid -> row
         for uid in listing:
             r = rows.get(uid)
-            if r is None or not r.done or r.tgt_uidvalidity != tuidv or tlisting.get(r.tgt_uid) != r.size:
+            if r is None or not r.done or r.tgt_uidvalidity != tuidv or not _same_size(tlisting, r, listing[uid]):
                 missing += 1
             elif r.verified or self.settings.verify == "size":
                 trusted.append(uid)
@@ -527,6 +527,11 @@ class _MailboxSync:
         fr.verified = fr.missing == 0
         fr.skipped = fr.messages - fr.missing
         return fr
+
+
+def _same_size(target_sizes: dict[int, int], row: MessageRow, source_size: int) -> bool:
+    """The recorded twin is still there with the size we sent (or the size the source server reports)."""
+    return target_sizes.get(row.tgt_uid) in (row.size, source_size)  # type: ignore[arg-type]
 
 
 def _logout(client: IMAPClient) -> None:
