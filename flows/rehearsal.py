@@ -1,34 +1,240 @@
-"""The rehearsal (``make rehearsal``): bring the sandbox up, seed it, and show that every server answers.
+"""The rehearsal (``make rehearsal``): the whole cutover day, twice, on the sandbox's real servers.
 
-Later phases (readiness, pre-stage, the cutover day with GO, a NO-GO with rollback) are added as they land.
+Scenario 1, GO: fresh sandbox, seed, readiness, TTL lowered, pre-stage, new mail arriving at the source during
+the day, cutover → GO (every message verified on the target, MX on the target everywhere).
+Scenario 2, NO-GO: fresh sandbox, same preparation, the target webmail goes down after the switch → the access
+gate says NO-GO and pauses; mail reaches the target meanwhile; the operator (played here through the same call
+as ``pec-cutover gate decide``) chooses rollback → MX back on the source and that mail copied back.
+
+Runs are recorded in Prefect's SQLite database under ``.sandbox/prefect`` (kept across rehearsals).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import threading
 import time
+from email.message import EmailMessage
 from pathlib import Path
 
-from rich.console import Console
+REPO = Path(__file__).resolve().parents[1]
+REHEARSAL_PLAN = REPO / "inventory" / "rehearsal" / "plan.yaml"
+PREFECT_HOME = REPO / ".sandbox" / "prefect"
+MESSAGES_PER_MAILBOX = 60
 
-REHEARSAL_PLAN = Path("inventory/rehearsal/plan.yaml")
+# Before Prefect is imported: keep the rehearsal's run history with the sandbox, and no telemetry.
+os.environ.setdefault("PREFECT_HOME", str(PREFECT_HOME))
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from checks.dns import dns_status, render_status  # noqa: E402
+from cutover.dnschange import set_ttl  # noqa: E402
+from cutover.errors import CutoverError  # noqa: E402
+from cutover.inventory import Inventory, load_inventory  # noqa: E402
+from cutover.mailsync import copy_mailboxes  # noqa: E402
+from cutover.plan import Plan, load_plan  # noqa: E402
+from cutover.sandbox import Sandbox, seed  # noqa: E402
+
+console = Console()
+timings: list[tuple[str, str, float]] = []
+
+
+def step(scenario: str, name: str):
+    """Time one rehearsal step and print it as it starts."""
+    class _Step:
+        def __enter__(self):
+            console.rule(f"[bold]{scenario}[/bold] · {name}")
+            self.t0 = time.monotonic()
+            return self
+
+        def __exit__(self, *exc):
+            timings.append((scenario, name, time.monotonic() - self.t0))
+            return False
+    return _Step()
+
+
+def fresh_sandbox(plan: Plan, inventory: Inventory) -> Sandbox:
+    """Stop our servers and wipe the sandbox state (not the Prefect history), then start and seed again."""
+    box = Sandbox(plan)
+    box.down()
+    state = plan.sandbox.state_dir
+    if state.exists():
+        for child in state.iterdir():
+            if child.resolve() != PREFECT_HOME.resolve():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    box.up()
+    box.ensure_users(inventory.mailboxes)
+    report = seed(plan, inventory.mailboxes, MESSAGES_PER_MAILBOX, big_attachments=1, sandbox=box)
+    console.print(f"seeded {report.messages} PEC messages ({report.bytes / 1e6:.0f} MB) into {len(inventory)} "
+                  f"mailboxes on {plan.source.name}")
+    _status(box)
+    return box
+
+
+def prepare(plan: Plan, inventory: Inventory, scenario: str) -> Sandbox:
+    from flows.prestage import prestage
+    from flows.readiness import readiness
+
+    with step(scenario, "sandbox up + seed"):
+        box = fresh_sandbox(plan, inventory)
+    with step(scenario, "readiness (T-7 days)"):
+        console.print(readiness(plan_path=str(REHEARSAL_PLAN)))
+    with step(scenario, "lower MX TTL (T-2 days, compressed to the old TTL)"):
+        change = set_ttl(plan, "cutover")
+        console.print(f"MX TTL {plan.dns.ttl.normal}s → {plan.dns.ttl.cutover}s (serial {change.serial_before} → "
+                      f"{change.serial_after}); waiting {plan.dns.ttl.normal}s so no cache holds the old TTL")
+        time.sleep(plan.dns.ttl.normal + 0.5)
+    with step(scenario, "pre-stage copy (T-1 day)"):
+        console.print(prestage(plan_path=str(REHEARSAL_PLAN)))
+    return box
+
+
+def scenario_go(plan: Plan, inventory: Inventory) -> str:
+    from flows.cutover import cutover
+
+    scenario = "scenario 1: GO"
+    box = prepare(plan, inventory, scenario)
+    with step(scenario, "new mail arrives at the source during the day"):
+        for m in inventory.mailboxes[:3]:
+            box.deliver("source", m.address, _mail(f"morning-{m.local_part}", m.address))
+        console.print("3 new PEC messages delivered to aruba")
+    with step(scenario, "cutover flow"):
+        result = cutover(plan_path=str(REHEARSAL_PLAN), operator="rehearsal")
+        _phases(result)
+    with step(scenario, "independent verification"):
+        check = copy_mailboxes(plan, inventory.mailboxes, verify_only=True)
+        console.print(f"verify-only pass: {check.verified_count}/{len(inventory)} mailboxes identical "
+                      f"({check.total_messages} messages, SHA-256 on both sides)")
+        console.print(render_status(dns_status(plan, "target"), title="DNS: MX on InfoCert everywhere?"))
+    ok = result["verdict"] == "GO" and check.ok
+    return f"{result['verdict']}; verified {check.verified_count}/{len(inventory)}" + ("" if ok else " (UNEXPECTED)")
+
+
+def scenario_nogo(plan: Plan, inventory: Inventory) -> str:
+    from flows.cutover import cutover
+    from flows.history import decide_gate
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    scenario = "scenario 2: NO-GO → rollback"
+    box = prepare(plan, inventory, scenario)
+    member = inventory.mailboxes[0]
+    out: dict = {}
+    with step(scenario, "cutover flow until the access gate pauses (webmail down)"):
+        box.stop_service("webmail")
+        console.print("InfoCert webmail stopped: the access gate will say NO-GO and, with on_nogo: ask, pause")
+        thread = threading.Thread(target=lambda: out.update(result=_catch(lambda: cutover(
+            plan_path=str(REHEARSAL_PLAN), operator="rehearsal"))), daemon=True)
+        thread.start()
+        run_id = None
+        with get_client(sync_client=True) as client:
+            while run_id is None and thread.is_alive():
+                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+                run_id = str(runs[0].id) if runs else None
+                time.sleep(0.5)
+        if run_id is None:
+            raise CutoverError(f"the cutover did not pause at a gate: {out.get('result')}")
+        console.print(f"run {run_id} is paused at the access gate")
+    with step(scenario, "mail reaches InfoCert while the run is paused"):
+        box.deliver("target", member.address, _mail("arrived-at-infocert", member.address))
+        console.print(f"1 PEC message delivered to {member.address} on infocert after the MX switch")
+    with step(scenario, "operator decides: rollback (as `pec-cutover gate decide`)"):
+        console.print(f"pec-cutover gate decide {run_id} --rollback --operator 'Rehearsal Operator' "
+                      "--reason 'InfoCert webmail down after the switch'")
+        decide_gate(run_id, "rollback", "Rehearsal Operator", "InfoCert webmail down after the switch")
+        thread.join(600)
+        result = out.get("result")
+        if isinstance(result, BaseException):
+            raise result
+        _phases(result)
+    with step(scenario, "independent verification"):
+        back = _count_message(box, member.address, "<arrived-at-infocert@pec.rehearsal>")
+        console.print(render_status(dns_status(plan, "source"), title="DNS: MX back on Aruba everywhere?"))
+        console.print(f"the message that reached InfoCert is on aruba {back} time(s) (expected 1)")
+    box.start_service("webmail")
+    ok = result["verdict"] == "ROLLED-BACK" and back == 1
+    return f"{result['verdict']}; mail copied back: {back}" + ("" if ok else " (UNEXPECTED)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    console = Console()
-    from cutover.cli import app
-
     started = time.monotonic()
-    for args in (["plan", "check", str(REHEARSAL_PLAN)], ["sandbox", "up", "--plan", str(REHEARSAL_PLAN)],
-                 ["sandbox", "seed", "--plan", str(REHEARSAL_PLAN)], ["sandbox", "status", "--plan", str(REHEARSAL_PLAN)]):
-        console.rule(" ".join(["pec-cutover", *args]))
-        try:
-            app(args, standalone_mode=False)
-        except SystemExit as exc:
-            if exc.code:
-                return int(exc.code)
-    console.print(f"rehearsal done in {time.monotonic() - started:.1f} s")
-    return 0
+    try:
+        plan = load_plan(REHEARSAL_PLAN)
+        inventory = load_inventory(plan)
+        console.print(f"rehearsal of {plan.domain}: {plan.source.name} → {plan.target.name}, {len(inventory)} mailboxes")
+        verdicts = {"scenario 1: GO": scenario_go(plan, inventory),
+                    "scenario 2: NO-GO → rollback": scenario_nogo(plan, inventory)}
+    except CutoverError as exc:
+        console.print(f"[red]rehearsal failed:[/red] {exc}")
+        return 1
+    table = Table(title="rehearsal: wall time per step")
+    for col in ("scenario", "step", "seconds"):
+        table.add_column(col)
+    for scenario, name, seconds in timings:
+        table.add_row(scenario, name, f"{seconds:.1f}")
+    console.print(table)
+    for scenario, verdict in verdicts.items():
+        console.print(f"[bold]{scenario}[/bold]: {verdict}")
+    console.print(f"rehearsal done in {time.monotonic() - started:.0f} s. The sandbox is still up "
+                  f"(`.venv/bin/pec-cutover sandbox status`; stop it with `make sandbox-down`).")
+    console.print("See the runs, reports and gate decisions:\n"
+                  f"  PREFECT_HOME={PREFECT_HOME} .venv/bin/pec-cutover history\n"
+                  f"  PREFECT_HOME={PREFECT_HOME} .venv/bin/prefect server start   # then http://127.0.0.1:4200")
+    return 0 if all("UNEXPECTED" not in v for v in verdicts.values()) else 1
+
+
+def _mail(marker: str, to: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "mittente@pec.example.it"
+    msg["To"] = to
+    msg["Subject"] = f"POSTA CERTIFICATA: {marker}"
+    msg["Message-ID"] = f"<{marker}@pec.rehearsal>"
+    msg.set_content(f"Messaggio di posta certificata arrivato durante la giornata di migrazione ({marker}).\n")
+    return msg.as_bytes()
+
+
+def _count_message(box: Sandbox, address: str, message_id: str) -> int:
+    client = box.admin_session("source", address)
+    try:
+        client.select_folder("INBOX", readonly=True)
+        return len(client.search(["HEADER", "Message-ID", message_id]))
+    finally:
+        client.logout()
+
+
+def _catch(fn):
+    try:
+        return fn()
+    except BaseException as exc:  # noqa: BLE001 - handed back to the main thread
+        return exc
+
+
+def _phases(result: dict) -> None:
+    table = Table(title=f"cutover run: {result['verdict']}")
+    for col in ("phase", "seconds", "status"):
+        table.add_column(col)
+    for name, seconds, status in result.get("report", []):
+        table.add_row(name, str(seconds), status)
+    console.print(table)
+    for decision in result.get("decisions", []):
+        console.print(f"gate: {decision}")
+
+
+def _status(box: Sandbox) -> None:
+    table = Table(title="sandbox")
+    for col in ("service", "port", "pid", "state"):
+        table.add_column(col)
+    for s in box.status():
+        table.add_row(s.name, str(s.port), str(s.pid or ""), "up" if s.running else "DOWN")
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ registered through the ``pec_cutover.cli`` entry-point group, so this package im
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -62,6 +63,10 @@ def _load_plugins() -> None:
 
 
 def main() -> None:
+    # No telemetry from Prefect's embedded server (it would try to reach the internet); an operator can still
+    # set these explicitly. Done before the plug-ins import Prefect, which reads settings at import.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     _load_plugins()
     try:
         app()
