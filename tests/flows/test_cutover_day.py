@@ -171,3 +171,4 @@ def test_no_secret_in_prefect_database_logs_or_output(prefect_db, capfd):
     for secret in set(SECRETS_SEEN):
         assert secret.encode() not in stored
         assert secret not in captured.out and secret not in captured.err
+
