@@ -19,7 +19,7 @@ PlanOption = typer.Option(DEFAULT_PLAN, "--plan", "-p", help="plan YAML", show_d
 
 def fail(console: Console, exc: CutoverError) -> NoReturn:
     err = Console(stderr=True)
-    err.print(f"[red]error:[/red] {escape(str(exc))}")
+    err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)  # one line to grep and paste
     raise typer.Exit(getattr(exc, "exit_code", 2))
 
 

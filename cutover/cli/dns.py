@@ -12,6 +12,7 @@ from rich.table import Table
 
 from cutover.cli._common import PlanOption, handle_errors
 from cutover.dnschange import DnsChange, set_ttl, switch_mx
+from cutover import freeze
 from cutover.plan import load_plan
 
 app = typer.Typer(no_args_is_help=True)
@@ -55,6 +56,8 @@ def switch(
     console = Console()
     with handle_errors(console):
         plan = load_plan(plan_path)
+        if not dry_run:
+            freeze.ensure_not_frozen(plan, f"DNS switch to {to.value} by hand")
         _show(console, switch_mx(plan, to.value, dry_run=dry_run))
 
 
@@ -72,6 +75,8 @@ def ttl(
         raise typer.Exit(2)
     with handle_errors(console):
         plan = load_plan(plan_path)
+        if not dry_run:
+            freeze.ensure_not_frozen(plan, "TTL change by hand")
         _show(console, set_ttl(plan, "cutover" if lower else "normal", dry_run=dry_run))
 
 

@@ -86,3 +86,17 @@ def test_unreadable_marker_counts_as_held(plan):
     freeze.marker_path(plan).write_text("{not json")
     with pytest.raises(FreezeError):
         freeze.ensure_not_frozen(plan, "DNS change")
+
+
+def test_dns_changes_by_hand_refused_during_freeze(plan, tmp_path):
+    from typer.testing import CliRunner
+
+    from cutover.cli import app
+
+    freeze.acquire(plan, "cutover", "run-7")
+    runner = CliRunner()
+    for args in (["dns", "switch", "--to", "source"], ["dns", "ttl", "--restore"]):
+        result = runner.invoke(app, [*args, "--plan", str(tmp_path / "plan.yaml")])
+        assert result.exit_code == 2, result.output
+        assert "refused: change freeze held by cutover run run-7" in result.output
+        assert "Traceback" not in result.output
