@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS folders (
     tgt_uidvalidity INTEGER,
     highest_uid INTEGER NOT NULL DEFAULT 0,
     updated REAL NOT NULL,
+    snapshot TEXT,
     PRIMARY KEY (address, direction, src_folder)
 );
 CREATE TABLE IF NOT EXISTS messages (
@@ -83,6 +84,7 @@ class FolderState:
     tgt_folder: str
     tgt_uidvalidity: int | None
     highest_uid: int
+    snapshot: str | None = None  # JSON {"src": [uidvalidity, uidnext, messages], "tgt": [...]} when last verified
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,11 @@ class Ledger:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._write_lock:
-                self._conn().executescript(_SCHEMA)
+                conn = self._conn()
+                conn.executescript(_SCHEMA)
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(folders)")}
+                if "snapshot" not in columns:  # ledgers written before the delta fast path
+                    conn.execute("ALTER TABLE folders ADD COLUMN snapshot TEXT")
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"ledger {self.path}: cannot be opened ({exc}); check the path and its permissions") from None
 
@@ -167,22 +173,35 @@ class Ledger:
     # --- folders -----------------------------------------------------------------------------------
     def folder_state(self, address: str, direction: str, src_folder: str) -> FolderState | None:
         rows = self._read(
-            "SELECT src_folder, src_uidvalidity, tgt_folder, tgt_uidvalidity, highest_uid FROM folders "
+            "SELECT src_folder, src_uidvalidity, tgt_folder, tgt_uidvalidity, highest_uid, snapshot FROM folders "
             "WHERE address=? AND direction=? AND src_folder=?", (address, direction, src_folder))
         return FolderState(*rows[0]) if rows else None
 
     def set_folder_state(self, address: str, direction: str, src_folder: str, src_uidvalidity: int,
                          tgt_folder: str, tgt_uidvalidity: int | None) -> None:
-        """Record the folder pair and UIDVALIDITYs; ``highest_uid`` follows the copied messages."""
+        """Record the folder pair and UIDVALIDITYs (and forget the snapshot); ``highest_uid`` follows the copies."""
         self._write(
             "INSERT INTO folders (address, direction, src_folder, src_uidvalidity, tgt_folder, tgt_uidvalidity, highest_uid, updated) "
             "VALUES (?,?,?,?,?,?, COALESCE((SELECT MAX(src_uid) FROM messages WHERE address=? AND direction=? AND src_folder=? "
             "AND src_uidvalidity=? AND state IN ('copied','matched')), 0), ?) "
             "ON CONFLICT (address, direction, src_folder) DO UPDATE SET src_uidvalidity=excluded.src_uidvalidity, "
             "tgt_folder=excluded.tgt_folder, tgt_uidvalidity=excluded.tgt_uidvalidity, highest_uid=excluded.highest_uid, "
-            "updated=excluded.updated",
+            "updated=excluded.updated, snapshot=NULL",
             (address, direction, src_folder, src_uidvalidity, tgt_folder, tgt_uidvalidity,
              address, direction, src_folder, src_uidvalidity, time.time()))
+
+    def set_snapshot(self, address: str, direction: str, src_folder: str, snapshot: str | None) -> None:
+        """Remember both folders' (UIDVALIDITY, UIDNEXT, MESSAGES) as of a successful verification."""
+        self._write("UPDATE folders SET snapshot=?, updated=? WHERE address=? AND direction=? AND src_folder=?",
+                    (snapshot, time.time(), address, direction, src_folder))
+
+    def folder_totals(self, address: str, direction: str, src_folder: str, src_uidvalidity: int) -> tuple[int, int]:
+        """(messages, bytes) verified present on the target for one source folder."""
+        row = self._read(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE address=? AND direction=? AND src_folder=? "
+            "AND src_uidvalidity=? AND verified=1 AND state IN ('copied','matched')",
+            (address, direction, src_folder, src_uidvalidity))[0]
+        return int(row[0]), int(row[1])
 
     def add_event(self, address: str, direction: str, folder: str, kind: str, detail: str) -> None:
         self._write("INSERT INTO events VALUES (?,?,?,?,?,?)", (address, direction, folder, kind, detail, time.time()))

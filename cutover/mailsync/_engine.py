@@ -33,6 +33,7 @@ Nothing is ever deleted or changed on either side.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -234,21 +235,31 @@ class _MailboxSync:
             raise MailboxError(self.address, str(exc)) from None
         dst_names = {f.name for f in dst_folders} | {"INBOX"}
 
+        folder_reports: list[FolderReport] = []
         listings: list[tuple[str, str, int, dict[int, int]]] = []
-        with map_imap_errors(self.address, self.src_server):
-            for sname, tname in mapping.items():
-                uidvalidity, listing = ops.sizes(src, sname)
-                listings.append((sname, tname, uidvalidity, self._without_forward_copies(sname, uidvalidity, listing)))
+        snapshots: dict[str, list[int] | None] = {}
+        for sname, tname in mapping.items():
+            unchanged = None
+            if not self.dry_run and not self.verify_only and tname in dst_names:
+                unchanged = self._unchanged_since_verified(src, dst, sname, tname)
+            if unchanged is not None:
+                folder_reports.append(unchanged)
+                continue
+            with map_imap_errors(self.address, self.src_server):
+                found = ops.sizes(src, sname)
+            snapshots[sname] = found.snapshot
+            listings.append((sname, tname, found.uidvalidity,
+                             self._without_forward_copies(sname, found.uidvalidity, found.sizes)))
 
         if not self.dry_run and not self.verify_only:
             self._check_quota(dst, listings)
 
-        folder_reports = []
         for sname, tname, uidvalidity, listing in listings:
             if self.verify_only:
                 fr = self._verify_full(src, dst, sname, tname, listing, tname in dst_names)
             else:
-                fr = self._copy_folder(src, dst, sname, tname, uidvalidity, listing, tname in dst_names, multiappend)
+                fr = self._copy_folder(src, dst, sname, tname, uidvalidity, listing, tname in dst_names, multiappend,
+                                       snapshots.get(sname))
             folder_reports.append(fr)
             log.info("folder done address=%s direction=%s folder=%s target=%s messages=%d copied=%d skipped=%d missing=%d",
                      self.address, self.direction, sname, tname, fr.messages, fr.copied, fr.skipped, fr.missing)
@@ -295,6 +306,33 @@ class _MailboxSync:
         return Counter(r.sha256 for r in self.ledger.target_rows(self.address, "forward", folder)
                        if r.tgt_uidvalidity != uidvalidity)
 
+    # --- delta fast path ------------------------------------------------------------------------------
+    def _unchanged_since_verified(self, src: IMAPClient, dst: IMAPClient, sname: str, tname: str) -> FolderReport | None:
+        """A folder pair whose (UIDVALIDITY, UIDNEXT, MESSAGES) on both sides equal those of its last successful
+        verification has not changed since (no message added or removed on either side): verified as it was,
+        without listing it. Anything else (or any doubt) returns None and the folder takes the full path."""
+        state = self.ledger.folder_state(self.address, self.direction, sname)
+        if state is None or not state.snapshot or state.tgt_folder != tname:
+            return None
+        snap = json.loads(state.snapshot)
+        with map_imap_errors(self.address, self.src_server):
+            if ops.status(src, sname) != snap.get("src"):
+                return None
+        with map_imap_errors(self.address, self.dst_server):
+            if ops.status(dst, tname) != snap.get("tgt"):
+                return None
+        count, nbytes = self.ledger.folder_totals(self.address, self.direction, sname, state.src_uidvalidity)
+        if count != snap.get("verified"):
+            return None
+        return FolderReport(sname, tname, messages=count, bytes=nbytes, skipped=count, verified=True)
+
+    def _remember_snapshot(self, sname: str, uidvalidity: int, src_snapshot: list[int] | None,
+                           tgt_snapshot: list[int] | None, verified: int) -> None:
+        if src_snapshot is None or tgt_snapshot is None:
+            return
+        self.ledger.set_snapshot(self.address, self.direction, sname,
+                                 json.dumps({"src": src_snapshot, "tgt": tgt_snapshot, "verified": verified}))
+
     # --- quota -------------------------------------------------------------------------------------
     def _check_quota(self, dst: IMAPClient, listings: list[tuple[str, str, int, dict[int, int]]]) -> None:
         needed = 0
@@ -316,14 +354,16 @@ class _MailboxSync:
 
     # --- one folder --------------------------------------------------------------------------------
     def _copy_folder(self, src: IMAPClient, dst: IMAPClient, sname: str, tname: str, uidvalidity: int,
-                     listing: dict[int, int], exists_on_target: bool, multiappend: bool) -> FolderReport:
+                     listing: dict[int, int], exists_on_target: bool, multiappend: bool,
+                     src_snapshot: list[int] | None = None) -> FolderReport:
         fr = FolderReport(sname, tname, messages=len(listing), bytes=sum(listing.values()))
         a, d = self.address, self.direction
         with map_imap_errors(a, self.dst_server):
             if not exists_on_target and not self.dry_run:
                 ops.create_folder(dst, tname)
                 exists_on_target = True
-            tuidv, tlisting = ops.sizes(dst, tname) if exists_on_target else (None, {})
+            target = ops.sizes(dst, tname) if exists_on_target else None
+        tuidv, tlisting = (target.uidvalidity, target.sizes) if target else (None, {})
 
         state = self.ledger.folder_state(a, d, sname)
         if state is not None and state.src_uidvalidity != uidvalidity:
@@ -385,8 +425,9 @@ class _MailboxSync:
             fr.notes.append(f"{len(too_large)} message(s) too large for the target "
                             f"(largest {max(listing[u] for u in too_large)} bytes, limit {max_bytes or 'server'})")
         # Nothing written to the target folder: the listing taken above is still the target as it is.
-        unchanged = (tuidv, tlisting) if not todo else None
-        return self._verify_folder(dst, fr, sname, tname, uidvalidity, listing, unchanged)
+        unchanged = target if not todo else None
+        fr = self._verify_folder(dst, fr, sname, tname, uidvalidity, listing, unchanged, src_snapshot)
+        return fr
 
     def _append(self, dst: IMAPClient, sname: str, tname: str, uidvalidity: int, tuidv: int | None,
                 messages: list[ops.Fetched], multiappend: bool, too_large: list[int]) -> int:
@@ -467,13 +508,13 @@ class _MailboxSync:
 
     # --- verification ------------------------------------------------------------------------------
     def _verify_folder(self, dst: IMAPClient, fr: FolderReport, sname: str, tname: str, uidvalidity: int,
-                       listing: dict[int, int], target: tuple[int | None, dict[int, int]] | None = None) -> FolderReport:
+                       listing: dict[int, int], target: ops.Listing | None = None,
+                       src_snapshot: list[int] | None = None) -> FolderReport:
         a, d = self.address, self.direction
-        if target is not None:
-            tuidv, tlisting = target
-        else:
+        if target is None:
             with map_imap_errors(a, self.dst_server):
-                tuidv, tlisting = ops.sizes(dst, tname)
+                target = ops.sizes(dst, tname)
+        tuidv, tlisting = target.uidvalidity, target.sizes
         rows = self.ledger.messages(a, d, sname, uidvalidity)
         missing = 0
         trusted: list[int] = []
@@ -506,6 +547,9 @@ class _MailboxSync:
         fr.missing = missing
         fr.verified = missing == 0
         fr.skipped = max(0, fr.messages - fr.copied - missing)
+        if fr.verified:
+            self._remember_snapshot(sname, uidvalidity, src_snapshot, target.snapshot,
+                                    self.ledger.folder_totals(a, d, sname, uidvalidity)[0])
         return fr
 
     def _verify_full(self, src: IMAPClient, dst: IMAPClient, sname: str, tname: str, listing: dict[int, int],
@@ -520,7 +564,7 @@ class _MailboxSync:
         dst_digests: Counter = Counter()
         if exists_on_target:
             with map_imap_errors(self.address, self.dst_server):
-                _, tlisting = ops.sizes(dst, tname)
+                tlisting = ops.sizes(dst, tname).sizes
                 dst_digests = Counter(sha for _, sha in ops.digests(dst, sorted(tlisting), tlisting,
                                                                     settings.batch_messages, settings.batch_bytes))
         fr.missing = sum((src_digests - dst_digests).values())

@@ -42,16 +42,43 @@ def select(client: IMAPClient, folder: str) -> tuple[int, int]:
     return int(info[b"UIDVALIDITY"]), int(info.get(b"EXISTS", 0))
 
 
-def sizes(client: IMAPClient, folder: str) -> tuple[int, dict[int, int]]:
-    """(UIDVALIDITY, {uid: RFC822.SIZE}) of a folder: metadata only, cheap even for a large folder."""
-    uidvalidity, exists = select(client, folder)
+@dataclass(frozen=True)
+class Listing:
+    """A folder as EXAMINE and ``FETCH 1:* RFC822.SIZE`` saw it: the state plus {uid: size}."""
+
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+    sizes: dict[int, int]
+
+    @property
+    def snapshot(self) -> list[int] | None:
+        """(UIDVALIDITY, UIDNEXT, MESSAGES): equal later means the folder did not change (RFC 3501)."""
+        return None if self.uidnext is None else [self.uidvalidity, self.uidnext, self.exists]
+
+
+def sizes(client: IMAPClient, folder: str) -> Listing:
+    """EXAMINE ``folder`` and read {uid: RFC822.SIZE} (metadata only, cheap even for a large folder)."""
+    info = client.select_folder(folder, readonly=True)
+    uidvalidity, exists = int(info[b"UIDVALIDITY"]), int(info.get(b"EXISTS", 0))
+    uidnext = int(info[b"UIDNEXT"]) if info.get(b"UIDNEXT") is not None else None
     if not exists:
-        return uidvalidity, {}
+        return Listing(uidvalidity, uidnext, 0, {})
     # imapclient's fetch() filters answers by the UIDs asked for, which "1:*" is not: go one level down.
     typ, raw = client._imap.uid("FETCH", "1:*", "(RFC822.SIZE)")
     client._checkok("fetch", typ, raw)
     data = parse_fetch_response(raw, client.normalise_times, True)
-    return uidvalidity, {int(uid): int(v[b"RFC822.SIZE"]) for uid, v in data.items() if b"RFC822.SIZE" in v}
+    return Listing(uidvalidity, uidnext, exists,
+                   {int(uid): int(v[b"RFC822.SIZE"]) for uid, v in data.items() if b"RFC822.SIZE" in v})
+
+
+def status(client: IMAPClient, folder: str) -> list[int] | None:
+    """(UIDVALIDITY, UIDNEXT, MESSAGES) by STATUS, without selecting the folder."""
+    st = client.folder_status(folder, [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"])
+    try:
+        return [int(st[b"UIDVALIDITY"]), int(st[b"UIDNEXT"]), int(st[b"MESSAGES"])]
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def plan_batches(uids: Iterable[int], size_of: dict[int, int], max_messages: int, max_bytes: int) -> list[list[int]]:

@@ -106,7 +106,8 @@ def test_crash_between_append_and_ledger_update_does_not_duplicate(imap_view, sa
     ledger = Ledger(plan.ledger)
     with session(plan, "source", mb) as src, session(plan, "target", mb) as dst:
         src.normalise_times = False
-        uidvalidity, listing = ops.sizes(src, "INBOX")
+        found = ops.sizes(src, "INBOX")
+        uidvalidity, listing = found.uidvalidity, found.sizes
         fetched = ops.fetch_messages(src, sorted(listing)[:3])
         ledger.record_pending(mb.address, "forward", [
             MessageRow("INBOX", uidvalidity, m.uid, len(m.body), m.sha256, "INBOX", None, None, "pending", False)
@@ -254,3 +255,29 @@ def test_verify_only_finds_a_missing_message(imap_view, sandbox_env, make_mailbo
     report = copy_mailboxes(plan, [mb], verify_only=True)
     m = report.mailboxes[0]
     assert not report.ok and m.missing == 1 and m.status == "not-verified"
+
+
+def test_delta_fast_path_notices_changes_on_either_side(imap_view, sandbox_env, make_mailbox, plan_for) -> None:
+    """Unchanged folders are skipped by STATUS; a message removed on the target or added on the source is not."""
+    mb = make_mailbox(messages=12)
+    plan = plan_for()
+    assert copy_mailboxes(plan, [mb]).ok
+    again = copy_mailboxes(plan, [mb]).mailboxes[0]
+    assert again.verified and (again.messages, again.copied, again.skipped) == (12, 0, 12)
+
+    client = sandbox_env.sandbox.admin_session("target", mb.address)
+    try:
+        client.select_folder("INBOX")
+        first = client.search("ALL")[0]
+        client.delete_messages([first])
+        client.expunge()
+    finally:
+        client.logout()
+    repaired = copy_mailboxes(plan, [mb]).mailboxes[0]
+    assert repaired.verified and repaired.copied == 1, repaired.as_row()
+
+    sandbox_env.sandbox.deliver("source", mb.address, imap_view.message("ancora", "uno"), folder="Ricevute")
+    delta = copy_mailboxes(plan, [mb]).mailboxes[0]
+    assert delta.verified and delta.copied == 1
+    assert {k: v for k, v in imap_view.digests(imap_view.snapshot(sandbox_env, "target", mb.address)).items() if v} == \
+        {k: v for k, v in imap_view.digests(imap_view.snapshot(sandbox_env, "source", mb.address)).items() if v}
