@@ -52,8 +52,15 @@ def plan_check(path: Path = typer.Argument(DEFAULT_PLAN, help="plan YAML")) -> N
         console.print("[green]plan OK[/green]")
 
 
-def _load_plugins() -> None:
+_loaded: set[str] = set()
+
+
+def load_plugins() -> None:
+    """Register the plug-in commands (checks, flows) once."""
     for ep in entry_points(group="pec_cutover.cli"):
+        if ep.name in _loaded:
+            continue
+        _loaded.add(ep.name)
         try:
             register = ep.load()
         except ImportError as exc:  # a broken plug-in must not take the core commands down
@@ -67,11 +74,11 @@ def main() -> None:
     # set these explicitly. Done before the plug-ins import Prefect, which reads settings at import.
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    _load_plugins()
+    load_plugins()
     try:
         app()
     except CutoverError as exc:  # last line of defence; commands already use handle_errors
         fail(Console(stderr=True), exc)
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "load_plugins"]

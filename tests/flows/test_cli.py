@@ -1,0 +1,43 @@
+"""The flow commands of the CLI: gate decisions refused clearly, history read from Prefect's API."""
+
+from __future__ import annotations
+
+import uuid
+
+from typer.testing import CliRunner
+
+from cutover.cli import app, load_plugins
+
+load_plugins()
+runner = CliRunner()
+
+
+def test_gate_decide_needs_exactly_one_action():
+    result = runner.invoke(app, ["gate", "decide", str(uuid.uuid4()), "--operator", "Ops", "--reason", "x"])
+    assert result.exit_code == 2 and "exactly one of --rollback, --continue, --retry" in result.output
+
+
+def test_gate_decide_unknown_run_is_a_clear_error(prefect_db):
+    run_id = str(uuid.uuid4())
+    result = runner.invoke(app, ["gate", "decide", run_id, "--rollback", "--operator", "Ops", "--reason", "why"])
+    assert result.exit_code == 2, result.output
+    assert run_id in result.output and "Traceback" not in result.output
+
+
+def test_gate_decide_bad_run_id():
+    result = runner.invoke(app, ["gate", "decide", "not-a-uuid", "--continue", "--operator", "Ops", "--reason", "why"])
+    assert result.exit_code == 2 and "cannot resume not-a-uuid" in result.output
+
+
+def test_history_lists_runs_with_state(prefect_db, tmp_path):
+    import pytest
+
+    from cutover.errors import PlanError
+    from flows.readiness import readiness
+
+    with pytest.raises(PlanError):
+        readiness(plan_path=str(tmp_path / "missing-plan.yaml"))  # a real run that fails
+    result = CliRunner().invoke(app, ["history", "--limit", "50"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "readiness" in line and "Failed" in line)
+    assert row
