@@ -25,6 +25,13 @@ How a folder is copied (``direction="forward"``: source -> target)
      marked so a delta does not read them again: a message under a given UID and UIDVALIDITY never
      changes (RFC 3501), so the recorded digest of an unchanged source UID stays valid.
 
+Delta fast path: after a folder verifies, the ledger keeps (UIDVALIDITY, UIDNEXT, MESSAGES) of both
+folders. A later run asks STATUS on both sides first; if both are unchanged no message was added or
+removed anywhere since that verification, and the folder is reported verified without being listed.
+Any difference (new mail, an expunge on either side, a UIDVALIDITY reset) sends it down the full path.
+Flag changes made after a message was copied are not carried over (the copy is of content, flags and
+date at copy time).
+
 ``direction="reverse"`` (rollback) runs the same algorithm from the target back to the source, leaving
 out every target message the forward ledger put there (by target UID under the same UIDVALIDITY, by
 SHA-256 otherwise). Reverse copies are recorded under ``reverse`` so a second rollback copies nothing.
