@@ -16,6 +16,7 @@ from cutover.cli._common import PlanOption
 from cutover.cli._common import handle_errors
 from cutover.inventory import load_inventory
 from cutover.mailsync import CopyReport, ProgressEvent, copy_mailboxes
+from cutover import freeze
 from cutover.plan import load_plan
 
 
@@ -37,6 +38,9 @@ def copy(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     with handle_errors(console):
         the_plan = load_plan(plan)
+        if not (dry_run or verify_only):
+            # A copy by hand beside the cutover's own delta would race it on the same target and ledger.
+            freeze.ensure_not_frozen(the_plan, f"copy {direction.value} by hand")
         inventory = load_inventory(the_plan)
         boxes = inventory.select(mailbox) if mailbox else inventory.mailboxes
         report = _run_with_progress(console, the_plan, boxes, direction.value, dry_run, verify_only)

@@ -100,3 +100,13 @@ def test_dns_changes_by_hand_refused_during_freeze(plan, tmp_path):
         assert result.exit_code == 2, result.output
         assert "refused: change freeze held by cutover run run-7" in result.output
         assert "Traceback" not in result.output
+
+
+def test_copy_by_hand_refused_during_freeze_but_verify_allowed_to_start(plan, tmp_path):
+    from typer.testing import CliRunner
+
+    from cutover.cli import app
+
+    freeze.acquire(plan, "rollback", "rb-9")
+    result = CliRunner().invoke(app, ["copy", "--plan", str(tmp_path / "plan.yaml")])
+    assert result.exit_code == 2 and "copy forward by hand refused: change freeze held by rollback run rb-9" in result.output
