@@ -102,7 +102,7 @@ def test_dns_changes_by_hand_refused_during_freeze(plan, tmp_path):
         assert "Traceback" not in result.output
 
 
-def test_copy_by_hand_refused_during_freeze_but_verify_allowed_to_start(plan, tmp_path):
+def test_copy_by_hand_refused_during_freeze(plan, tmp_path):
     from typer.testing import CliRunner
 
     from cutover.cli import app
