@@ -5,6 +5,8 @@ A NO-GO rolls back at once (plan ``on_nogo: rollback``) or pauses the run for a 
 
 from __future__ import annotations
 
+from typing import Callable
+
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
@@ -61,19 +63,16 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             holding = True
             phase.lines.append(f"change freeze taken by this run {held.took_over}".strip())
 
-        attempt = 0
         with report.phase(f"switch MX to {plan.target.name}") as phase:
             change = switch_mx_task(plan, "target")
             phase.lines += [f"changed: {change.changed}; serial {change.serial_before} → {change.serial_after}",
                             f"MX now: {change.records_after}"]
-        while True:
-            attempt += 1
-            with report.phase(f"DNS checks and gate (attempt {attempt})") as phase:
-                evidence = dns_checks(plan, "target")
-                decision = dns_decision(plan, evidence, "dns")
-                action = _gate(phase, decision, evidence.all, attempt, plan, decisions)
-            if action != "retry":
-                break
+
+        def dns_round() -> tuple[Decision, list[CheckResult]]:
+            evidence = dns_checks(plan, "target")
+            return dns_decision(plan, evidence, "dns"), evidence.all
+
+        action, decision = _checks_and_gate(report, "DNS checks and gate", dns_round, plan, decisions)
         if action == "rollback":
             return _roll_back(plan_path, plan, report, decisions, operator, "DNS gate: " + decision.summary())
         _still_holding(plan, me)
@@ -86,16 +85,12 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             if not copy.ok:
                 phase.status = "failed"
 
-        attempt = 0
-        while True:
-            attempt += 1
-            with report.phase(f"accessibility checks and gate (attempt {attempt})") as phase:
-                webmail, canaries = accessibility(plan, inventory)
-                decision = access_gate(webmail=webmail, canaries=canaries, unverified_mailboxes=copy.unverified_count,
-                                       missing_messages=copy.missing_messages, gates=plan.gates)
-                action = _gate(phase, decision, [*webmail, *canaries], attempt, plan, decisions)
-            if action != "retry":
-                break
+        def access_round() -> tuple[Decision, list[CheckResult]]:
+            webmail, canaries = accessibility(plan, inventory)
+            return access_gate(webmail=webmail, canaries=canaries, unverified_mailboxes=copy.unverified_count,
+                               missing_messages=copy.missing_messages, gates=plan.gates), [*webmail, *canaries]
+
+        action, decision = _checks_and_gate(report, "accessibility checks and gate", access_round, plan, decisions)
         if action == "rollback":
             return _roll_back(plan_path, plan, report, decisions, operator, "access gate: " + decision.summary())
         _still_holding(plan, me)
@@ -118,14 +113,22 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
         publish_report(plan, report, "cutover-report")
 
 
-def _gate(phase: Phase, decision: Decision, evidence: list[CheckResult], attempt: int, plan: Plan, decisions: list[str]) -> str:
-    phase.checks += evidence
-    phase.sections.append(decision.markdown())
-    action = apply_gate(decision, attempt=attempt, pause_timeout_s=plan.gates.pause_timeout_s, decisions=decisions)
-    phase.lines.append(decisions[-1])
-    if not decision.go:
-        phase.status = "failed" if action == "rollback" else "overridden" if action == "proceed" else "retry"
-    return action
+def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tuple[Decision, list[CheckResult]]],
+                     plan: Plan, decisions: list[str]) -> tuple[str, Decision]:
+    """Run the checks and apply their gate, again for as long as the operator answers 'retry'."""
+    attempt = 0
+    while True:
+        attempt += 1
+        with report.phase(f"{title} (attempt {attempt})") as phase:
+            decision, evidence = run_checks()
+            phase.checks += evidence
+            phase.sections.append(decision.markdown())
+            action = apply_gate(decision, attempt=attempt, pause_timeout_s=plan.gates.pause_timeout_s, decisions=decisions)
+            phase.lines.append(decisions[-1])
+            if not decision.go:
+                phase.status = {"rollback": "failed", "proceed": "overridden"}.get(action, "retry")
+        if action != "retry":
+            return action, decision
 
 
 def _roll_back(plan_path: str, plan: Plan, report: RunReport, decisions: list[str], operator: str, why: str) -> dict:

@@ -159,6 +159,25 @@ def test_paused_gate_resumed_with_continue(day_factory):
     assert freeze.current(day.plan) is None
 
 
+def test_paused_gate_retry_after_the_fault_is_fixed(day_factory):
+    day = day_factory(on_nogo="ask", mailboxes=2, messages=6)
+    prestage(plan_path=str(day.plan_path))
+    day.box.stop_service("webmail")
+
+    thread, out = run_in_thread(lambda: cutover(plan_path=str(day.plan_path), operator="Test Ops"))
+    run_id = wait_paused()
+    day.box.start_service("webmail")  # InfoCert fixed their webmail
+    decide_gate(run_id, "retry", "Anna Blu", "InfoCert says webmail is back")
+    thread.join(180)
+    assert "error" not in out, out.get("error")
+    result = out["result"]
+    assert result["verdict"] == "GO"
+    assert any("retry by Anna Blu" in d for d in result["decisions"])
+    assert any("access: GO → proceed" in d for d in result["decisions"])
+    phases = [name for name, _s, _status in result["report"]]
+    assert "accessibility checks and gate (attempt 2)" in phases
+
+
 def test_no_secret_in_prefect_database_logs_or_output(prefect_db, capfd):
     """Runs last in this module: every password and TSIG secret the scenarios used, searched everywhere."""
     assert SECRETS_SEEN, "the scenarios above must have run first"
