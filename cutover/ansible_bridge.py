@@ -81,7 +81,7 @@ def run_playbook(
     when ``None`` the plan's TSIG key is used (as ``dns_key_secret``). Raises :class:`AnsibleError` when
     Ansible could not run the playbook at all (missing executable, syntax error, unreachable host).
     """
-    import ansible_runner  # imported here: it is slow to import and only the DNS change needs it
+    from ansible_runner.interface import init_runner  # imported here: slow to import, only DNS changes need it
 
     if secrets is None:
         secrets = {"dns_key_secret": plan.secret(plan.dns.tsig.secret)}
@@ -94,7 +94,10 @@ def run_playbook(
     with _secret_workspace(secrets) as (workdir, vars_file):
         cmdline = " ".join(x for x in ("--check" if check else "", "--diff" if diff else "") if x)
         try:
-            runner = ansible_runner.run(
+            # ansible_runner.run() = init_runner() + run(); split so the environment can be cut down first:
+            # the runner copies os.environ and records it in artifacts/<id>/command, and env: secret references
+            # mean passwords and the TSIG key may be in os.environ.
+            runner = init_runner(
                 private_data_dir=str(pdd),
                 project_dir=str(playbook_dir),
                 playbook=playbook,
@@ -106,6 +109,8 @@ def run_playbook(
                 quiet=True,
                 timeout=timeout_s,
             )
+            runner.config.env = allowed_environment(runner.config.env, keep=_envvars(workdir))
+            runner.run()
         except Exception as exc:  # ansible-runner raises ConfigurationError, OSError, ... before Ansible starts
             raise AnsibleError(f"ansible-runner could not start {playbook}: {type(exc).__name__}: {exc}") from None
         events = list(runner.events)
@@ -168,6 +173,19 @@ def _inventory(plan: Plan) -> str | dict[str, Any]:
     # No inventory named: run the updates from this machine, as the host named like the primary.
     return {"all": {"hosts": {plan.dns.primary.name: {"ansible_connection": "local",
                                                       "ansible_python_interpreter": sys.executable}}}}
+
+
+# What Ansible needs from the environment; everything else (possibly env: secrets) stays out of it.
+_ENV_ALLOWED_PREFIXES = ("ANSIBLE_", "AWX_", "RUNNER_", "LC_", "PYTHON")
+_ENV_ALLOWED = {"PATH", "HOME", "LANG", "TMPDIR", "USER", "LOGNAME", "SHELL", "TZ", "VIRTUAL_ENV",
+                "ORIGINAL_STDOUT_CALLBACK", "JOB_ID", "AD_HOC_COMMAND_ID", "PROJECT_UPDATE_ID", "INVENTORY_UPDATE_ID"}
+
+
+def allowed_environment(env: dict[str, str], *, keep: dict[str, str]) -> dict[str, str]:
+    """The runner's environment cut down to what Ansible needs, plus our own settings."""
+    cut = {k: v for k, v in env.items() if k in _ENV_ALLOWED or k.startswith(_ENV_ALLOWED_PREFIXES)}
+    cut.update(keep)
+    return cut
 
 
 def _envvars(workdir: Path) -> dict[str, str]:

@@ -124,3 +124,24 @@ def test_tsig_secret_never_lands_in_artifacts_env_or_logs(zone, caplog, capfd) -
     assert secret not in out and secret not in err and secret not in caplog.text
     assert secret not in os.environ.values()
     assert set(tmp.glob("pec-cutover-ansible-*")) == workspaces_before  # the secret vars file is gone
+
+
+def test_env_secrets_never_land_in_runner_artifacts(zone, monkeypatch) -> None:
+    """ansible-runner records the process environment; env: secret references put secrets there."""
+    plan = zone.plan
+    secret = plan.secret(plan.dns.tsig.secret).reveal()
+    member_password = "Memb3r-Password-In-Env-42"
+    monkeypatch.setenv("PEC_TEST_TSIG_SECRET", secret)
+    monkeypatch.setenv("PEC_SRC_MARIO_ROSSI", member_password)
+    env_plan = plan.model_copy(update={"dns": plan.dns.model_copy(update={
+        "tsig": plan.dns.tsig.model_copy(update={"secret": "env:PEC_TEST_TSIG_SECRET"})})})
+
+    switch_mx(env_plan, "target")   # a real change, authenticated with the key read from the environment
+    switch_mx(env_plan, "source")
+
+    files = [p for p in private_data_dir(plan).rglob("*") if p.is_file()]
+    assert any(p.name == "command" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        assert secret.encode() not in data, f"TSIG secret found in {path}"
+        assert member_password.encode() not in data, f"an environment secret found in {path}"
