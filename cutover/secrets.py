@@ -15,6 +15,8 @@ from typing import Mapping
 from cutover.errors import SecretError
 
 SCHEMES = ("env", "file", "prefect")
+# Schemes of other tools that people write by habit: safe to name in an error. Anything else is not echoed.
+_FOREIGN_SCHEMES = {"vault", "ansible-vault", "sops", "aws", "gcp", "azure", "k8s", "secret", "pass", "op", "keyring"}
 MASK = "**********"
 
 
@@ -65,13 +67,18 @@ class SecretRef:
 
 def parse_ref(text: str, *, base_dir: Path | None = None) -> SecretRef:
     """Parse ``scheme:target``; relative ``file:`` paths are resolved against ``base_dir``."""
+    # Never echo the text in these errors: a value pasted where a reference belongs is the secret itself.
+    expected = ", ".join(s + ":..." for s in SCHEMES)
     if not isinstance(text, str) or ":" not in text:
-        raise SecretError(f"secret reference {text!r} has no scheme; write one of {', '.join(s + ':...' for s in SCHEMES)}")
+        raise SecretError(f"not a secret reference (it has no scheme; it may be a password pasted by mistake: "
+                          f"remove it from the file); write one of {expected}")
     scheme, _, target = text.partition(":")
     scheme = scheme.strip().lower()
     target = target.strip()
     if scheme not in SCHEMES:
-        raise SecretError(f"unknown secret scheme {scheme!r} in {scheme}:...; use one of {', '.join(SCHEMES)}")
+        shown = f" {scheme!r}" if scheme in _FOREIGN_SCHEMES else ""
+        raise SecretError(f"unknown secret scheme{shown} (or a password pasted by mistake: remove it from the file); "
+                          f"write one of {expected}")
     if not target:
         raise SecretError(f"secret reference {scheme}: names nothing; write {scheme}:<name>")
     if scheme == "file" and base_dir is not None and not os.path.isabs(target):

@@ -95,3 +95,9 @@ def test_select_unknown_addresses_listed(tmp_path):
     assert inv.select(["A@pec.fnofi.it"])[0].address == "a@pec.fnofi.it"
     with pytest.raises(InventoryError, match="z@pec.fnofi.it is not in the inventory"):
         inv.select(["z@pec.fnofi.it"])
+
+
+def test_password_in_the_secret_column_is_not_echoed(tmp_path):
+    problems = _problems(tmp_path, "a@pec.fnofi.it,Sup3rS3cret!,env:B,no,\n")
+    assert len(problems) == 1 and problems[0].startswith("line 2: source_secret: not a secret reference")
+    assert "Sup3rS3cret" not in problems[0]

@@ -77,3 +77,12 @@ def test_prefect_block_missing_is_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     with pytest.raises(SecretError, match="prefect:no-such-block cannot be loaded"):
         resolve("prefect:no-such-block")
+
+
+@pytest.mark.parametrize("pasted", ["Sup3rS3cret!", "abc:def-secret", "Mario:Rossi1975"])
+def test_a_password_pasted_instead_of_a_reference_is_never_echoed(pasted):
+    with pytest.raises(SecretError) as exc:
+        parse_ref(pasted)
+    text = str(exc.value)
+    assert "pasted by mistake" in text
+    assert pasted not in text and pasted.split(":")[0] not in text and pasted.split(":")[-1] not in text
