@@ -80,7 +80,13 @@ def _authenticate(plan: Plan, provider: Provider, side: Side, client: IMAPClient
         # SASL PLAIN: authcid is the admin/master user, authzid the member's mailbox.
         client.plain_login(provider.auth.master_user, master.reveal(), authorization_identity=mailbox.address)
     else:
-        client.login(mailbox.address, mailbox.password(side).reveal())
+        password = mailbox.password(side).reveal()
+        if password.isascii():
+            client.login(mailbox.address, password)
+        else:
+            # LOGIN can only carry ASCII (imaplib would raise UnicodeEncodeError naming a character of the
+            # password); SASL PLAIN carries UTF-8, and members do have passwords with è, à, ù.
+            client.plain_login(mailbox.address, password)
 
 
 @contextlib.contextmanager
@@ -90,6 +96,10 @@ def map_imap_errors(mailbox: str, server: str) -> Iterator[None]:
         yield
     except (MailboxError, SecretError):
         raise
+    except UnicodeError:
+        # The message of a UnicodeError quotes the offending character of what we sent: never pass it on.
+        raise AuthFailed(mailbox, "login could not be encoded (a character the server's login cannot carry)",
+                         server=server) from None
     except LoginError as exc:
         raise AuthFailed(mailbox, f"login refused: {_server_text(exc)}", server=server) from None
     except ssl.SSLCertVerificationError as exc:

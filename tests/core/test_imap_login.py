@@ -1,0 +1,42 @@
+"""Logins through cutover.imap against the sandbox's real Dovecot: passwords with non-ASCII characters work,
+and a failed login never shows any part of the password."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cutover.errors import AuthFailed
+from cutover.imap import session
+
+ITALIAN_PASSWORD = "Perché-è-così-àù-2026"
+
+
+def test_non_ascii_password_logs_in(sandbox_env):
+    box, plan = sandbox_env.sandbox, sandbox_env.plan
+    mailbox = sandbox_env.inventory.mailboxes[-1]
+    old = Path(mailbox.target_secret.target).read_text().strip()
+    box.set_password("target", mailbox.address, ITALIAN_PASSWORD, update_secret=True)
+    try:
+        with session(plan, "target", mailbox) as client:
+            assert client.select_folder("INBOX", readonly=True)[b"EXISTS"] >= 0
+    finally:
+        box.set_password("target", mailbox.address, old, update_secret=True)
+
+
+def test_wrong_non_ascii_password_is_auth_failure_without_the_password(sandbox_env):
+    box, plan = sandbox_env.sandbox, sandbox_env.plan
+    mailbox = sandbox_env.inventory.mailboxes[-1]
+    secret_file = Path(mailbox.target_secret.target)
+    old = secret_file.read_text().strip()
+    secret_file.write_text(ITALIAN_PASSWORD)  # the inventory's secret no longer matches the server
+    try:
+        with pytest.raises(AuthFailed) as exc:
+            with session(plan, "target", mailbox):
+                pass
+        text = str(exc.value)
+        assert "2FA" in text and mailbox.address in text
+        assert not any(ch in text for ch in "èàùé") and ITALIAN_PASSWORD not in text
+    finally:
+        secret_file.write_text(old)
