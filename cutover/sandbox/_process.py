@@ -112,20 +112,81 @@ def signal_pid(pid: int, sig: int) -> None:
         pass
 
 
-def stop_pid(pid: int, program: str, config: Path, *, timeout: float = 10.0) -> None:
-    """SIGTERM ``pid`` if it is still ours, wait for it, SIGKILL after ``timeout``."""
-    if not pid_matches(pid, program, config):
-        return
-    signal_pid(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reap(pid)
-        if not pid_matches(pid, program, config):
-            return
-        time.sleep(0.05)
-    signal_pid(pid, signal.SIGKILL)
-    time.sleep(0.1)
+def _task_states(pid: int) -> list[str]:
+    """The state letter of every thread of ``pid`` (empty if it does not exist)."""
+    states = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    for task in tasks:
+        try:
+            states.append((task / "stat").read_text().rsplit(")", 1)[-1].split()[0])
+        except (OSError, IndexError):
+            continue
+    return states
+
+
+def has_exited(pid: int) -> bool:
+    """True once no thread of ``pid`` runs any more (gone, or a zombie): its files and sockets are closed.
+
+    Not ``pid_matches``: while a process exits its cmdline is empty before its sockets are closed, and a
+    multi-threaded daemon's main thread can be a zombie while other threads still hold its sockets.
+    """
     reap(pid)
+    return not any(state not in ("Z", "X") for state in _task_states(pid))
+
+
+def session_members(sid: int) -> set[int]:
+    """Live processes in session ``sid`` (a daemon we spawned and everything it forked: workers, login processes)."""
+    out = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 3 and int(fields[3]) == sid and not has_exited(int(proc.name)):
+            out.add(int(proc.name))
+    return out
+
+
+def port_in_use(port: int) -> bool:
+    """True while any socket listens on TCP ``port`` or is bound to UDP ``port`` (any address).
+
+    Read from /proc/net rather than by connecting: a connect can time out on a loaded machine and
+    make a port that is still held look free.
+    """
+    for table, listen_only in (("tcp", True), ("tcp6", True), ("udp", False), ("udp6", False)):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and (not listen_only or fields[3] == "0A"):
+                return True
+    return False
+
+
+def stop_pid(pid: int, program: str, config: Path, *, timeout: float = 10.0) -> bool:
+    """SIGTERM ``pid`` if it is still ours and wait until it and the processes it forked have exited.
+
+    Whatever of its session still runs after ``timeout`` is SIGKILLed. Returns True if ``pid`` was ours.
+    """
+    if not pid_matches(pid, program, config):
+        return False
+    signal_pid(pid, signal.SIGTERM)
+    # The daemon was spawned as a session leader: its workers/children share its session id.
+    if wait_until(lambda: has_exited(pid) and not session_members(pid), timeout=timeout):
+        return True
+    for member in session_members(pid) | ({pid} if not has_exited(pid) else set()):
+        signal_pid(member, signal.SIGKILL)
+    wait_until(lambda: has_exited(pid) and not session_members(pid), timeout=5.0)
+    return True
 
 
 def wait_until(predicate, *, timeout: float, interval: float = 0.05) -> bool:

@@ -29,15 +29,17 @@ from cutover.sandbox import _dns, _webmail
 from cutover.sandbox._ca import CertKind, SandboxCA
 from cutover.sandbox._dovecot import DovecotInstance, DovecotPaths, ensure_mail_user
 from cutover.sandbox._imap import open_as
-from cutover.sandbox._process import (children_of, is_alive, pid_matches, port_open, read_pid, reap, signal_pid, spawn,
-                                      stop_pid, tail, wait_until)
+from cutover.sandbox._process import (children_of, has_exited, pid_matches, port_in_use, port_open, read_pid,
+                                      signal_pid, spawn, stop_pid, tail, wait_until)
 from cutover.sandbox._users import PasswdEntry, new_password, ssha512, ssha512_matches, write_secret_file
 from cutover.secrets import SecretRef, parse_ref, resolve
 
 SERVICE_NAMES = ("aruba", "infocert", "ns1", "ns2", "resolver", "webmail")
 Side = Literal["source", "target", "aruba", "infocert"]
 ADMIN_USER = "sandbox-admin"
-START_TIMEOUT_S = 20.0
+START_TIMEOUT_S = 20.0  # generous: a loaded 2-core CI machine can take seconds to start a daemon
+STOP_TIMEOUT_S = 10.0  # then SIGKILL
+PORT_FREE_TIMEOUT_S = 5.0  # after our processes are gone, for the kernel to drop the listening socket
 
 
 class MailboxLike(Protocol):
@@ -255,28 +257,30 @@ class Sandbox:
     def _healthy(self, svc: _Service) -> bool:
         return self._pid(svc) is not None and port_open(svc.port)
 
-    def _spawn(self, name: str) -> _Service:
+    def _logs_of(self, svc: _Service) -> str:
+        logs = [svc.log] + ([self.logs / "webmail-error.log"] if svc.name == "webmail" else [])
+        return "; ".join(f"{log} (last lines: {tail(log, 3) or 'empty'})" for log in logs)
+
+    def _spawn(self, name: str) -> tuple[_Service, int]:
+        """Start ``name``'s daemon once its port is free; returns it with the new process's own pid."""
         svc = self._service(name)
-        if self._pid(svc) is None and port_open(svc.port):
+        if self._pid(svc) is None and (port_in_use(svc.port) or port_open(svc.port)):
             raise SandboxError(f"cannot start sandbox {name}: port 127.0.0.1:{svc.port} is taken by a process the "
                                "sandbox did not start; stop it or change the port in the plan")
-        spawn(list(svc.argv), log_file=svc.log, pid_file=svc.pid_file)
-        return svc
+        return svc, spawn(list(svc.argv), log_file=svc.log, pid_file=svc.pid_file)
 
-    def _await(self, svc: _Service) -> None:
-        pid = read_pid(svc.pid_file)
+    def _await(self, svc: _Service, pid: int) -> None:
+        """Wait until ``pid`` (the process just spawned, never an older one) is ours and answers on its port."""
+        def healthy() -> bool:
+            return read_pid(svc.pid_file) == pid and pid_matches(pid, svc.program, svc.config) and port_open(svc.port)
 
-        def exited() -> bool:
-            # Not pid_matches: right after exec, /proc/<pid>/cmdline can still be empty for a moment.
-            if pid is None:
-                return True
-            reap(pid)
-            return not is_alive(pid)
-
-        if not wait_until(lambda: self._healthy(svc) or exited(), timeout=START_TIMEOUT_S) \
-                or not wait_until(lambda: self._healthy(svc), timeout=1.0):
-            raise SandboxError(f"sandbox {svc.name} did not come up on 127.0.0.1:{svc.port}; read {svc.log} "
-                               f"(last lines: {tail(svc.log, 3) or 'empty'})")
+        # Not pid_matches for "exited": right after exec, /proc/<pid>/cmdline can still be empty for a moment.
+        wait_until(lambda: healthy() or has_exited(pid), timeout=START_TIMEOUT_S)
+        if healthy():
+            return
+        why = "exited" if has_exited(pid) else f"is not answering after {START_TIMEOUT_S:.0f}s"
+        raise SandboxError(f"sandbox {svc.name} did not come up on 127.0.0.1:{svc.port}: process {pid} {why}; "
+                           f"read {self._logs_of(svc)}")
 
     def up(self, services: Iterable[str] | None = None) -> list[ServiceStatus]:
         """Start the named services (default: all); healthy running ones are left alone. Idempotent."""
@@ -294,8 +298,8 @@ class Sandbox:
                 for n in group:
                     spawned.append(self._spawn(n))
                     started.append(n)
-                for svc in spawned:
-                    self._await(svc)
+                for svc, pid in spawned:
+                    self._await(svc, pid)
             if "ns2" in todo:
                 self._await_zone("ns2")
         except SandboxError:
@@ -312,14 +316,15 @@ class Sandbox:
         return self.status(names)
 
     def _stop(self, name: str) -> None:
+        """Stop our process for ``name``; returns once it and its children have exited and its port is free."""
         svc = self._service(name)
         pid = read_pid(svc.pid_file)
-        if pid is not None:
-            stop_pid(pid, svc.program, svc.config)
+        ours = pid is not None and stop_pid(pid, svc.program, svc.config, timeout=STOP_TIMEOUT_S)
         svc.pid_file.unlink(missing_ok=True)
-        if pid is not None:
-            # Children (Dovecot's login processes, nginx workers) follow their master out a moment later.
-            wait_until(lambda: not port_open(svc.port), timeout=5)
+        if ours:
+            # All our processes are gone, so their sockets are closed; wait for the kernel to agree (bounded:
+            # a port held by someone else is reported by the next start).
+            wait_until(lambda: not port_in_use(svc.port), timeout=PORT_FREE_TIMEOUT_S, interval=0.01)
 
     def start_service(self, name: str) -> ServiceStatus:
         return self.up([name])[0]
@@ -375,16 +380,14 @@ class Sandbox:
         """Make ns2 lag: restart it pointing at a dead primary, so it keeps serving its current copy."""
         self._stop("ns2")
         self._write_config("ns2", held=True)
-        svc = self._spawn("ns2")
-        self._await(svc)
+        self._await(*self._spawn("ns2"))
         self._await_zone("ns2")
 
     def release_secondary(self, timeout: float = 15.0) -> None:
         """Reconnect ns2 to ns1 and wait until it serves ns1's serial."""
         self._stop("ns2")
         self._write_config("ns2")
-        svc = self._spawn("ns2")
-        self._await(svc)
+        self._await(*self._spawn("ns2"))
         self._notify_secondary()
         target = self.soa_serial("ns1")
         self._await_zone("ns2", target, timeout=timeout)

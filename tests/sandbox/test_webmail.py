@@ -31,3 +31,17 @@ def test_bad_certificate_fails_verification(sandbox_env, kind: str) -> None:
     finally:
         sandbox_env.sandbox.use_webmail_cert("good")
     assert _get(sandbox_env).status_code == 200
+
+
+def test_stop_start_and_restart_serve_the_page_each_time(sandbox_env) -> None:
+    # Regression: start right after stop used to race the old nginx for the port ("did not come up").
+    box = sandbox_env.sandbox
+    for i in range(10):
+        before = box.status(["webmail"])[0].pid
+        stopped = box.stop_service("webmail")
+        assert not stopped.running and stopped.pid is None
+        started = box.restart_service("webmail") if i % 2 else box.start_service("webmail")
+        assert started.running and started.pid is not None and started.pid != before
+        response = _get(sandbox_env)
+        assert response.status_code == 200, f"round {i}"
+        assert all(marker in response.text for marker in sandbox_env.plan.target.webmail[0].markers)
