@@ -11,6 +11,8 @@ from rich.table import Table
 
 from cutover.cli._common import DEFAULT_PLAN, handle_errors
 from cutover.errors import CutoverError
+from cutover.inventory import load_inventory
+from cutover.plan import load_plan
 
 
 def register(app: typer.Typer) -> None:
@@ -26,13 +28,13 @@ def register(app: typer.Typer) -> None:
     def run_readiness(plan: Path = plan_opt) -> None:
         """Log in to every mailbox on both providers; table + CSV of who must act."""
         from flows.readiness import readiness
-        _run(lambda: readiness(plan_path=str(plan)))
+        _run(plan, lambda: readiness(plan_path=str(plan)))
 
     @run_app.command("prestage")
     def run_prestage(plan: Path = plan_opt, mailbox: Optional[list[str]] = typer.Option(None, "--mailbox", "-m")) -> None:
         """Bulk copy (incremental) of all or the named mailboxes."""
         from flows.prestage import prestage
-        _run(lambda: prestage(plan_path=str(plan), mailboxes=mailbox or None))
+        _run(plan, lambda: prestage(plan_path=str(plan), mailboxes=mailbox or None))
 
     @run_app.command("cutover")
     def run_cutover(plan: Path = plan_opt,
@@ -40,32 +42,44 @@ def register(app: typer.Typer) -> None:
                     operator: str = typer.Option("ops", help="who runs it")) -> None:
         """The cutover day: freeze, DNS switch, gates, final delta, accessibility, complete or roll back."""
         from flows.cutover import cutover
-        _run(lambda: cutover(plan_path=str(plan), override_window=override_window, operator=operator))
+        _run(plan, lambda: cutover(plan_path=str(plan), override_window=override_window, operator=operator))
 
     @run_app.command("rollback")
     def run_rollback(plan: Path = plan_opt, reason: str = typer.Option(..., help="why (goes into the report)"),
                      operator: str = typer.Option("ops")) -> None:
         """MX back to the source, DNS verified, mail that reached the target copied back."""
         from flows.rollback import rollback
-        _run(lambda: rollback(plan_path=str(plan), reason=reason, operator=operator))
+        _run(plan, lambda: rollback(plan_path=str(plan), reason=reason, operator=operator))
 
     @gate_app.command("decide")
     def gate_decide(run_id: str, rollback: bool = typer.Option(False, "--rollback"), cont: bool = typer.Option(False, "--continue"),
                     retry: bool = typer.Option(False, "--retry"), operator: str = typer.Option(..., help="your name"),
                     reason: str = typer.Option(..., help="why")) -> None:
         """Resume a cutover paused at a gate: --rollback, --continue or --retry (the checks)."""
+        from prefect.exceptions import ObjectNotFound
+        from pydantic import ValidationError
+
         chosen = [name for name, on in (("rollback", rollback), ("continue", cont), ("retry", retry)) if on]
         if len(chosen) != 1:
             Console(stderr=True).print("[red]error:[/red] give exactly one of --rollback, --continue, --retry")
             raise typer.Exit(2)
         from flows.history import decide_gate
+        err = Console(stderr=True, soft_wrap=True)
         try:
             decide_gate(run_id, chosen[0], operator, reason)
-        except (ValueError, RuntimeError) as exc:  # bad id, pydantic validation, run not paused
-            Console(stderr=True).print(f"[red]error:[/red] cannot resume {run_id}: {str(exc).splitlines()[0]}")
+        except ValidationError as exc:  # the form's rules, checked before anything is sent
+            fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            err.print(f"[red]error:[/red] decision not sent: {fields}")
             raise typer.Exit(2) from None
-        except Exception as exc:  # the API refused (not paused, unknown run)
-            Console(stderr=True).print(f"[red]error:[/red] Prefect refused to resume {run_id}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        except ValueError:
+            err.print(f"[red]error:[/red] cannot resume {run_id}: not a run id (see `pec-cutover history`)")
+            raise typer.Exit(2) from None
+        except ObjectNotFound:
+            err.print(f"[red]error:[/red] no run with id {run_id} (see `pec-cutover history`)")
+            raise typer.Exit(2) from None
+        except Exception as exc:  # the API refused: not paused, input rejected by the server
+            err.print(f"[red]error:[/red] Prefect refused to resume {run_id}: {type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else 'is it paused at a gate?'}")
             raise typer.Exit(2) from None
         Console().print(f"run {run_id} resumed with: {chosen[0]} ({operator}: {reason})")
 
@@ -89,9 +103,11 @@ def register(app: typer.Typer) -> None:
             serve_all(str(plan))
 
 
-def _run(call) -> None:
+def _run(plan: Path, call) -> None:
     console = Console()
     with handle_errors(console):
+        # Bad input gets one clear line here, before Prefect starts and records a failed run.
+        load_inventory(load_plan(plan))
         try:
             result = call()
         except CutoverError:

@@ -21,7 +21,20 @@ def test_gate_decide_unknown_run_is_a_clear_error(prefect_db):
     run_id = str(uuid.uuid4())
     result = runner.invoke(app, ["gate", "decide", run_id, "--rollback", "--operator", "Ops", "--reason", "why"])
     assert result.exit_code == 2, result.output
-    assert run_id in result.output and "Traceback" not in result.output
+    assert f"no run with id {run_id}" in result.output and "Traceback" not in result.output
+
+
+def test_gate_decide_form_rules_named():
+    result = runner.invoke(app, ["gate", "decide", str(uuid.uuid4()), "--continue", "--operator", "x", "--reason", "y"])
+    assert result.exit_code == 2
+    assert "decision not sent" in result.output and "operator" in result.output and "reason" in result.output
+
+
+def test_run_with_a_broken_plan_is_one_line_and_records_no_run(tmp_path):
+    (tmp_path / "plan.yaml").write_text("name: x\n")
+    result = runner.invoke(app, ["run", "cutover", "--plan", str(tmp_path / "plan.yaml")])
+    assert result.exit_code == 2 and "required field is missing" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_gate_decide_bad_run_id():
