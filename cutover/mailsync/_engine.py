@@ -13,17 +13,22 @@ How a folder is copied (``direction="forward"``: source -> target)
      only same-size unclaimed messages are read, this costs nothing on a clean run and little on a resume.
   3. A reader thread FETCHes ``BODY.PEEK[] FLAGS INTERNALDATE`` in batches bounded by count and bytes on
      the source session and hands them over a queue of one, so the next batch is read while the current
-     one is written; at most three batches are in memory per mailbox whatever its size.
+     one is written; at most four batches are in memory per mailbox whatever its size (three here, one
+     being read back).
   4. Per batch: rows are committed to the ledger as ``pending`` (size, SHA-256), then one MULTIAPPEND
      (or one APPEND per message without it) sends them with flags and INTERNALDATE; the APPENDUID answer
      turns the rows into ``copied`` with their target UIDs. A kill -9 anywhere leaves either no row (not
      sent: copied next time), or a pending row (resolved by step 2 before anything is appended again),
      or a copied row (done). So a rerun neither duplicates nor skips.
-  5. Verification: the target folder is listed again; every source message must have its recorded
-     twin (UID present, same size). Twins appended in this run are read back and their SHA-256 compared
-     (``copy.verify: readback``, the default; ``size`` trusts APPENDUID and sizes). Verified rows are
-     marked so a delta does not read them again: a message under a given UID and UIDVALIDITY never
-     changes (RFC 3501), so the recorded digest of an unchanged source UID stays valid.
+  5. Verification, once every folder of the mailbox is copied: the target folder is listed again; every
+     source message must have its recorded twin (UID present, same size). Twins appended in this run are
+     read back and their SHA-256 compared (``copy.verify: readback``, the default; ``size`` trusts
+     APPENDUID and sizes). When a mailbox has more than a little to copy and the target's
+     ``max_connections`` allows two sessions per mailbox, the read-back runs on a second target session
+     right after each APPEND, overlapping the next batch (``_ReadBack``); its digests count only under
+     the target UIDVALIDITY the final listing shows, and anything it did not read is read at the end as
+     before. Verified rows are marked so a delta does not read them again: a message under a given UID and
+     UIDVALIDITY never changes (RFC 3501), so the recorded digest of an unchanged source UID stays valid.
 
 Delta fast path: after a folder verifies, the ledger keeps (UIDVALIDITY, UIDNEXT, MESSAGES) of both
 folders. A later run asks STATUS on both sides first; if both are unchanged no message was added or
@@ -68,6 +73,10 @@ logging.getLogger("imapclient").setLevel(logging.INFO)
 Direction = Literal["forward", "reverse"]
 ProgressCallback = Callable[[ProgressEvent], None]
 _END = object()
+# Below this much to copy in a mailbox, appended messages are read back at the end of each folder on the
+# session already open; above it, a second target session reads them back while the copy goes on.
+_READBACK_MIN_MESSAGES = 50
+_READBACK_MIN_BYTES = 4 * 1024 * 1024
 
 
 class _Progress:
@@ -191,6 +200,101 @@ def _fail(report: MailboxReport, exc: MailboxError, *, attempts: int = 1) -> Non
     report.error = str(exc) + (f" (after {attempts} attempts)" if attempts > 1 else "")
 
 
+class _ReadBack:
+    """Reads appended messages back from the target on a session of its own, while the next batch is appended.
+
+    The consumer hands over (folder, [(target UID, size)]) right after an APPEND answered; a thread EXAMINEs
+    the folder on its own target session (NOOP before each later batch so the session sees the new UIDs),
+    fetches ``BODY.PEEK[]`` in byte-bounded batches and keeps {target UID: SHA-256} per (folder, target
+    UIDVALIDITY it saw). It only *observes*: nothing is written to the ledger here. ``_verify_folder`` takes
+    these digests for twins it would otherwise read itself, under the condition that the target UIDVALIDITY
+    is the one it lists (a message under a UID never changes, RFC 3501: read now or at the end is the same);
+    whatever this thread could not read (a UID it did not see, a failure) is read by ``_verify_folder`` as
+    before. A failure here never fails the copy: it stops the thread and the work falls back to the serial path.
+    """
+
+    def __init__(self, sync: "_MailboxSync") -> None:
+        self.sync = sync
+        self._items: queue.Queue = queue.Queue()  # (folder, [(uid, size)]): UIDs only, never bodies
+        self._results: dict[tuple[str, int], dict[int, str]] = defaultdict(dict)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+        self._closed = False
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        """Start the thread; its first act is to open its target session."""
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(target=self._work, name=f"readback-{self.sync.address}", daemon=True)
+            self._thread.start()
+            self._items.put(("", []))  # connect now, not at the first batch
+
+    def submit(self, folder: str, uids_sizes: list[tuple[int, int]]) -> None:
+        if self._failed or self._closed or not uids_sizes or self._thread is None:
+            return
+        self._items.put((folder, uids_sizes))
+
+    def take(self, folder: str, uidvalidity: int) -> dict[int, str]:
+        """Wait for every batch handed over so far; return (and forget) the digests read in ``folder``."""
+        if self._thread is not None:
+            self._items.join()
+        with self._lock:
+            got = self._results.pop((folder, uidvalidity), {})
+            for key in [k for k in self._results if k[0] == folder]:
+                del self._results[key]  # another UIDVALIDITY: useless now
+        return got
+
+    def close(self) -> None:
+        self._closed = self._failed = True  # batches still queued (the copy stopped early) are dropped
+        if self._thread is not None:
+            self._items.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _work(self) -> None:
+        sync = self.sync
+        settings = sync.settings
+        client: IMAPClient | None = None
+        selected: tuple[str, int] | None = None
+        try:
+            while True:
+                item = self._items.get()
+                try:
+                    if item is None:
+                        return
+                    if self._failed:
+                        continue  # drain: the serial path reads what this thread did not
+                    folder, uids_sizes = item
+                    try:
+                        with map_imap_errors(sync.address, sync.dst_server):
+                            if client is None:
+                                client = ops.quiet(connect(sync.plan, sync.dst_side, sync.mailbox))
+                            if not uids_sizes:
+                                continue
+                            if selected is None or selected[0] != folder:
+                                selected = (folder, ops.select(client, folder)[0])
+                            else:
+                                client.noop()  # let the session see the UIDs appended since
+                            sizes = dict(uids_sizes)
+                            got = dict(ops.digests(client, sorted(sizes), sizes, settings.batch_messages,
+                                                   settings.batch_bytes))
+                        with self._lock:
+                            self._results[selected].update(got)
+                    except Exception as exc:
+                        self._failed = True
+                        log.info("concurrent read-back stopped, verification reads serially address=%s detail=%s",
+                                 sync.address, str(exc)[:200])
+                finally:
+                    self._items.task_done()
+        finally:
+            if client is not None:
+                _logout(client)
+
+
 class _MailboxSync:
     """One mailbox run; ``run()`` may be called again after a connection loss and resumes from the ledger."""
 
@@ -212,16 +316,34 @@ class _MailboxSync:
         self.src_server = f"{self.src_provider.name} {self.src_provider.imap}"
         self.dst_server = f"{self.dst_provider.name} {self.dst_provider.imap}"
         self.copied_total = 0  # across attempts: a retry must not count earlier appends as "skipped"
+        self.readback: _ReadBack | None = None
 
     # --- the run -----------------------------------------------------------------------------------
+    def _readback_session(self) -> _ReadBack | None:
+        """A third session (second on the target) for concurrent read-back, when the target's connection
+        budget allows two per mailbox and read-back is asked for; None means read back serially."""
+        if self.dry_run or self.verify_only or self.settings.verify != "readback":
+            return None
+        workers = max(1, min(self.settings.mailboxes_in_parallel, self.plan.source.max_connections,
+                             self.plan.target.max_connections))
+        if 2 * workers > self.dst_provider.max_connections:
+            return None
+        return _ReadBack(self)
+
     def run(self) -> None:
-        src = connect(self.plan, self.src_side, self.mailbox)
+        src = ops.quiet(connect(self.plan, self.src_side, self.mailbox))
         try:
-            dst = connect(self.plan, self.dst_side, self.mailbox)
+            dst = ops.quiet(connect(self.plan, self.dst_side, self.mailbox))
             try:
                 src.normalise_times = False  # keep INTERNALDATE's own offset, byte for byte
                 dst.normalise_times = False
-                self._run(src, dst)
+                self.readback = self._readback_session()
+                try:
+                    self._run(src, dst)
+                finally:
+                    if self.readback is not None:
+                        self.readback.close()
+                        self.readback = None
             finally:
                 _logout(dst)
         finally:
@@ -259,17 +381,26 @@ class _MailboxSync:
                              self._without_forward_copies(sname, found.uidvalidity, found.sizes)))
 
         if not self.dry_run and not self.verify_only:
-            self._check_quota(dst, listings)
+            count, nbytes = self._check_quota(dst, listings)
+            if self.readback is not None and (count >= _READBACK_MIN_MESSAGES or nbytes >= _READBACK_MIN_BYTES):
+                self.readback.start()  # its session opens while the copy starts
 
+        # Every folder is copied first, then every folder verified: the read-back of one folder overlaps the
+        # copy of the next (verification of a folder depends only on the ledger and the target's state).
+        finishing: list[Callable[[], FolderReport]] = []
         for sname, tname, uidvalidity, listing in listings:
             if self.verify_only:
                 fr = self._verify_full(src, dst, sname, tname, listing, tname in dst_names)
+                finishing.append(lambda fr=fr: fr)
             else:
-                fr = self._copy_folder(src, dst, sname, tname, uidvalidity, listing, tname in dst_names, multiappend,
-                                       snapshots.get(sname))
+                finishing.append(self._copy_folder(src, dst, sname, tname, uidvalidity, listing, tname in dst_names,
+                                                   multiappend, snapshots.get(sname)))
+        for finish in finishing:
+            fr = finish()
             folder_reports.append(fr)
             log.info("folder done address=%s direction=%s folder=%s target=%s messages=%d copied=%d skipped=%d missing=%d",
-                     self.address, self.direction, sname, tname, fr.messages, fr.copied, fr.skipped, fr.missing)
+                     self.address, self.direction, fr.source, fr.target, fr.messages, fr.copied, fr.skipped,
+                     fr.missing)
         self._summarise(folder_reports)
 
     def _summarise(self, folder_reports: list[FolderReport]) -> None:
@@ -341,13 +472,16 @@ class _MailboxSync:
                                  json.dumps({"src": src_snapshot, "tgt": tgt_snapshot, "verified": verified}))
 
     # --- quota -------------------------------------------------------------------------------------
-    def _check_quota(self, dst: IMAPClient, listings: list[tuple[str, str, int, dict[int, int]]]) -> None:
-        needed = 0
+    def _check_quota(self, dst: IMAPClient, listings: list[tuple[str, str, int, dict[int, int]]]) -> tuple[int, int]:
+        """Refuse a copy the target's quota cannot hold; return (messages, bytes) not yet copied."""
+        needed = count = 0
         for sname, _, uidvalidity, listing in listings:
             rows = self.ledger.messages(self.address, self.direction, sname, uidvalidity)
-            needed += sum(size for uid, size in listing.items() if not (uid in rows and rows[uid].done))
+            left = [size for uid, size in listing.items() if not (uid in rows and rows[uid].done)]
+            needed += sum(left)
+            count += len(left)
         if not needed:
-            return
+            return count, needed
         with map_imap_errors(self.address, self.dst_server):
             try:
                 free = ops.quota_free(dst)
@@ -358,11 +492,13 @@ class _MailboxSync:
         if free is not None and needed > free:
             raise QuotaExceeded(self.address, f"{needed / 1e6:.1f} MB to copy but only {free / 1e6:.1f} MB free "
                                 f"on the target's quota", server=self.dst_server)
+        return count, needed
 
     # --- one folder --------------------------------------------------------------------------------
     def _copy_folder(self, src: IMAPClient, dst: IMAPClient, sname: str, tname: str, uidvalidity: int,
                      listing: dict[int, int], exists_on_target: bool, multiappend: bool,
-                     src_snapshot: list[int] | None = None) -> FolderReport:
+                     src_snapshot: list[int] | None = None) -> Callable[[], FolderReport]:
+        """Copy one folder; return the function that verifies it (called once every folder is copied)."""
         fr = FolderReport(sname, tname, messages=len(listing), bytes=sum(listing.values()))
         a, d = self.address, self.direction
         with map_imap_errors(a, self.dst_server):
@@ -384,7 +520,7 @@ class _MailboxSync:
         todo = [uid for uid in sorted(listing) if uid not in done]
         if self.dry_run:
             fr.copied, fr.skipped = len(todo), len(done)
-            return fr
+            return lambda: fr
         if state is None or (state.src_uidvalidity, state.tgt_folder, state.tgt_uidvalidity) != (uidvalidity, tname, tuidv) \
                 or todo:
             self.ledger.set_folder_state(a, d, sname, uidvalidity, tname, tuidv)
@@ -403,6 +539,7 @@ class _MailboxSync:
         too_large: list[int] = []
         max_bytes = self.dst_provider.max_message_bytes
 
+        readback = self.readback if self.readback is not None and self.readback.started else None
         for batch in self._fetch_pipeline(src, sname, uidvalidity, todo, listing):
             matched: list[MessageRow] = []
             to_append: list[ops.Fetched] = []
@@ -421,7 +558,8 @@ class _MailboxSync:
                     to_append.append(m)
             self.ledger.record_done(a, d, matched, "matched")
             if to_append:
-                fr.copied += self._append(dst, sname, tname, uidvalidity, tuidv, to_append, multiappend, too_large)
+                fr.copied += self._append(dst, sname, tname, uidvalidity, tuidv, to_append, multiappend, too_large,
+                                          readback)
             self.progress.add(a, len(batch), sum(len(m.body) for m in batch))
             del batch, to_append
 
@@ -433,11 +571,11 @@ class _MailboxSync:
                             f"(largest {max(listing[u] for u in too_large)} bytes, limit {max_bytes or 'server'})")
         # Nothing written to the target folder: the listing taken above is still the target as it is.
         unchanged = target if not todo else None
-        fr = self._verify_folder(dst, fr, sname, tname, uidvalidity, listing, unchanged, src_snapshot)
-        return fr
+        return lambda: self._verify_folder(dst, fr, sname, tname, uidvalidity, listing, unchanged, src_snapshot, readback)
 
     def _append(self, dst: IMAPClient, sname: str, tname: str, uidvalidity: int, tuidv: int | None,
-                messages: list[ops.Fetched], multiappend: bool, too_large: list[int]) -> int:
+                messages: list[ops.Fetched], multiappend: bool, too_large: list[int],
+                readback: _ReadBack | None = None) -> int:
         """Append with pending -> copied bookkeeping; return how many the target confirmed."""
         a, d = self.address, self.direction
         rows = [MessageRow(sname, uidvalidity, m.uid, len(m.body), m.sha256, tname, tuidv, None, "pending", False)
@@ -453,12 +591,15 @@ class _MailboxSync:
                 self.ledger.forget_pending(a, d, sname, uidvalidity, [messages[0].uid])
                 return 0
             # find which one: the others still go
-            return sum(self._append(dst, sname, tname, uidvalidity, tuidv, [m], False, too_large) for m in messages)
+            return sum(self._append(dst, sname, tname, uidvalidity, tuidv, [m], False, too_large, readback)
+                       for m in messages)
         if uids is None:
             # No UIDPLUS: rows stay pending and are resolved by SHA-256 (step 2) on the next run.
             return 0
         self.ledger.record_done(a, d, [replace(r, tgt_uid=u, tgt_uidvalidity=got_uidvalidity, state="copied")
                                        for r, u in zip(rows, uids)], "copied")
+        if readback is not None:
+            readback.submit(tname, [(u, r.size) for r, u in zip(rows, uids)])
         self.copied_total += len(rows)
         return len(rows)
 
@@ -516,16 +657,19 @@ class _MailboxSync:
     # --- verification ------------------------------------------------------------------------------
     def _verify_folder(self, dst: IMAPClient, fr: FolderReport, sname: str, tname: str, uidvalidity: int,
                        listing: dict[int, int], target: ops.Listing | None = None,
-                       src_snapshot: list[int] | None = None) -> FolderReport:
+                       src_snapshot: list[int] | None = None, readback: _ReadBack | None = None) -> FolderReport:
         a, d = self.address, self.direction
+        listed_before = target is not None
         if target is None:
             with map_imap_errors(a, self.dst_server):
                 target = ops.sizes(dst, tname)
+        # Digests the concurrent read-back took: only those under the target UIDVALIDITY listed here count.
+        early = readback.take(tname, target.uidvalidity) if readback is not None else {}
         tuidv, tlisting = target.uidvalidity, target.sizes
         rows = self.ledger.messages(a, d, sname, uidvalidity)
         missing = 0
         trusted: list[int] = []
-        readback: dict[int, MessageRow] = {}  # target uid -> row
+        to_read: dict[int, MessageRow] = {}  # target uid -> row
         for uid in listing:
             r = rows.get(uid)
             if r is None or not r.done or r.tgt_uidvalidity != tuidv or not _same_size(tlisting, r, listing[uid]):
@@ -533,15 +677,22 @@ class _MailboxSync:
             elif r.verified or self.settings.verify == "size":
                 trusted.append(uid)
             else:
-                readback[r.tgt_uid] = r  # type: ignore[index]
+                to_read[r.tgt_uid] = r  # type: ignore[index]
         mismatched: list[int] = []
-        if readback:
-            seen: dict[int, str] = {}
-            with map_imap_errors(a, self.dst_server):
-                for tuid, sha in ops.digests(dst, sorted(readback), tlisting, self.settings.batch_messages,
-                                             self.settings.batch_bytes):
-                    seen[tuid] = sha
-            for tuid, r in readback.items():
+        if to_read:
+            seen = {tuid: early[tuid] for tuid in to_read if tuid in early}
+            rest = sorted(tuid for tuid in to_read if tuid not in seen)
+            if rest:
+                with map_imap_errors(a, self.dst_server):
+                    if listed_before and ops.select(dst, tname)[0] != tuidv:
+                        # the session is on another folder since (verification follows the copy of every
+                        # folder); a UIDVALIDITY changed in between means nothing read now could count
+                        raise ConnectionLost(a, f"UIDVALIDITY of target {tname!r} changed during the copy; starting over",
+                                             server=self.dst_server)
+                    for tuid, sha in ops.digests(dst, rest, tlisting, self.settings.batch_messages,
+                                                 self.settings.batch_bytes):
+                        seen[tuid] = sha
+            for tuid, r in to_read.items():
                 if seen.get(tuid) == r.sha256:
                     trusted.append(r.src_uid)
                 else:

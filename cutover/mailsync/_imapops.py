@@ -32,6 +32,19 @@ class Fetched:
     sha256: str
 
 
+def quiet(client: IMAPClient) -> IMAPClient:
+    """Stop imaplib's debug tracing on ``client``.
+
+    imapclient sets ``debug = 5`` on its imaplib object and routes the trace to a DEBUG logger; imaplib then
+    builds ``%r`` of every untagged response before the logger drops it, i.e. a repr of every message body
+    fetched (megabytes per batch, with the GIL held). Nothing is lost: the engine never logs IMAP traffic.
+    """
+    imap = getattr(client, "_imap", None)
+    if imap is not None:
+        imap.debug = 0
+    return client
+
+
 def list_folders(client: IMAPClient) -> list[Folder]:
     return from_list(client.list_folders())
 
