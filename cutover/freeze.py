@@ -69,9 +69,13 @@ class Freeze:
     pid: int
     note: str = ""
     took_over: str = ""
+    # Set when a cutover failed after the MX switch: the marker outlives its process, so nothing but a
+    # rollback (or an operator removing it after checking) can change the domain in that half-done state.
+    sticky: bool = False
 
     def describe(self) -> str:
-        return f"{self.kind} run {self.run_id} (since {self.started_at}, pid {self.pid} on {self.host})"
+        text = f"{self.kind} run {self.run_id} (since {self.started_at}, pid {self.pid} on {self.host})"
+        return f"{text}: {self.note}" if self.sticky else text
 
 
 def marker_path(plan: Plan) -> Path:
@@ -91,8 +95,8 @@ def current(plan: Plan) -> Freeze | None:
 
 
 def is_stale(freeze: Freeze) -> bool:
-    """A marker of a process that no longer exists on this host."""
-    if freeze.host != socket.gethostname() or freeze.pid <= 0:
+    """A marker of a process that no longer exists on this host (never a sticky one)."""
+    if freeze.sticky or freeze.host != socket.gethostname() or freeze.pid <= 0:
         return False
     try:
         os.kill(freeze.pid, 0)
@@ -132,6 +136,15 @@ def release(plan: Plan, run_id: str) -> bool:
         return False
     marker_path(plan).unlink(missing_ok=True)
     return True
+
+
+def keep_after_failure(plan: Plan, run_id: str, why: str) -> None:
+    """Leave this run's freeze in place, sticky, with why: the domain is half-way and needs a decision."""
+    holder = current(plan)
+    if holder is None or holder.run_id != run_id:
+        return
+    from dataclasses import replace
+    _write_atomically(marker_path(plan), replace(holder, note=why, sticky=True), exclusive=False)
 
 
 def holds(plan: Plan, run_id: str) -> bool:

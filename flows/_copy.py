@@ -12,7 +12,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from cutover.inventory import Mailbox
 from cutover.ledger import Ledger
 from cutover.mailsync import CopyReport, MailboxReport, sync_mailbox
-from cutover.plan import Plan
+from cutover.inventory import load_inventory
+from cutover.plan import Plan, load_plan
 from flows._artifacts import Progress, log, publish_table
 
 
@@ -22,17 +23,23 @@ def copy_mailbox(plan: Plan, mailbox: Mailbox, ledger: Ledger, direction: str) -
 
 
 @flow(name="copy mailboxes", flow_run_name="{label}", persist_result=False)
-def _copy_flow(plan: Plan, mailboxes: list[Mailbox], direction: str, label: str) -> CopyReport:
+def _copy_flow(plan_path: str, addresses: list[str], direction: str, label: str) -> CopyReport:
+    # Parameters are what Prefect stores: a path and addresses, never plan or inventory objects.
     started = time.monotonic()
+    plan = load_plan(plan_path)
+    mailboxes = list(load_inventory(plan).select(addresses))
     ledger = Ledger(plan.ledger)
-    progress = Progress(f"{label}: mailboxes done", len(mailboxes))
-    futures = copy_mailbox.map(unmapped(plan), mailboxes, unmapped(ledger), unmapped(direction))
-    reports: list[MailboxReport] = []
-    for future in as_completed(futures):
-        report = future.result()  # resolve every future: a failed task must fail the run, not vanish
-        reports.append(report)
-        progress.advance()
-        log("%s: %s %s (%d messages, %d copied)", label, report.address, report.status, report.messages, report.copied)
+    try:
+        progress = Progress(f"{label}: mailboxes done", len(mailboxes))
+        futures = copy_mailbox.map(unmapped(plan), mailboxes, unmapped(ledger), unmapped(direction))
+        reports: list[MailboxReport] = []
+        for future in as_completed(futures):
+            report = future.result()  # resolve every future: a failed task must fail the run, not vanish
+            reports.append(report)
+            progress.advance()
+            log("%s: %s %s (%d messages, %d copied)", label, report.address, report.status, report.messages, report.copied)
+    finally:
+        ledger.close()
     order = {m.address: i for i, m in enumerate(mailboxes)}
     reports.sort(key=lambda r: order.get(r.address, 0))
     result = CopyReport(mailboxes=reports, seconds=time.monotonic() - started, direction=direction)
@@ -40,7 +47,7 @@ def _copy_flow(plan: Plan, mailboxes: list[Mailbox], direction: str, label: str)
     return result
 
 
-def copy_all(plan: Plan, mailboxes: list[Mailbox], *, direction: str, label: str) -> CopyReport:
+def copy_all(plan_path: str, plan: Plan, mailboxes: list[Mailbox], *, direction: str, label: str) -> CopyReport:
     """Run the copy subflow with a task runner as wide as the plan allows."""
     runner = ThreadPoolTaskRunner(max_workers=plan.copy_settings.mailboxes_in_parallel)
-    return _copy_flow.with_options(task_runner=runner)(plan, list(mailboxes), direction, label)
+    return _copy_flow.with_options(task_runner=runner)(str(plan_path), [m.address for m in mailboxes], direction, label)

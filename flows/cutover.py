@@ -39,7 +39,11 @@ def preflight(plan: Plan) -> list[CheckResult]:
 
 @task(name="accessibility checks", **OPTS)
 def accessibility(plan: Plan, inventory: Inventory) -> tuple[list[CheckResult], list[CheckResult]]:
-    return webmail_checks(plan), canary_logins(plan, inventory, ledger=Ledger(plan.ledger))
+    ledger = Ledger(plan.ledger)
+    try:
+        return webmail_checks(plan), canary_logins(plan, inventory, ledger=ledger)
+    finally:
+        ledger.close()
 
 
 @flow(name="cutover", flow_run_name="cutover {plan_path}", persist_result=False)
@@ -49,7 +53,8 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
     me = run_id()
     report = RunReport(f"Cutover of {plan.domain}: {plan.source.name} → {plan.target.name} ({operator})")
     decisions: list[str] = []
-    holding = False
+    overridden: list[str] = []
+    holding = switched = done = False
     try:
         with report.phase("freeze") as phase:
             window = freeze.require_window(plan, override_reason=override_window)
@@ -64,6 +69,7 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             phase.lines.append(f"change freeze taken by this run {held.took_over}".strip())
 
         with report.phase(f"switch MX to {plan.target.name}") as phase:
+            switched = True  # from here a failure leaves the domain half-way: the freeze stays until a decision
             change = switch_mx_task(plan, "target")
             phase.lines += [f"changed: {change.changed}; serial {change.serial_before} → {change.serial_after}",
                             f"MX now: {change.records_after}"]
@@ -72,26 +78,35 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             evidence = dns_checks(plan, "target")
             return dns_decision(plan, evidence, "dns"), evidence.all
 
-        action, decision = _checks_and_gate(report, "DNS checks and gate", dns_round, plan, decisions)
+        action, decision = _checks_and_gate(report, "DNS checks and gate", dns_round, plan, decisions, overridden)
         if action == "rollback":
+            done = True  # the rollback flow takes the freeze over and lifts it
             return _roll_back(plan_path, plan, report, decisions, operator, "DNS gate: " + decision.summary())
         _still_holding(plan, me)
 
         with report.phase("final delta copy") as phase:
-            copy = copy_all(plan, list(inventory), direction="forward", label="final-delta")
+            copy = copy_all(plan_path, plan, list(inventory), direction="forward", label="final-delta")
             phase.lines.append(f"{copy.verified_count}/{len(copy.mailboxes)} mailboxes verified; "
                                f"{sum(m.copied for m in copy.mailboxes)} messages copied in {copy.seconds:.1f} s")
             phase.sections.append(copy.markdown())
             if not copy.ok:
                 phase.status = "failed"
 
+        rounds = 0
+
         def access_round() -> tuple[Decision, list[CheckResult]]:
+            nonlocal copy, rounds
+            rounds += 1
+            if rounds > 1 and not copy.ok:  # a retry after a failed copy: copy again (the delta is cheap)
+                copy = copy_all(plan_path, plan, list(inventory), direction="forward", label=f"final-delta-retry-{rounds}")
             webmail, canaries = accessibility(plan, inventory)
             return access_gate(webmail=webmail, canaries=canaries, unverified_mailboxes=copy.unverified_count,
                                missing_messages=copy.missing_messages, gates=plan.gates), [*webmail, *canaries]
 
-        action, decision = _checks_and_gate(report, "accessibility checks and gate", access_round, plan, decisions)
+        action, decision = _checks_and_gate(report, "accessibility checks and gate", access_round, plan, decisions,
+                                            overridden)
         if action == "rollback":
+            done = True
             return _roll_back(plan_path, plan, report, decisions, operator, "access gate: " + decision.summary())
         _still_holding(plan, me)
 
@@ -99,12 +114,18 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             restored = set_ttl_task(plan, "normal")
             phase.lines.append(f"MX TTL back to {plan.dns.ttl.normal} s (changed: {restored.changed})")
             freeze.release(plan, me)
-            holding = False
+            holding, done = False, True
             phase.lines.append("change freeze lifted")
-        report.verdict = f"GO: {plan.domain} now served by {plan.target.name}; {copy.verified_count} mailboxes verified"
-        return {"verdict": "GO", "decisions": decisions, "verified": copy.verified_count, "report": _timings(report)}
+        report.verdict = (f"GO: {plan.domain} now served by {plan.target.name}; {copy.verified_count}/{len(inventory)} "
+                          "mailboxes verified" + (f"; NO-GO OVERRIDDEN at gate(s) {', '.join(overridden)} by a human "
+                                                  "decision (see gate decisions)" if overridden else ""))
+        return {"verdict": "GO", "overridden": overridden, "decisions": decisions, "verified": copy.verified_count,
+                "report": _timings(report)}
     finally:
-        if holding:
+        if holding and switched and not done:
+            freeze.keep_after_failure(plan, me, "cutover failed after the MX switch: check `pec-cutover dns status`, "
+                                                "then run the rollback (or remove the marker after checking)")
+        elif holding:
             freeze.release(plan, me)
         if decisions:
             report.phases.append(Phase(name="gate decisions", started_at="", status="ok", lines=decisions))
@@ -114,7 +135,7 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
 
 
 def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tuple[Decision, list[CheckResult]]],
-                     plan: Plan, decisions: list[str]) -> tuple[str, Decision]:
+                     plan: Plan, decisions: list[str], overridden: list[str]) -> tuple[str, Decision]:
     """Run the checks and apply their gate, again for as long as the operator answers 'retry'."""
     attempt = 0
     while True:
@@ -127,6 +148,8 @@ def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tup
             phase.lines.append(decisions[-1])
             if not decision.go:
                 phase.status = {"rollback": "failed", "proceed": "overridden"}.get(action, "retry")
+                if action == "proceed":
+                    overridden.append(decision.gate)
         if action != "retry":
             return action, decision
 

@@ -23,7 +23,7 @@ def prestage(plan_path: str = DEFAULT_PLAN, mailboxes: list[str] | None = None) 
     freeze.ensure_not_frozen(plan, "pre-stage copy")
     report = RunReport(f"Pre-stage copy of {len(selected)} mailboxes ({plan.source.name} → {plan.target.name})")
     with report.phase("copy and verify") as phase:
-        copy = copy_all(plan, list(selected), direction="forward", label="prestage")
+        copy = copy_all(plan_path, plan, list(selected), direction="forward", label="prestage")
         phase.lines.append(f"{copy.verified_count}/{len(copy.mailboxes)} mailboxes verified, "
                            f"{copy.total_messages} messages, {copy.total_bytes / 1e6:.1f} MB in {copy.seconds:.1f} s")
         phase.sections.append(copy.markdown())

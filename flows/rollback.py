@@ -44,7 +44,7 @@ def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", op
             if decision.verdict is not Verdict.GO:
                 phase.status = "failed"
         with report.phase("copy mail that reached the target back to the source") as phase:
-            copy = copy_all(plan, list(inventory), direction="reverse", label="rollback-reverse-sync")
+            copy = copy_all(plan_path, plan, list(inventory), direction="reverse", label="rollback-reverse-sync")
             phase.lines.append(f"{copy.total_messages} messages examined; copied back: "
                                f"{sum(m.copied for m in copy.mailboxes)}; mailboxes verified {copy.verified_count}/{len(copy.mailboxes)}")
             phase.sections.append(copy.markdown())

@@ -110,3 +110,18 @@ def test_copy_by_hand_refused_during_freeze(plan, tmp_path):
     freeze.acquire(plan, "rollback", "rb-9")
     result = CliRunner().invoke(app, ["copy", "--plan", str(tmp_path / "plan.yaml")])
     assert result.exit_code == 2 and "copy forward by hand refused: change freeze held by rollback run rb-9" in result.output
+
+
+def test_freeze_kept_after_a_failure_past_the_switch_until_a_rollback(plan):
+    freeze.acquire(plan, "cutover", "cut-3")
+    freeze.keep_after_failure(plan, "cut-3", "failed after the MX switch: roll back or investigate")
+    data = json.loads(freeze.marker_path(plan).read_text())
+    data["pid"] = 999_999_999  # its process is gone; a sticky marker is not stale for that
+    freeze.marker_path(plan).write_text(json.dumps(data))
+    with pytest.raises(FreezeError, match="failed after the MX switch"):
+        freeze.acquire(plan, "cutover", "cut-4")
+    with pytest.raises(FreezeError):
+        freeze.ensure_not_frozen(plan, "pre-stage copy")
+    held = freeze.acquire(plan, "rollback", "rb-3")
+    assert "took over from cutover run cut-3" in held.took_over and not held.sticky
+    assert freeze.release(plan, "rb-3")

@@ -8,6 +8,8 @@ Nothing is mocked: real Dovecots, BIND, unbound, nginx, Ansible, Prefect's API.
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import os
 
 # Before Prefect is imported: no telemetry from the test server (the Makefile sets these too).
@@ -34,6 +36,29 @@ from cutover.plan import Plan, load_plan
 from cutover.sandbox import Sandbox, seed
 
 SECRETS_SEEN: list[str] = []  # every sandbox password and TSIG secret a scenario used; searched at the end
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_log() -> Iterator[None]:
+    """Every log record of the session at DEBUG for our packages (and whatever else reaches the root logger,
+    Prefect's included), kept in memory and searched for secrets at the end."""
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    levels = {name: logging.getLogger(name).level for name in ("cutover", "checks", "flows")}
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def session_log_text() -> str:
+    handler = next(h for h in logging.getLogger().handlers if isinstance(getattr(h, "stream", None), io.StringIO))
+    return handler.stream.getvalue()
 
 
 @pytest.fixture(scope="session")

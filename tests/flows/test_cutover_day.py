@@ -26,7 +26,7 @@ from flows.prestage import prestage
 from flows.readiness import readiness
 from flows.rollback import rollback
 
-from .conftest import SECRETS_SEEN, Day, run_in_thread, wait_paused
+from .conftest import SECRETS_SEEN, Day, run_in_thread, session_log_text, wait_paused
 
 
 def mx_at(day: Day, server: str) -> set[str]:
@@ -153,8 +153,10 @@ def test_paused_gate_resumed_with_continue(day_factory):
     decide_gate(run_id, "continue", "Luca Neri", "webmail outage announced by InfoCert, IMAP fine")
     thread.join(180)
     assert "error" not in out, out.get("error")
-    assert out["result"]["verdict"] == "GO"
+    assert out["result"]["verdict"] == "GO" and out["result"]["overridden"] == ["access"]
     assert any("continue by Luca Neri" in d for d in out["result"]["decisions"])
+    report = next(r.read_text() for r in day.plan.reports_dir.glob("cutover-report-*.md"))
+    assert "NO-GO OVERRIDDEN at gate(s) access" in report
     assert mx_everywhere(day, "target")
     assert freeze.current(day.plan) is None
 
@@ -178,7 +180,7 @@ def test_paused_gate_retry_after_the_fault_is_fixed(day_factory):
     assert "accessibility checks and gate (attempt 2)" in phases
 
 
-def test_no_secret_in_prefect_database_logs_or_output(prefect_db, capfd):
+def test_no_secret_in_prefect_database_logs_or_output(prefect_db):
     """Runs last in this module: every password and TSIG secret the scenarios used, searched everywhere."""
     assert SECRETS_SEEN, "the scenarios above must have run first"
     time.sleep(1)  # let the API flush logs written by the last run
@@ -186,8 +188,9 @@ def test_no_secret_in_prefect_database_logs_or_output(prefect_db, capfd):
     for path in prefect_db.parent.glob(prefect_db.name + "*"):  # the database and its WAL/SHM files
         stored += path.read_bytes()
     assert len(stored) > 100_000, "the Prefect database should hold the runs"
-    captured = capfd.readouterr()
+    printed = session_log_text()
+    assert "Finished in state" in printed and "cutover." in printed, "the session's logs should have been collected"
     for secret in set(SECRETS_SEEN):
         assert secret.encode() not in stored
-        assert secret not in captured.out and secret not in captured.err
+        assert secret not in printed
 
