@@ -1,7 +1,13 @@
 """The copy ledger: what was copied where, so a copy resumes, a delta is cheap and a rollback knows what is new.
 
-SQLite in WAL mode, one connection per thread, writes serialised by a lock and committed with
-``synchronous=FULL`` (a committed row survives a kill -9 and a power cut).
+SQLite in WAL mode, one connection per thread, writes serialised by a lock. Every commit survives a kill -9
+(in WAL mode a commit is in the WAL file, i.e. the OS, before it returns). ``pending`` rows, the record the
+no-duplicate guarantee rests on, are committed with ``synchronous=FULL`` (fsync: they survive a power cut
+too). Every other write (copied/matched/verified rows, folder state, snapshots, events) uses
+``synchronous=NORMAL``: WAL frames are appended in commit order and each FULL commit fsyncs all earlier
+ones, so a power cut can only drop a suffix of the latest NORMAL commits, leaving the ledger as it was at
+an earlier moment: the state a kill -9 at that moment would have left, which a rerun already resolves
+(a lost ``copied`` is still ``pending`` and is matched by SHA-256; a lost ``verified`` is read back again).
 
 Tables
   ``folders``   per (address, direction, source folder): source UIDVALIDITY, target folder and its
@@ -138,10 +144,15 @@ class Ledger:
             self._connections.append(conn)
         return conn
 
-    def _write(self, sql: str, params: Iterable[tuple] | tuple = (), *, many: bool = False) -> None:
+    def _write(self, sql: str, params: Iterable[tuple] | tuple = (), *, many: bool = False, durable: bool = False) -> None:
+        """One transaction; ``durable`` commits with an fsync (see the module docstring for which writes need it)."""
         try:
             with self._write_lock:
                 conn = self._conn()
+                level = "FULL" if durable else "NORMAL"
+                if getattr(self._local, "sync", None) != level:
+                    conn.execute(f"PRAGMA synchronous={level}")
+                    self._local.sync = level
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     if many:
@@ -233,8 +244,8 @@ class Ledger:
         return [MessageRow(*r[:9], bool(r[9])) for r in rows]
 
     def record_pending(self, address: str, direction: str, rows: list[MessageRow]) -> None:
-        """Commit rows as ``pending`` before their APPEND is sent (crash-safety, see module docstring)."""
-        self._upsert(address, direction, rows, "pending")
+        """Commit rows as ``pending`` before their APPEND is sent (crash-safety, see module docstring): fsynced."""
+        self._upsert(address, direction, rows, "pending", durable=True)
 
     def record_done(self, address: str, direction: str, rows: list[MessageRow], state: str) -> None:
         """Commit rows as ``copied`` (target UID from APPENDUID) or ``matched`` (twin already on target)."""
@@ -242,7 +253,7 @@ class Ledger:
             raise ValueError(state)
         self._upsert(address, direction, rows, state)
 
-    def _upsert(self, address: str, direction: str, rows: list[MessageRow], state: str) -> None:
+    def _upsert(self, address: str, direction: str, rows: list[MessageRow], state: str, *, durable: bool = False) -> None:
         if not rows:
             return
         now = time.time()
@@ -254,7 +265,7 @@ class Ledger:
             "tgt_uid=excluded.tgt_uid, state=excluded.state, verified=excluded.verified, at=excluded.at",
             [(address, direction, r.src_folder, r.src_uidvalidity, r.src_uid, r.size, r.sha256, r.tgt_folder,
               r.tgt_uidvalidity, r.tgt_uid, state, int(r.verified), now) for r in rows],
-            many=True)
+            many=True, durable=durable)
 
     def forget_pending(self, address: str, direction: str, src_folder: str, src_uidvalidity: int, uids: Iterable[int]) -> None:
         """Drop pending rows whose APPEND never reached the target (they will be copied again)."""

@@ -503,7 +503,7 @@ class _MailboxSync:
         a, d = self.address, self.direction
         with map_imap_errors(a, self.dst_server):
             if not exists_on_target and not self.dry_run:
-                ops.create_folder(dst, tname)
+                ops.create_folder(dst, tname, known_absent=True)
                 exists_on_target = True
             target = ops.sizes(dst, tname) if exists_on_target else None
         tuidv, tlisting = (target.uidvalidity, target.sizes) if target else (None, {})

@@ -217,9 +217,12 @@ def quota_free(client: IMAPClient) -> int | None:
     return free
 
 
-def create_folder(client: IMAPClient, name: str) -> None:
-    """CREATE ``name`` unless it exists (parents are created by the server as needed)."""
-    if client.folder_exists(name):
+def create_folder(client: IMAPClient, name: str, *, known_absent: bool = False) -> None:
+    """CREATE ``name`` unless it exists (parents are created by the server as needed).
+
+    ``known_absent``: the caller's LIST did not show it, so CREATE is sent at once; a refusal is still
+    checked against the folder's existence (a parent created implicitly since, or a race)."""
+    if not known_absent and client.folder_exists(name):
         return
     for attempt in (1, 2):
         try:
