@@ -453,10 +453,15 @@ def dnssec_validation(plan: Plan) -> CheckResult:
 
 # ----- the whole picture (``pec-cutover dns status``) --------------------------------------------
 
-def infer_expect(plan: Plan) -> Expect:
-    """Which provider the primary serves now (target when it serves neither or cannot be asked)."""
+def infer_expect(plan: Plan) -> Expect | None:
+    """Which provider's MX set the primary serves now; None when it does not answer or serves neither."""
     reply = _ask(plan.dns.primary, _zone_fqdn(plan), dns.rdatatype.MX, timeout=plan.dns.timeout_s, recursive=False)
-    return "source" if _mx_of(_rrset(reply, dns.rdatatype.MX)) == plan.source.mx_set else "target"
+    served = _mx_of(_rrset(reply, dns.rdatatype.MX))
+    if served == plan.source.mx_set:
+        return "source"
+    if served == plan.target.mx_set:
+        return "target"
+    return None
 
 
 def dns_status(plan: Plan, expect: Expect) -> list[CheckResult]:

@@ -116,7 +116,7 @@ def acquire(plan: Plan, kind: Kind, run_id: str, note: str = "") -> Freeze:
     if holder is not None and holder.run_id != run_id:
         if is_stale(holder):
             took_over = f"stale marker of {holder.describe()}"
-        elif kind == "rollback" and holder.kind == "cutover":
+        elif kind == "rollback" and (holder.kind == "cutover" or holder.sticky):
             took_over = f"rollback took over from {holder.describe()}"
         else:
             raise FreezeError(

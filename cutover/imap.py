@@ -22,11 +22,14 @@ Side = Literal["source", "target"]
 
 
 def ssl_context(provider: Provider) -> ssl.SSLContext:
-    """A verifying TLS context: the system CA store, or the plan's CA bundle (the sandbox's CA)."""
+    """A verifying TLS context: the system CA store, plus the plan's CA bundle when given (a private CA, the
+    sandbox's) — added to the system store, not instead of it."""
     cafile = str(provider.ca_bundle) if provider.ca_bundle else None
     try:
-        ctx = ssl.create_default_context(cafile=cafile)
-    except (FileNotFoundError, ssl.SSLError) as exc:
+        ctx = ssl.create_default_context()
+        if cafile:
+            ctx.load_verify_locations(cafile=cafile)
+    except (FileNotFoundError, IsADirectoryError, ssl.SSLError) as exc:
         raise TlsFailed(provider.name, f"CA bundle {cafile} cannot be loaded ({exc.__class__.__name__})") from None
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED

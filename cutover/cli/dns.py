@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from enum import Enum
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from rich.table import Table
 from cutover.cli._common import PlanOption, handle_errors
 from cutover.dnschange import DnsChange, set_ttl, switch_mx
 from cutover import freeze
+from cutover.errors import CutoverError
 from cutover.plan import load_plan
 
 app = typer.Typer(no_args_is_help=True)
@@ -36,6 +39,11 @@ def status(
         from checks.dns import dns_status, infer_expect, render_status
 
         side = expect.value if expect is not None else infer_expect(plan)
+        if side is None:
+            console.print("[yellow]the primary did not answer, or serves neither provider's MX set: cannot tell "
+                          "which to expect; showing against the target's (pass --expect source|target)[/yellow]",
+                          soft_wrap=True)
+            side = "target"
         results = dns_status(plan, side)
         console.print(render_status(results, title=f"DNS of {plan.dns.zone}: expecting the {side} MX "
                                                    f"({plan.provider(side).name})"))
@@ -50,14 +58,28 @@ def status(
 def switch(
     to: Side = typer.Option(..., "--to", help="provider whose MX the zone should serve"),
     dry_run: bool = typer.Option(False, "--dry-run", help="check mode: show the change, make none"),
+    emergency: str = typer.Option(None, "--emergency", metavar="REASON",
+                                  help="with --to source: switch back even while a cutover holds the freeze "
+                                       "(when the rollback flow cannot run); recorded in the freeze marker"),
     plan_path: Path = PlanOption,
 ) -> None:
     """Replace the zone's MX set with the target's (cutover) or the source's (rollback), through Ansible."""
     console = Console()
     with handle_errors(console):
         plan = load_plan(plan_path)
-        if not dry_run:
+        if emergency and to.value != "source":
+            raise CutoverError("--emergency only switches back to the source (the safe side)")
+        if not dry_run and not emergency:
             freeze.ensure_not_frozen(plan, f"DNS switch to {to.value} by hand")
+        if emergency and not dry_run:
+            # Like the rollback flow: take the freeze over (never from another rollback), keep it, say why.
+            run = f"emergency-dns-{os.getpid()}"
+            freeze.acquire(plan, "rollback", run)
+            freeze.keep_after_failure(plan, run, f"emergency MX switch back by hand: {emergency}; "
+                                                 "run the rollback flow to copy new mail back and lift the freeze")
+            console.print("[yellow]freeze taken for an emergency switch back; it stays until a rollback run "
+                          f"(which copies new mail back) lifts it, or it is removed from {freeze.marker_path(plan)}"
+                          "[/yellow]", soft_wrap=True)
         _show(console, switch_mx(plan, to.value, dry_run=dry_run))
 
 

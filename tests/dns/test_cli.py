@@ -43,3 +43,29 @@ def test_switch_dry_run_shows_the_diff_and_changes_nothing(zone) -> None:
 def test_ttl_needs_exactly_one_direction(zone) -> None:
     result = CliRunner().invoke(app, ["dns", "ttl", "--plan", str(zone.environment.plan)])
     assert result.exit_code == 2
+
+
+def test_emergency_switch_back_during_a_cutover_freeze(zone) -> None:
+    from cutover import freeze
+    from cutover.dnschange import switch_mx
+
+    plan = zone.plan
+    switch_mx(plan, "target")
+    freeze.acquire(plan, "cutover", "cut-stuck")
+    try:
+        args = ["dns", "switch", "--to", "source", "--plan", str(zone.environment.plan)]
+        refused = CliRunner().invoke(app, args)
+        assert refused.exit_code == 2 and "refused: change freeze held by cutover run cut-stuck" in refused.output
+        wrong_way = CliRunner().invoke(app, ["dns", "switch", "--to", "target", "--emergency", "x", "--plan",
+                                             str(zone.environment.plan)])
+        assert wrong_way.exit_code == 2 and "only switches back to the source" in wrong_way.output
+
+        done = CliRunner().invoke(app, [*args, "--emergency", "Prefect down, InfoCert rejecting mail"])
+        assert done.exit_code == 0, done.output
+        assert zone.served()[0] == plan.source.mx_set          # the primary serves Aruba's MX again
+        held = freeze.current(plan)
+        assert held.sticky and "Prefect down" in held.note      # the freeze stays, saying why
+        taken = freeze.acquire(plan, "rollback", "rb-after-emergency")  # the rollback flow can take it over
+        assert "emergency-dns" in taken.took_over
+    finally:
+        freeze.marker_path(plan).unlink(missing_ok=True)
