@@ -38,8 +38,9 @@ from cutover.inventory import Inventory, Mailbox
 from cutover.plan import Plan
 from cutover.results import CheckResult, markdown_table
 
-Status = Literal["ready", "bad-credentials", "target-missing", "over-quota", "unreachable", "tls-failure"]
-STATUSES: tuple[Status, ...] = ("ready", "bad-credentials", "target-missing", "over-quota", "unreachable", "tls-failure")
+Status = Literal["ready", "bad-credentials", "target-missing", "over-quota", "unreachable", "tls-failure", "no-secret"]
+STATUSES: tuple[Status, ...] = ("ready", "bad-credentials", "target-missing", "over-quota", "unreachable", "tls-failure",
+                                "no-secret")
 CSV_COLUMNS = ("address", "status", "side", "action", "detail", "source_used_mb", "target_used_mb", "target_limit_mb")
 
 
@@ -178,10 +179,12 @@ def mailbox_readiness(plan: Plan, mailbox: Mailbox, *, existence_plan: Plan | No
 def probe_side(plan: Plan, side: Side, mailbox: Mailbox) -> SideProbe:
     """Log in on ``side`` and read the INBOX quota root; a failure is a status, never an exception."""
     try:
+        # The credentials first: a missing secret is the operator's to fix, not the member's, whatever the network.
+        _credentials_on_file(plan, side, mailbox)
         with session(plan, side, mailbox) as client:
             used, limit = _storage_quota(client)
     except SecretError as exc:
-        return SideProbe(side, "bad-credentials", f"no password on file: {exc}")
+        return SideProbe(side, "no-secret", f"no password on file: {exc}")
     except AuthFailed as exc:
         return SideProbe(side, "bad-credentials", exc.detail)
     except TlsFailed as exc:
@@ -189,6 +192,14 @@ def probe_side(plan: Plan, side: Side, mailbox: Mailbox) -> SideProbe:
     except (ConnectionLost, MailboxError) as exc:
         return SideProbe(side, "unreachable", exc.detail)
     return SideProbe(side, "ready", "logged in", used, limit)
+
+
+def _credentials_on_file(plan: Plan, side: Side, mailbox: Mailbox) -> None:
+    auth = plan.provider(side).auth
+    if auth.mode == "master":
+        plan.secret(auth.master_secret or "")
+    else:
+        mailbox.password(side)
 
 
 def _storage_quota(client: IMAPClient) -> tuple[int | None, int | None]:
@@ -286,6 +297,9 @@ def _action(plan: Plan, status: Status, side: str, source: SideProbe, target: Si
     if status == "over-quota":
         return (f"ask {dst} for at least {_mb(source.used_kib)} MB of quota, or the member to archive old mail "
                 f"on {src}")
+    if status == "no-secret":
+        return (f"operator: put the member's {provider} password where the inventory's {side}_secret points "
+                "(or fix the reference); nothing for the member to do")
     if status == "tls-failure":
         return f"check the {provider} server name and the CA bundle in the plan (TLS is never switched off)"
     return f"check that {provider} is reachable (network, firewall, provider status), then run readiness again"

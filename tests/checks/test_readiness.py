@@ -55,7 +55,7 @@ def test_finds_each_mailbox_broken_on_purpose(broken, plain) -> None:
     assert found[broken[WRONG_TARGET]] == ("bad-credentials", "target")
     assert sorted(progress) == [(i, 6) for i in range(1, 7)]
     assert report.summary() == {"ready": 2, "bad-credentials": 3, "target-missing": 0, "over-quota": 1,
-                                "unreachable": 0, "tls-failure": 0, "total": 6}
+                                "unreachable": 0, "tls-failure": 0, "no-secret": 0, "total": 6}
     assert not report.ok
     source = report.mailboxes[WRONG_SOURCE]
     assert "2FA" in source.action and "aruba" in source.action
@@ -137,3 +137,21 @@ def test_cli_prints_a_table_writes_the_csv_and_fails(own_env, broken, tmp_path: 
     assert "bad-credentials" in run.stdout and "over-quota" in run.stdout and "4 mailbox(es) not ready" in run.stdout
     assert out.exists() and len(out.read_text().splitlines()) == 7
     assert {s for s in STATUSES} >= {r["status"] for r in csv.DictReader(out.open())}
+
+
+def test_missing_secret_file_is_the_operators_action_not_the_members(own_env, broken) -> None:
+    """A secret file the operator forgot is no reason to tell a member to switch 2FA off, even with servers down."""
+    mailbox = own_env.inventory.mailboxes[-1]
+    secret_file = Path(mailbox.source_secret.target)
+    kept = secret_file.read_bytes()
+    secret_file.unlink()
+    try:
+        own_env.sandbox.stop_service("aruba")
+        report = readiness(own_env.plan, own_env.inventory)
+    finally:
+        secret_file.write_bytes(kept)
+        secret_file.chmod(0o600)
+        own_env.sandbox.start_service("aruba")
+    row = next(m for m in report.mailboxes if m.address == mailbox.address)
+    assert (row.status, row.side) == ("no-secret", "source")
+    assert "operator" in row.action and "2FA" not in row.action
