@@ -72,13 +72,6 @@ def test_secret_cannot_be_pickled():
         pickle.dumps(Secret(VALUE))
 
 
-def test_prefect_block_missing_is_clear_error(monkeypatch, tmp_path):
-    # Uses Prefect's real (ephemeral, local SQLite) API; no block of that name exists there.
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
-    with pytest.raises(SecretError, match="prefect:no-such-block cannot be loaded"):
-        resolve("prefect:no-such-block")
-
-
 @pytest.mark.parametrize("pasted", ["Sup3rS3cret!", "abc:def-secret", "Mario:Rossi1975"])
 def test_a_password_pasted_instead_of_a_reference_is_never_echoed(pasted):
     with pytest.raises(SecretError) as exc:

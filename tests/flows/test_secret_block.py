@@ -11,3 +11,13 @@ def test_secret_from_prefect_block(prefect_db):
     PrefectSecret(value="block-held-value-123").save("pec-test-tsig", overwrite=True)
     secret = resolve("prefect:pec-test-tsig")
     assert secret.reveal() == "block-held-value-123" and "block-held-value-123" not in repr(secret)
+
+
+def test_prefect_block_missing_is_clear_error(prefect_db):
+    import pytest
+
+    from cutover.errors import SecretError
+    from cutover.secrets import resolve
+
+    with pytest.raises(SecretError, match="prefect:no-such-block cannot be loaded"):
+        resolve("prefect:no-such-block")
