@@ -7,6 +7,7 @@ line number, all at once; nothing runs on an invalid inventory.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,7 @@ def read_inventory(path: Path, *, domain: str, need_source_secret: bool = True, 
     except (OSError, UnicodeDecodeError) as exc:
         raise InventoryError(path, [f"cannot be read ({type(exc).__name__}); save it as UTF-8 CSV"]) from None
 
-    reader = csv.reader(text.splitlines())
+    reader = csv.reader(io.StringIO(text, newline=""))
     problems: list[str] = []
     header = next(reader, None)
     if header is None:
@@ -123,7 +124,8 @@ def read_inventory(path: Path, *, domain: str, need_source_secret: bool = True, 
     base_dir = path.resolve().parent
     seen: dict[str, int] = {}
     mailboxes: list[Mailbox] = []
-    for line_no, row in enumerate(reader, start=2):
+    for row in reader:
+        line_no = reader.line_num - row_span(row) + 1  # the line the row starts on (quoted notes may span lines)
         if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
             continue
         if len(row) > len(header):
@@ -144,6 +146,11 @@ def read_inventory(path: Path, *, domain: str, need_source_secret: bool = True, 
     if not mailboxes:
         raise InventoryError(path, ["no mailboxes listed"])
     return Inventory(path=path, mailboxes=tuple(mailboxes))
+
+
+def row_span(row: list[str]) -> int:
+    """How many physical lines a parsed row took (line breaks inside quoted fields)."""
+    return 1 + sum(field.count("\n") for field in row)
 
 
 def _parse_row(values: dict[str, str], line_no: int, domain: str, base_dir: Path,

@@ -101,3 +101,10 @@ def test_password_in_the_secret_column_is_not_echoed(tmp_path):
     problems = _problems(tmp_path, "a@pec.fnofi.it,Sup3rS3cret!,env:B,no,\n")
     assert len(problems) == 1 and problems[0].startswith("line 2: source_secret: not a secret reference")
     assert "Sup3rS3cret" not in problems[0]
+
+
+def test_quoted_notes_spanning_lines_keep_line_numbers(tmp_path):
+    body = 'a@pec.fnofi.it,env:A,env:B,no,"called twice,\nno answer"\nbad,env:A,env:B,no,\n'
+    assert _problems(tmp_path, body) == ["line 4: 'bad' is not a valid mailbox address"]
+    inv = _inv(tmp_path, 'a@pec.fnofi.it,env:A,env:B,no,"called twice,\nno answer"\n')
+    assert inv.mailboxes[0].notes == "called twice,\nno answer" and inv.mailboxes[0].line == 2
