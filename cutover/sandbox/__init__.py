@@ -5,9 +5,9 @@ key, an unbound caching resolver and an nginx HTTPS webmail page, all under ``pl
 """
 
 from cutover.sandbox._ca import CertKind, CertPair, SandboxCA
-from cutover.sandbox._environment import Environment, SandboxPorts, mailbox_locals, write_environment
+from cutover.sandbox._environment import Environment, SandboxPorts, free_base_port, mailbox_locals, write_environment
 from cutover.sandbox._sandbox import ADMIN_USER, SERVICE_NAMES, Sandbox, ServiceStatus
 from cutover.sandbox._seed import MailboxSeed, SeedReport, seed
 
 __all__ = ["Sandbox", "ServiceStatus", "SERVICE_NAMES", "ADMIN_USER", "SandboxCA", "CertPair", "CertKind",
-           "write_environment", "Environment", "SandboxPorts", "mailbox_locals", "seed", "SeedReport", "MailboxSeed"]
+           "write_environment", "free_base_port", "Environment", "SandboxPorts", "mailbox_locals", "seed", "SeedReport", "MailboxSeed"]

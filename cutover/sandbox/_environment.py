@@ -6,6 +6,8 @@ where the state lives (``dir/.sandbox``); tests and benchmarks use other base po
 
 from __future__ import annotations
 
+import socket
+
 import csv
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,3 +171,18 @@ def write_environment(directory: str | Path, *, base_port: int = 10000, mailboxe
     write_mailboxes_csv(paths.mailboxes, mailbox_locals(mailboxes), state=state_dir, domain=domain)
     paths.hosts.write_text(hosts_text(ports=ports, state=state_dir, domain=domain), encoding="utf-8")
     return paths
+
+
+def free_base_port(first: int, offsets: tuple[int, ...] = (53, 54, 55), *, step: int = 10, tries: int = 50) -> int:
+    """The first base port from ``first`` (in ``step``s) whose ports ``base + offset`` are all free on 127.0.0.1
+    for both UDP and TCP: for sandboxes started beside others (tests, benchmarks)."""
+    for base in range(first, first + step * tries, step):
+        try:
+            for offset in offsets:
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    with socket.socket(socket.AF_INET, kind) as probe:
+                        probe.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no free sandbox ports from {first} (offsets {offsets})")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -26,25 +25,13 @@ from checks.dns import (authoritative_agree, authoritative_mx, authoritative_ser
                         record_expectations, resolver_mx, resolver_propagation, ttl_preflight)
 from cutover.dnschange import append_journal, journal_path, switch_mx
 from cutover.plan import DnsServer, Plan, load_plan
-from cutover.sandbox import Sandbox, write_environment
+from cutover.sandbox import Sandbox, free_base_port, write_environment
 
 # Above the range the shared sandbox fixture allocates from PEC_TEST_BASE_PORT (base + 10*k, k < 90, + 1993).
 BASE_PORT = int(os.environ.get("PEC_TEST_BASE_PORT") or "20000") + 3500
 DNS_SERVICES = ["ns1", "ns2", "resolver"]
 
 
-def _free_base(first: int, step: int = 10, tries: int = 50) -> int:
-    """The first base port from ``first`` whose DNS ports (+53/54/55) are free on 127.0.0.1 (UDP and TCP)."""
-    for base in range(first, first + step * tries, step):
-        try:
-            for offset in (53, 54, 55):
-                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    with socket.socket(socket.AF_INET, kind) as s:
-                        s.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no free DNS ports from {first}")
 
 
 def _update(plan: Plan) -> dns.update.Update:
@@ -105,7 +92,7 @@ def dns_box() -> Iterator[tuple[Plan, Sandbox]]:
     # and would delete the daemons' state under them mid-run.
     directory = Path(tempfile.mkdtemp(prefix="pec-test-dns-checks-"))
     directory.chmod(0o711)  # named/unbound may run unprivileged
-    plan = load_plan(write_environment(directory, base_port=_free_base(BASE_PORT), mailboxes=1).plan)
+    plan = load_plan(write_environment(directory, base_port=free_base_port(BASE_PORT), mailboxes=1).plan)
     box = Sandbox(plan)
     try:
         box.up(DNS_SERVICES)  # inside the try: a half-started sandbox is stopped too
