@@ -113,6 +113,21 @@ class MessageRow:
         return self.state in DONE_STATES
 
 
+def _retry_locked(step, timeout: float = 60.0):
+    """Run ``step`` again while SQLite says "database is locked" without waiting (switching a new file to WAL
+    does not go through the busy handler): two processes opening one new ledger at the same moment."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 class Ledger:
     """The copy ledger at ``path`` (created on first use). Safe to share between threads."""
 
@@ -125,7 +140,7 @@ class Ledger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._write_lock:
                 conn = self._conn()
-                conn.executescript(_SCHEMA)
+                _retry_locked(lambda: conn.executescript(_SCHEMA))
                 columns = {r[1] for r in conn.execute("PRAGMA table_info(folders)")}
                 if "snapshot" not in columns:  # ledgers written before the delta fast path
                     conn.execute("ALTER TABLE folders ADD COLUMN snapshot TEXT")
@@ -137,7 +152,7 @@ class Ledger:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=60000")
             self._local.conn = conn

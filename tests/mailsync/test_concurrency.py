@@ -1,0 +1,100 @@
+"""Two copies of one mailbox at once (a scheduled prestage and a copy by hand): one runs, the other is refused."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from cutover.ledger import Ledger
+from cutover.mailsync import sync_mailbox
+from cutover.mailsync._engine import _MailboxLock
+
+_HOLDER = """
+import sys
+from pathlib import Path
+from cutover.mailsync._engine import _MailboxLock
+lock = _MailboxLock(Path(sys.argv[1]), sys.argv[2], sys.argv[3])
+lock.acquire()
+print("held", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+lock.release()
+"""
+
+
+def _non_empty(snap):
+    return {k: v for k, v in snap.items() if v}
+
+
+def test_a_copy_running_in_another_process_refuses_the_second_at_once(imap_view, sandbox_env, make_mailbox, plan_for) -> None:
+    mb = make_mailbox(messages=8)
+    plan = plan_for()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(plan.ledger), mb.address, "forward"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ledger = Ledger(plan.ledger)
+        refused = sync_mailbox(plan, mb, ledger)
+        assert (refused.status, refused.reason, refused.verified) == ("failed", "busy", False)
+        assert "another copy of this mailbox" in refused.error and f"pid {holder.pid}" in refused.error
+        assert ledger.message_count(mb.address) == 0  # nothing recorded ...
+        assert not any(_non_empty(imap_view.snapshot(sandbox_env, "target", mb.address)).values())  # ... or sent
+        # the other direction is another lock
+        assert sync_mailbox(plan, mb, ledger, direction="reverse").reason != "busy"
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+    done = sync_mailbox(plan, mb, Ledger(plan.ledger))  # the holder is gone: the lock is free again
+    assert done.verified and done.copied == 8, done.error
+    assert _non_empty(imap_view.digests(imap_view.snapshot(sandbox_env, "target", mb.address))) == \
+        _non_empty(imap_view.digests(imap_view.snapshot(sandbox_env, "source", mb.address)))
+
+
+def test_two_copies_of_one_mailbox_at_once_never_duplicate(imap_view, sandbox_env, make_mailbox, plan_for) -> None:
+    mb = make_mailbox(messages=60)
+    plan = plan_for(batch_messages=4)
+    start = threading.Barrier(2, timeout=60)
+    reports = []
+
+    def copy() -> None:
+        ledger = Ledger(plan.ledger)  # each its own connections, as two processes would have
+        start.wait()
+        reports.append(sync_mailbox(plan, mb, ledger))
+
+    workers = [threading.Thread(target=copy) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=300)
+
+    assert len(reports) == 2
+    assert any(r.verified for r in reports), [r.error for r in reports]
+    assert all(r.verified or r.reason == "busy" for r in reports), [r.error for r in reports]
+    target = _non_empty(imap_view.digests(imap_view.snapshot(sandbox_env, "target", mb.address)))
+    assert target == _non_empty(imap_view.digests(imap_view.snapshot(sandbox_env, "source", mb.address)))
+    assert sum(sum(c.values()) for c in target.values()) == 60  # every message once
+
+
+def test_lock_file_is_beside_the_ledger_and_freed_by_a_dead_holder(tmp_path) -> None:
+    ledger = tmp_path / "ledger.sqlite"
+    a = _MailboxLock(ledger, "x@pec.it", "forward")
+    a.acquire()
+    assert a.path.parent == tmp_path / "ledger.sqlite.locks"
+    fd = os.open(a.path, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            raise AssertionError("the lock was not exclusive")
+        except BlockingIOError:
+            pass
+    finally:
+        os.close(fd)
+    a.release()
+    b = _MailboxLock(ledger, "x@pec.it", "forward")
+    b.acquire()  # released: free again
+    b.release()
