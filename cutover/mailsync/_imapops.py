@@ -193,12 +193,24 @@ def expand_uid_set(text: str) -> list[int]:
     return out
 
 
+# A refusal means "this message is too large" only with the TOOBIG response code (RFC 4469) or words about the
+# size of a message; [LIMIT] alone (RFC 5530) is any limit (a rate, a number of commands or messages) and is
+# not one: it must not send a batch down the one-by-one path as if a message could never go.
+_TOO_LARGE = re.compile(
+    r"\[TOOBIG\]"
+    r"|\btoo\s+(?:large|big)\b"
+    r"|\b(?:message|mail|e-?mail|literal)\s+(?:size\b|(?:is\s+)?(?:too\s+)?(?:larger|bigger|large|big)\b)"
+    r"|\b(?:maximum|max)\.?\s+(?:message\s+|mail\s+|literal\s+)?size\b"
+    r"|\bsize\s+(?:limit|exceed)",
+    re.I)
+
+
 def classify_append_failure(text: bytes, *, address: str, server: str, folder: str, largest: int) -> MailboxError:
     said = text.decode("utf-8", "replace")[:200]
     low = said.lower()
     if "overquota" in low or "quota" in low:
         return QuotaExceeded(address, f"target refused APPEND to {folder!r}: {said}", server=server)
-    if "toobig" in low or "too large" in low or "too big" in low or "limit" in low:
+    if _TOO_LARGE.search(said):
         exc = MessageTooLarge(address, f"target refused a {largest} byte message in {folder!r}: {said}", server=server)
         return exc
     return MailboxError(address, f"target refused APPEND to {folder!r}: {said}", server=server)

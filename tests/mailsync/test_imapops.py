@@ -1,0 +1,53 @@
+"""How a refused APPEND is classified, from the texts servers send (no server needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cutover.errors import MailboxError, MessageTooLarge, QuotaExceeded
+from cutover.mailsync._imapops import classify_append_failure
+
+TOO_LARGE = [
+    b"[TOOBIG] Message too large",
+    b"[TOOBIG] Refused",
+    b"[LIMIT] Mail size is larger than the maximum size allowed by server configuration (0.001 + 0.000 secs).",
+    b"Message size exceeds fixed maximum message size",
+    b"[LIMIT] Message is too big",
+    b"Literal too large",
+    b"APPEND failed: maximum message size is 25 MB",
+    b"message exceeds size limit",
+]
+NOT_TOO_LARGE = [
+    b"[LIMIT] Too many commands, slow down",
+    b"[LIMIT] Rate limit exceeded, try again later",
+    b"[LIMIT] Too many messages in this mailbox",
+    b"[LIMIT] Connection limit reached",
+    b"[SERVERBUG] Internal error occurred. Refer to server log for more information.",
+    b"[TRYCREATE] Mailbox doesn't exist: Archivio",
+    b"Rate limit exceeded (batch size 50)",
+]
+QUOTA = [
+    b"[OVERQUOTA] Quota exceeded (mailbox for user is full) (0.001 + 0.000 secs).",
+    b"[LIMIT] Quota exceeded",
+]
+
+
+def _classify(text: bytes) -> MailboxError:
+    return classify_append_failure(text, address="x@pec.it", server="t", folder="INBOX", largest=123)
+
+
+@pytest.mark.parametrize("text", TOO_LARGE)
+def test_toobig_and_explicit_size_wording_mean_too_large(text: bytes) -> None:
+    assert type(_classify(text)) is MessageTooLarge
+
+
+@pytest.mark.parametrize("text", NOT_TOO_LARGE)
+def test_other_limits_are_not_too_large(text: bytes) -> None:
+    exc = _classify(text)
+    assert type(exc) is MailboxError, exc
+    assert text.decode()[:60] in str(exc)  # the server's own words reach the report
+
+
+@pytest.mark.parametrize("text", QUOTA)
+def test_quota_wins(text: bytes) -> None:
+    assert type(_classify(text)) is QuotaExceeded
