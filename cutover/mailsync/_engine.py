@@ -17,7 +17,9 @@ How a folder is copied (``direction="forward"``: source -> target)
      being read back).
   4. Per batch: rows are committed to the ledger as ``pending`` (size, SHA-256), then one MULTIAPPEND
      (or one APPEND per message without it) sends them with flags and INTERNALDATE; the APPENDUID answer
-     turns the rows into ``copied`` with their target UIDs. A kill -9 anywhere leaves either no row (not
+     turns the rows into ``copied`` with their target UIDs. Without MULTIAPPEND each message is confirmed
+     as its own APPEND answers, so when message k is refused as too large, 1..k-1 are recorded and never
+     sent again; only the messages after k go on. A kill -9 anywhere leaves either no row (not
      sent: copied next time), or a pending row (resolved by step 2 before anything is appended again),
      or a copied row (done). So a rerun neither duplicates nor skips.
   5. Verification, once every folder of the mailbox is copied: the target folder is listed again; every
@@ -27,7 +29,10 @@ How a folder is copied (``direction="forward"``: source -> target)
      ``max_connections`` allows two sessions per mailbox, the read-back runs on a second target session
      right after each APPEND, overlapping the next batch (``_ReadBack``); its digests count only under
      the target UIDVALIDITY the final listing shows, and anything it did not read is read at the end as
-     before. Verified rows are marked so a delta does not read them again: a message under a given UID and
+     before. A target message that appeared during this run, that no ledger row claims and whose SHA-256
+     is that of a copied/matched message is an extra copy: the mailbox fails (``duplicates``), and stays
+     failed while that UID is there (recorded as an event); older unclaimed target mail is not judged.
+     Verified rows are marked so a delta does not read them again: a message under a given UID and
      UIDVALIDITY never changes (RFC 3501), so the recorded digest of an unchanged source UID stays valid.
 
 Delta fast path: after a folder verifies, the ledger keeps (UIDVALIDITY, UIDNEXT, MESSAGES) of both
@@ -402,6 +407,9 @@ class _MailboxSync:
         self.src_server = f"{self.src_provider.name} {self.src_provider.imap}"
         self.dst_server = f"{self.dst_provider.name} {self.dst_provider.imap}"
         self.copied_total = 0  # across attempts: a retry must not count earlier appends as "skipped"
+        # (target folder, UIDVALIDITY) -> target UIDs present when this run first listed it (across attempts):
+        # a message under any other UID arrived during this run (see _duplicates_made_now).
+        self._target_before: dict[tuple[str, int], frozenset[int]] = {}
         self.readback: _ReadBack | None = None
 
     # --- the run -----------------------------------------------------------------------------------
@@ -496,6 +504,7 @@ class _MailboxSync:
         r.messages = sum(f.messages for f in folder_reports)
         r.bytes = sum(f.bytes for f in folder_reports)
         r.missing = sum(f.missing for f in folder_reports)
+        r.duplicates = sum(f.duplicates for f in folder_reports)
         r.notes = [f"{f.source}: {n}" for f in folder_reports for n in f.notes]
         if self.dry_run:
             r.copied = sum(f.copied for f in folder_reports)  # would copy
@@ -508,6 +517,10 @@ class _MailboxSync:
         too_large = [n for n in r.notes if "too large" in n]
         if r.verified:
             r.status, r.reason, r.error = "verified", "", ""
+        elif r.duplicates:
+            r.status, r.reason = "failed", "duplicates"
+            r.error = (f"{self.address}: {r.duplicates} message(s) are on the target twice: "
+                       + "; ".join(n for n in r.notes if "twice" in n))
         elif too_large:
             r.status, r.reason = "failed", MessageTooLarge.reason
             r.error = f"{self.address}: {len(too_large)} folder(s) hold messages over the target's size limit: " + "; ".join(too_large)
@@ -593,6 +606,8 @@ class _MailboxSync:
                 exists_on_target = True
             target = ops.sizes(dst, tname) if exists_on_target else None
         tuidv, tlisting = (target.uidvalidity, target.sizes) if target else (None, {})
+        if tuidv is not None and not self.dry_run:
+            self._target_before.setdefault((tname, tuidv), frozenset(tlisting))
 
         state = self.ledger.folder_state(a, d, sname)
         if state is not None and state.src_uidvalidity != uidvalidity:
@@ -667,27 +682,44 @@ class _MailboxSync:
         rows = [MessageRow(sname, uidvalidity, m.uid, len(m.body), m.sha256, tname, tuidv, None, "pending", False)
                 for m in messages]
         self.ledger.record_pending(a, d, rows)  # committed before the APPEND: see the module docstring
+        appended: list[tuple[int | None, int | None]] = []  # (UIDVALIDITY, UID) of each message the target took
         try:
             with map_imap_errors(a, self.dst_server):
-                got_uidvalidity, uids = ops.append_messages(dst, tname, messages, multiappend=multiappend,
-                                                            address=a, server=self.dst_server)
+                ops.append_messages(dst, tname, messages, multiappend=multiappend, address=a,
+                                    server=self.dst_server, appended=appended)
         except MessageTooLarge:
-            if len(messages) == 1:
-                too_large.append(messages[0].uid)
-                self.ledger.forget_pending(a, d, sname, uidvalidity, [messages[0].uid])
-                return 0
-            # find which one: the others still go
-            return sum(self._append(dst, sname, tname, uidvalidity, tuidv, [m], False, too_large, readback)
-                       for m in messages)
-        if uids is None:
-            # No UIDPLUS: rows stay pending and are resolved by SHA-256 (step 2) on the next run.
+            # What the target took before the refusal is there (one APPEND per message): recorded, never resent.
+            done = self._record_appended(tname, rows, appended, readback)
+            sent = len(appended)
+            if multiappend and len(messages) > 1 and not sent:
+                # MULTIAPPEND is all or nothing: find which one, one APPEND per message; the others still go
+                return done + self._append(dst, sname, tname, uidvalidity, tuidv, messages, False, too_large, readback)
+            refused = messages[sent]
+            too_large.append(refused.uid)
+            self.ledger.forget_pending(a, d, sname, uidvalidity, [refused.uid])
+            rest = messages[sent + 1:]
+            if rest:
+                done += self._append(dst, sname, tname, uidvalidity, tuidv, rest, False, too_large, readback)
+            return done
+        except BaseException:
+            self._record_appended(tname, rows, appended, readback)  # the rest stays pending (step 2 next time)
+            raise
+        return self._record_appended(tname, rows, appended, readback)
+
+    def _record_appended(self, tname: str, rows: list[MessageRow], appended: list[tuple[int | None, int | None]],
+                         readback: _ReadBack | None) -> int:
+        """Turn the pending rows of messages the target confirmed with APPENDUID into ``copied``; return how many.
+
+        Without UIDPLUS the rows stay pending and are resolved by SHA-256 (step 2 of the module docstring)."""
+        done = [replace(r, tgt_uid=u, tgt_uidvalidity=v, state="copied")
+                for r, (v, u) in zip(rows, appended) if u is not None]
+        if not done:
             return 0
-        self.ledger.record_done(a, d, [replace(r, tgt_uid=u, tgt_uidvalidity=got_uidvalidity, state="copied")
-                                       for r, u in zip(rows, uids)], "copied")
+        self.ledger.record_done(self.address, self.direction, done, "copied")
         if readback is not None:
-            readback.submit(tname, [(u, r.size) for r, u in zip(rows, uids)])
-        self.copied_total += len(rows)
-        return len(rows)
+            readback.submit(tname, [(r.tgt_uid, r.size) for r in done])  # type: ignore[misc]
+        self.copied_total += len(done)
+        return len(done)
 
     def _fetch_pipeline(self, src: IMAPClient, folder: str, uidvalidity: int, todo: list[int],
                         listing: dict[int, int]) -> Iterator[list[ops.Fetched]]:
@@ -788,13 +820,71 @@ class _MailboxSync:
             fr.notes.append(f"{len(mismatched)} target copy(ies) differ from the source; they will be copied again")
             missing += len(mismatched)
         self.ledger.mark_verified(a, d, sname, uidvalidity, [u for u in trusted if not rows[u].verified])
+        pending = Counter(r.sha256 for r in rows.values() if r.state == "pending")
+        duplicates = self._duplicates(dst, sname, tname, target, pending)
+        if duplicates:
+            fr.notes.append(f"{len(duplicates)} message(s) are on the target twice (extra copies at target UIDs "
+                            f"{', '.join(map(str, duplicates[:20]))}{' ...' if len(duplicates) > 20 else ''} of "
+                            f"{tname!r}, UIDVALIDITY {tuidv}): remove the extra copies, then run again")
+        fr.duplicates = len(duplicates)
         fr.missing = missing
-        fr.verified = missing == 0
+        fr.verified = missing == 0 and not duplicates
         fr.skipped = max(0, fr.messages - fr.copied - missing)
         if fr.verified:
             self._remember_snapshot(sname, uidvalidity, src_snapshot, target.snapshot,
                                     self.ledger.folder_totals(a, d, sname, uidvalidity)[0])
         return fr
+
+    def _duplicates(self, dst: IMAPClient, sname: str, tname: str, target: ops.Listing,
+                    pending: Counter) -> list[int]:
+        """Target UIDs holding an extra copy of a message this ledger has a twin for, made during this run (or
+        found so by an earlier run and still there). Cheap: only target messages that appeared since this run
+        first listed the folder and that no ledger row claims are read (none on a clean run); target mail that
+        was there before (another tool's copies, mail delivered to the target) is not judged."""
+        a, d = self.address, self.direction
+        tuidv, tlisting = target.uidvalidity, target.sizes
+        known = self._known_duplicates(sname, tname, tuidv, tlisting)
+        before = self._target_before.get((tname, tuidv))
+        if before is None:
+            return known
+        ours = [r for r in self.ledger.target_rows(a, d, tname) if r.tgt_uidvalidity == tuidv]
+        claimed = {r.tgt_uid for r in ours}
+        new = sorted(u for u in tlisting if u not in before and u not in claimed and u not in known)
+        sizes = {r.size for r in ours}
+        candidates = [u for u in new if tlisting[u] in sizes]
+        found: list[int] = []
+        if candidates:
+            digests = {r.sha256 for r in ours}
+            unconfirmed = Counter(pending)  # appended without APPENDUID: a copy of each may be here, once
+            with map_imap_errors(a, self.dst_server):
+                if ops.select(dst, tname)[0] != tuidv:
+                    raise ConnectionLost(a, f"UIDVALIDITY of target {tname!r} changed during the copy; starting over",
+                                         server=self.dst_server)
+                for u, sha in ops.digests(dst, candidates, tlisting, self.settings.batch_messages,
+                                          self.settings.batch_bytes):
+                    if unconfirmed[sha] > 0:
+                        unconfirmed[sha] -= 1
+                    elif sha in digests:
+                        found.append(u)
+        if found:
+            self.ledger.add_event(a, d, sname, "duplicate", json.dumps({"folder": tname, "uidvalidity": tuidv,
+                                                                        "uids": found}))
+            log.error("duplicates on the target address=%s folder=%s uidvalidity=%d uids=%s", a, tname, tuidv, found)
+        return sorted(set(known) | set(found))
+
+    def _known_duplicates(self, sname: str, tname: str, tuidv: int, tlisting: dict[int, int]) -> list[int]:
+        """Extra copies an earlier run found that are still there (same folder, UIDVALIDITY and UID)."""
+        out: set[int] = set()
+        for direction, folder, _, detail in self.ledger.events(self.address, "duplicate"):
+            if direction != self.direction or folder != sname:
+                continue
+            try:
+                item = json.loads(detail)
+            except ValueError:
+                continue
+            if item.get("folder") == tname and item.get("uidvalidity") == tuidv:
+                out |= {u for u in item.get("uids", ()) if u in tlisting}
+        return sorted(out)
 
     def _verify_full(self, src: IMAPClient, dst: IMAPClient, sname: str, tname: str, listing: dict[int, int],
                      exists_on_target: bool) -> FolderReport:

@@ -148,12 +148,17 @@ def _append_args(msg: Fetched) -> list[bytes]:
 
 
 def append_messages(client: IMAPClient, folder: str, messages: list[Fetched], *, multiappend: bool,
-                    address: str, server: str) -> tuple[int | None, list[int] | None]:
+                    address: str, server: str,
+                    appended: list[tuple[int | None, int | None]] | None = None) -> tuple[int | None, list[int] | None]:
     """APPEND ``messages`` to ``folder`` with flags and INTERNALDATE, byte-exact.
 
     One MULTIAPPEND command (RFC 3502, all or nothing) when ``multiappend``, else one APPEND per message.
     Returns (target UIDVALIDITY, target UIDs in order) from APPENDUID, or (None, None) without UIDPLUS.
     The raw command path is used for both because imaplib's ``append`` rewrites line endings.
+
+    ``appended`` (when given) receives (UIDVALIDITY, UID) -- (None, None) without APPENDUID -- for each
+    message as soon as the target has confirmed it, in order: when a later APPEND fails (one APPEND per
+    message), the caller knows the first ``len(appended)`` messages are on the target and must not go again.
     """
     groups = [messages] if multiappend else [[m] for m in messages]
     uidvalidity: int | None = None
@@ -168,14 +173,22 @@ def append_messages(client: IMAPClient, folder: str, messages: list[Fetched], *,
             raise classify_append_failure(text, address=address, server=server, folder=folder,
                                           largest=max(len(m.body) for m in group))
         match = _APPENDUID.search(text)
-        if match is None or uids is None:
+        if match is None:
+            if appended is not None:
+                appended += [(None, None)] * len(group)
             uids = None
             continue
-        uidvalidity = int(match.group(1))
         got = expand_uid_set(match.group(2).decode())
         if len(got) != len(group):
+            if appended is not None:
+                appended += [(None, None)] * len(group)  # on the target, UIDs unknown: stay pending
             raise MailboxError(address, f"APPENDUID for {folder!r} names {len(got)} messages, {len(group)} were sent",
                                server=server)
+        if appended is not None:
+            appended += [(int(match.group(1)), u) for u in got]
+        if uids is None:
+            continue
+        uidvalidity = int(match.group(1))
         uids += got
     return uidvalidity, uids
 

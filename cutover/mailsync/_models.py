@@ -23,6 +23,7 @@ class FolderReport:
     missing: int = 0
     verified: bool = False
     notes: list[str] = field(default_factory=list)
+    duplicates: int = 0  # extra copies of source messages on the target (never verified)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class MailboxReport:
     direction: str = "forward"
     folder_reports: list[FolderReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    duplicates: int = 0  # extra copies of source messages on the target (never verified)
 
     def as_row(self) -> dict[str, Any]:
         return {

@@ -509,6 +509,25 @@ class Sandbox:
         rule = None if storage_bytes is None else f"*:storage={int(storage_bytes)}B"
         d.users.upsert(address, None, userdb_quota_rule=rule)
 
+    def set_max_message_size(self, side: Side, address: str, max_bytes: int | None) -> None:
+        """Refuse (APPEND/delivery of) any message larger than ``max_bytes`` for one member (None: no limit).
+
+        Dovecot's quota plugin (``quota_max_mail_size`` from the userdb) answers ``NO [LIMIT] Mail size is
+        larger than the maximum size allowed by server configuration``; other members are not affected."""
+        name = "aruba" if _side_key(side) == "source" else "infocert"
+        d = self.dovecots[name]
+        if address not in d.users.entries():
+            raise SandboxError(f"{address} does not exist on sandbox {name}")
+        d.users.upsert(address, None, userdb_quota_max_mail_size=None if max_bytes is None else str(int(max_bytes)))
+
+    def set_imap_capability(self, side: Side, capabilities: Sequence[str] | None) -> None:
+        """Tests only: make one Dovecot announce exactly ``capabilities`` after login (None: its own list
+        again), e.g. without MULTIAPPEND; rewrites its config and restarts it (open sessions are cut)."""
+        name = "aruba" if _side_key(side) == "source" else "infocert"
+        self.dovecots[name].imap_capability = " ".join(capabilities) if capabilities is not None else None
+        self._stop(name)
+        self.up([name])
+
     def admin_session(self, side: Side, address: str) -> IMAPClient:
         """An IMAPClient logged in as ``address`` through the sandbox admin master user (close it after use)."""
         name = "aruba" if _side_key(side) == "source" else "infocert"
