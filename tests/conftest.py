@@ -134,3 +134,12 @@ def sandbox_starter():
     yield start
     for lock in locks:
         os.close(lock)
+
+
+@pytest.fixture(scope="session")
+def sandbox_tools():
+    """``allocate_base_port`` and ``start_sandbox`` for session fixtures of sub-directories (conftest modules are
+    not importable under importlib mode)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(allocate_base_port=allocate_base_port, start_sandbox=start_sandbox)

@@ -2,16 +2,13 @@
 
 Tests that only swap the webmail certificate, stop a service or change one password use the shared session
 sandbox (``sandbox_env``) and restore it in a ``finally``. Readiness deletes a target user and its mail, so it
-runs on an environment of its own (``own_env``) on a base port locked the same way as the root conftest's
-``allocate_base_port`` (same lock directory), so concurrent sessions and other packages never share its ports.
+runs on an environment of its own (``own_env``), started with the root conftest's port allocator and starter
+(``sandbox_tools``), so concurrent sessions and other packages never share its ports.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import stat
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,32 +17,10 @@ from typing import Iterator
 import pytest
 
 from cutover.inventory import Inventory, load_inventory
-from cutover.plan import Plan, load_plan
-from cutover.sandbox import ADMIN_USER, Environment, Sandbox, write_environment
+from cutover.plan import Plan
+from cutover.sandbox import ADMIN_USER, Environment, Sandbox
 
 _BASE = int(os.environ.get("PEC_TEST_SANDBOX_BASE_PORT") or os.environ.get("PEC_TEST_BASE_PORT") or "20000")
-_LOCK_DIR = Path(tempfile.gettempdir()) / "pec-cutover-test-ports"  # shared with tests/conftest.py
-
-
-def _allocate_base_port(first: int) -> tuple[int, int]:
-    """A base port whose sandbox ports are free, flock-ed for this process: (base, lock fd)."""
-    from cutover.sandbox._process import port_open
-
-    _LOCK_DIR.mkdir(exist_ok=True)
-    for k in range(90):
-        base = first + k * 10
-        fd = os.open(_LOCK_DIR / f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        if not any(port_open(base + off, timeout=0.1) for off in (53, 54, 55, 443, 993, 1993)):
-            return base, fd
-        os.close(fd)
-    raise RuntimeError(f"no free sandbox base port from {first} on; stop stray sandboxes")
-
-
 @dataclass(frozen=True)
 class OwnEnv:
     plan: Plan
@@ -54,26 +29,13 @@ class OwnEnv:
     inventory: Inventory
 
 
-def _traversable(path: Path) -> None:
-    # The sandbox's unprivileged daemons must walk into pytest's 0700 temp dirs.
-    tmp_root = Path(tempfile.gettempdir()).resolve()
-    for d in [path.resolve(), *path.resolve().parents]:
-        if d == tmp_root or tmp_root not in d.parents:
-            break
-        d.chmod(stat.S_IMODE(d.stat().st_mode) | stat.S_IXOTH)
-
-
 @pytest.fixture(scope="session")
-def own_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnEnv]:
+def own_env(tmp_path_factory: pytest.TempPathFactory, sandbox_tools) -> Iterator[OwnEnv]:
     directory = tmp_path_factory.mktemp("checks-env")
-    _traversable(directory)
-    base, lock = _allocate_base_port(_BASE + 500)
+    base, lock = sandbox_tools.allocate_base_port(_BASE + 500)
     try:
-        env = write_environment(directory, base_port=base, mailboxes=6)
-        plan = load_plan(env.plan)
-        box = Sandbox(plan)
+        env, plan, box = sandbox_tools.start_sandbox(directory, base, 6)
         try:
-            box.up()
             inventory = load_inventory(plan)
             box.ensure_users(inventory.mailboxes)
             yield OwnEnv(plan, box, env, inventory)
