@@ -84,10 +84,12 @@ def marker_path(plan: Plan) -> Path:
 
 def current(plan: Plan) -> Freeze | None:
     """The freeze in force, or None. An unreadable marker counts as held (fail safe)."""
-    path = marker_path(plan)
+    return _read_marker(marker_path(plan))
+
+
+def _read_marker(path: Path) -> Freeze | None:
     try:
-        data = json.loads(path.read_text())
-        return Freeze(**data)
+        return Freeze(**json.loads(path.read_text()))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError):
@@ -166,8 +168,8 @@ def _write_atomically(path: Path, freeze: Freeze, *, exclusive: bool) -> None:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            holder = current_path_holder(path)
-            raise FreezeError(f"another run took the freeze first: {holder}") from None
+            holder = _read_marker(path)
+            raise FreezeError(f"another run took the freeze first: {holder.describe() if holder else path}") from None
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         return
@@ -175,9 +177,3 @@ def _write_atomically(path: Path, freeze: Freeze, *, exclusive: bool) -> None:
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
-
-def current_path_holder(path: Path) -> str:
-    try:
-        return Freeze(**json.loads(path.read_text())).describe()
-    except (OSError, ValueError, TypeError):
-        return str(path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,6 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def all_ok(results: Iterable[CheckResult]) -> bool:
-    return all(r.ok for r in results)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

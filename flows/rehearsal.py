@@ -11,6 +11,7 @@ Runs are recorded in Prefect's SQLite database under ``.sandbox/prefect`` (kept 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -18,6 +19,7 @@ import threading
 import time
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 REHEARSAL_PLAN = REPO / "inventory" / "rehearsal" / "plan.yaml"
@@ -45,18 +47,15 @@ console = Console()
 timings: list[tuple[str, str, float]] = []
 
 
-def step(scenario: str, name: str):
+@contextlib.contextmanager
+def step(scenario: str, name: str) -> Iterator[None]:
     """Time one rehearsal step and print it as it starts."""
-    class _Step:
-        def __enter__(self):
-            console.rule(f"[bold]{scenario}[/bold] · {name}")
-            self.t0 = time.monotonic()
-            return self
-
-        def __exit__(self, *exc):
-            timings.append((scenario, name, time.monotonic() - self.t0))
-            return False
-    return _Step()
+    console.rule(f"[bold]{scenario}[/bold] · {name}")
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        timings.append((scenario, name, time.monotonic() - t0))
 
 
 def fresh_sandbox(plan: Plan, inventory: Inventory) -> Sandbox:

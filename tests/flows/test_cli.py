@@ -52,5 +52,4 @@ def test_history_lists_runs_with_state(prefect_db, tmp_path):
         readiness(plan_path=str(tmp_path / "missing-plan.yaml"))  # a real run that fails
     result = CliRunner().invoke(app, ["history", "--limit", "50"], terminal_width=200)
     assert result.exit_code == 0, result.output
-    row = next(line for line in result.output.splitlines() if "readiness" in line and "Failed" in line)
-    assert row
+    assert any("readiness" in line and "Failed" in line for line in result.output.splitlines()), result.output
