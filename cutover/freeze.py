@@ -154,6 +154,14 @@ def holds(plan: Plan, run_id: str) -> bool:
     return holder is not None and holder.run_id == run_id
 
 
+def require_held(plan: Plan, run_id: str) -> None:
+    """Raise if this run no longer holds the freeze (a rollback started by hand took it over)."""
+    if not holds(plan, run_id):
+        holder = current(plan)
+        raise FreezeError(f"this run no longer holds the freeze ({holder.describe() if holder else 'lifted'}): "
+                          "a rollback was started by hand; stopping here")
+
+
 def ensure_not_frozen(plan: Plan, action: str) -> None:
     """Refuse a changing action while a cutover or rollback holds the freeze."""
     holder = current(plan)

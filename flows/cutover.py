@@ -82,7 +82,7 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
         if action == "rollback":
             done = True  # the rollback flow takes the freeze over and lifts it
             return _roll_back(plan_path, plan, report, decisions, operator, "DNS gate: " + decision.summary())
-        _still_holding(plan, me)
+        freeze.require_held(plan, me)
 
         with report.phase("final delta copy") as phase:
             copy = copy_all(plan_path, plan, list(inventory), direction="forward", label="final-delta")
@@ -108,7 +108,7 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
         if action == "rollback":
             done = True
             return _roll_back(plan_path, plan, report, decisions, operator, "access gate: " + decision.summary())
-        _still_holding(plan, me)
+        freeze.require_held(plan, me)
 
         with report.phase("complete") as phase:
             restored = set_ttl_task(plan, "normal")
@@ -161,13 +161,6 @@ def _roll_back(plan_path: str, plan: Plan, report: RunReport, decisions: list[st
         phase.lines.append(f"rollback flow: {outcome['verdict']}, {outcome.get('copied_back', 0)} messages copied back")
     report.verdict = f"NO-GO → ROLLED BACK to {plan.source.name} ({why})"
     return {"verdict": "ROLLED-BACK", "decisions": decisions, "rollback": outcome, "report": _timings(report)}
-
-
-def _still_holding(plan: Plan, me: str) -> None:
-    if not freeze.holds(plan, me):
-        holder = freeze.current(plan)
-        raise FreezeError(f"this cutover no longer holds the freeze ({holder.describe() if holder else 'lifted'}): "
-                          "a rollback was started by hand; stopping here")
 
 
 def _timings(report: RunReport) -> list[list]:

@@ -125,3 +125,11 @@ def test_freeze_kept_after_a_failure_past_the_switch_until_a_rollback(plan):
     held = freeze.acquire(plan, "rollback", "rb-3")
     assert "took over from cutover run cut-3" in held.took_over and not held.sticky
     assert freeze.release(plan, "rb-3")
+
+
+def test_a_cutover_taken_over_by_a_rollback_must_stop(plan):
+    freeze.acquire(plan, "cutover", "cut-5")
+    freeze.require_held(plan, "cut-5")
+    freeze.acquire(plan, "rollback", "rb-5")
+    with pytest.raises(FreezeError, match="no longer holds the freeze .*rollback run rb-5"):
+        freeze.require_held(plan, "cut-5")
