@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
                     override_window: Optional[str] = typer.Option(None, help="REASON to start outside the window"),
                     operator: str = typer.Option("ops", help="who runs it")) -> None:
         """The cutover day: freeze, DNS switch, gates, final delta, accessibility, complete or roll back."""
-        from flows.cutover import cutover
+        from flows.cutover_day import cutover
         _run(plan, lambda: cutover(plan_path=str(plan), override_window=override_window, operator=operator))
 
     @run_app.command("rollback")

@@ -95,7 +95,7 @@ def prepare(plan: Plan, inventory: Inventory, scenario: str) -> Sandbox:
 
 
 def scenario_go(plan: Plan, inventory: Inventory) -> str:
-    from flows.cutover import cutover
+    from flows.cutover_day import cutover
 
     scenario = "scenario 1: GO"
     box = prepare(plan, inventory, scenario)
@@ -116,7 +116,7 @@ def scenario_go(plan: Plan, inventory: Inventory) -> str:
 
 
 def scenario_nogo(plan: Plan, inventory: Inventory) -> str:
-    from flows.cutover import cutover
+    from flows.cutover_day import cutover
     from flows.history import decide_gate
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType

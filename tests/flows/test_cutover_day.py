@@ -20,7 +20,7 @@ from prefect.flow_runs import resume_flow_run
 
 from cutover import freeze
 from cutover.errors import FreezeError
-from flows.cutover import cutover
+from flows.cutover_day import cutover
 from flows.history import decide_gate, recent_runs
 from flows.prestage import prestage
 from flows.readiness import readiness
