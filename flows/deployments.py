@@ -6,7 +6,7 @@ The cutover deployment is scheduled once, at the plan's window start; the others
 from __future__ import annotations
 
 from prefect import serve
-from prefect.deployments.runner import EntrypointType
+from prefect.types.entrypoint import EntrypointType
 from prefect.schedules import RRule
 
 from cutover.plan import Plan, load_plan
