@@ -48,6 +48,10 @@ class SandboxError(CutoverError):
     """The sandbox could not be set up, started or changed."""
 
 
+class DeploymentError(CutoverError):
+    """A deployment cannot be found, scheduled or served on the Prefect server."""
+
+
 class FreezeError(CutoverError):
     """The change freeze forbids this run (outside the window, or another run holds the freeze)."""
 

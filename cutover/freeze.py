@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from cutover.errors import FreezeError
 from cutover.plan import Plan
@@ -48,6 +49,22 @@ def check_window(plan: Plan, now: datetime | None = None, override_reason: str |
     reason = (override_reason or "").strip()
     return WindowDecision(allowed=inside or bool(reason), inside=inside, now=now.astimezone(tz).isoformat(timespec="seconds"),
                           window=window, override_reason=reason if not inside else "")
+
+
+# Workers submit a scheduled run up to PREFECT_WORKER_PREFETCH_SECONDS (10 s by default) before its time, and
+# the server lets it start a little early: a cutover scheduled at the window start must wait, not refuse.
+EARLY_START_S = 120.0
+
+
+def wait_for_window(plan: Plan, *, now: datetime | None = None, sleep: Callable[[float], None] = time.sleep,
+                    early_start_s: float = EARLY_START_S) -> float:
+    """If the window opens within ``early_start_s`` seconds, wait for it; the seconds waited (0 otherwise)."""
+    now = now or datetime.now(timezone.utc)
+    ahead = (plan.window.start - now).total_seconds()
+    if 0 < ahead <= early_start_s:
+        sleep(ahead)
+        return ahead
+    return 0.0
 
 
 def require_window(plan: Plan, now: datetime | None = None, override_reason: str | None = None) -> WindowDecision:

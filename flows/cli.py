@@ -95,6 +95,17 @@ def register(app: typer.Typer) -> None:
                           "\n".join(r.gates), r.id)
         Console().print(table)
 
+    @app.command("schedule")
+    def schedule(plan: Path = plan_opt) -> None:
+        """Schedule the cutover deployment once, at the plan's window start (after `prefect deploy --all`)."""
+        from flows.deployments import schedule_cutover
+        with handle_errors():
+            load_inventory(load_plan(plan))
+            run = schedule_cutover(str(plan))
+            window = load_plan(plan).window
+            Console().print(f"cutover scheduled at {window.start.isoformat()} (window ends {window.end.isoformat()}): "
+                            f"run {run}")
+
     @app.command("serve")
     def serve(plan: Path = plan_opt) -> None:
         """Serve the four flows as deployments (needs PREFECT_API_URL of a running `prefect server start`)."""

@@ -57,6 +57,8 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
     holding = switched = done = False
     try:
         with report.phase("freeze") as phase:
+            if waited := freeze.wait_for_window(plan):
+                phase.lines.append(f"started {waited:.0f} s before the window opened (scheduled run): waited for it")
             window = freeze.require_window(plan, override_reason=override_window)
             phase.lines.append(window.describe())
             checks = preflight(plan)

@@ -78,13 +78,14 @@ def read_pid(pid_file: Path) -> int | None:
         return None
 
 
-def spawn(argv: list[str], *, log_file: Path, pid_file: Path) -> int:
+def spawn(argv: list[str], *, log_file: Path, pid_file: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> int:
     """Start ``argv`` detached (new session, stdin closed, output to ``log_file``); record and return its pid."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True, env=env, cwd=cwd)
         except OSError as exc:
             raise SandboxError(f"cannot start {argv[0]}: {exc.strerror}; is its Debian package installed? "
                                "(scripts/install-system.sh)") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -47,6 +47,17 @@ def test_require_window_message_says_what_to_do(plan):
     assert "outside the window" in str(exc.value) and "--override-window" in str(exc.value)
     ok = freeze.require_window(plan, datetime(2026, 12, 1, tzinfo=timezone.utc), "rehearsal")
     assert "override: rehearsal" in ok.describe()
+
+
+@pytest.mark.parametrize("minutes_before,waits", [(0.1, True), (2, True), (2.5, False), (60, False), (-5, False)])
+def test_a_run_started_just_before_the_window_waits_for_it(plan, minutes_before, waits):
+    # A worker submits a scheduled cutover a few seconds before the window start: it must wait, not refuse.
+    slept: list[float] = []
+    now = datetime(2026, 12, 5, 5, 0, tzinfo=timezone.utc) - timedelta(minutes=minutes_before)  # 06:00 Rome
+    waited = freeze.wait_for_window(plan, now=now, sleep=slept.append)
+    assert slept == ([minutes_before * 60] if waits else []) and waited == sum(slept)
+    if waits:
+        assert freeze.require_window(plan, now + timedelta(seconds=waited)).inside
 
 
 def test_second_cutover_refused_while_first_holds(plan):

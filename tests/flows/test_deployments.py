@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
+from datetime import timezone
 from pathlib import Path
 
 import yaml
 from prefect import Flow
+from prefect.flows import load_flow_from_entrypoint
 
 from cutover.plan import load_plan
 from flows.deployments import window_schedule
@@ -14,19 +16,26 @@ from flows.deployments import window_schedule
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_prefect_yaml_entrypoints_are_flows():
+def test_prefect_yaml_entrypoints_are_flows_loaded_by_module_path():
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     names = set()
     for deployment in spec["deployments"]:
-        file, _, func = deployment["entrypoint"].partition(":")
-        module_spec = importlib.util.spec_from_file_location(f"_dep_{func}", REPO / file)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        flow = getattr(module, func)
+        # A flow file loaded as a script puts flows/ first on sys.path: flows/cutover.py once shadowed the
+        # cutover package that way, and each flow module would exist under two names.
+        assert ".py" not in deployment["entrypoint"], deployment["entrypoint"]
+        flow = load_flow_from_entrypoint(deployment["entrypoint"], use_placeholder_flow=False)
+        module, _, func = deployment["entrypoint"].partition(":")
         assert isinstance(flow, Flow) and flow.name == deployment["name"]
+        assert sys.modules[module].__file__ == str(REPO / (module.replace(".", "/") + ".py"))
         assert "plan_path" in deployment["parameters"]
         names.add(deployment["name"])
     assert names == {"readiness", "prestage", "cutover", "rollback"}
+
+
+def test_no_flow_file_shadows_a_package():
+    packages = {p.name for p in REPO.iterdir() if (p / "__init__.py").exists()} | {"prefect", "dns", "yaml"}
+    assert packages >= {"cutover", "checks", "flows"}
+    assert {f.stem for f in (REPO / "flows").glob("*.py")} & packages == set()
 
 
 def test_cutover_schedule_is_once_at_window_start():
@@ -34,3 +43,11 @@ def test_cutover_schedule_is_once_at_window_start():
     schedule = window_schedule(plan)
     assert schedule.rrule.startswith("DTSTART:20261212T200000") and "COUNT=1" in schedule.rrule
     assert schedule.timezone == "Europe/Rome"
+
+
+def test_cutover_schedule_is_in_the_plan_timezone_whatever_offset_the_window_has():
+    plan = load_plan(REPO / "inventory" / "example-production" / "plan.yaml")
+    start = plan.window.start.astimezone(timezone.utc)
+    schedule = window_schedule(plan.model_copy(update={"window": plan.window.model_copy(update={"start": start})}))
+    # 20:00 in Rome, written as 19:00Z: still DTSTART 20:00 in Europe/Rome.
+    assert schedule.rrule.startswith("DTSTART:20261212T200000") and schedule.timezone == "Europe/Rome"

@@ -1,0 +1,198 @@
+"""A long-running Prefect server and its workers, started the way the runbook tells an operator to.
+
+The production path of the day: ``prefect server start``, a process work pool, ``prefect deploy --all`` from
+``prefect.yaml`` (or ``pec-cutover serve``), ``prefect worker start``, and runs started with
+``prefect deployment run``. The rehearsal and the tests drive exactly those commands through
+:class:`PrefectStack`; nothing here imports Prefect (it runs the ``prefect`` console script of this Python).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from cutover.errors import SandboxError
+from cutover.sandbox._process import has_exited, port_open, spawn, stop_pid, tail, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+SERVER_START_TIMEOUT_S = 120.0  # a cold start runs the database migrations: ~15 s idle, much more on a loaded CI
+
+
+@dataclass(frozen=True)
+class FlowRunView:
+    """A flow run as the API shows it (ids and names only: parameters stay on the server)."""
+
+    id: str
+    name: str
+    state_type: str
+    state_name: str
+    message: str
+    expected_start: datetime | None
+    started: datetime | None
+
+
+@dataclass
+class PrefectStack:
+    """A Prefect server on ``127.0.0.1:port`` with its database under ``home``, plus the processes started
+    against it (workers, ``pec-cutover serve``). ``stop()`` ends them all."""
+
+    home: Path
+    port: int
+    pec_cutover_home: Path = REPO
+    extra_env: dict[str, str] = field(default_factory=dict)
+    _pids: list[tuple[int, str, Path]] = field(default_factory=list, repr=False)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What an operator's shell sets for the day (see the runbook), for every command run against the server."""
+        keep = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        return {**keep,
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                "PREFECT_HOME": str(self.home),
+                "PREFECT_API_URL": self.api_url,
+                "PEC_CUTOVER_HOME": str(self.pec_cutover_home),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "DO_NOT_TRACK": "1",
+                "LC_ALL": "C.UTF-8",
+                "LANG": "C.UTF-8",
+                # Workers and served deployments poll for scheduled runs; the default 10-15 s wastes a rehearsal.
+                "PREFECT_WORKER_QUERY_SECONDS": "2",
+                "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+                **self.extra_env}
+
+    # --- processes -------------------------------------------------------------------------------------------
+    def start_server(self) -> None:
+        """``prefect server start`` on 127.0.0.1 (its database under ``home``); returns once the API is healthy."""
+        if port_open(self.port):
+            raise SandboxError(f"cannot start a Prefect server on 127.0.0.1:{self.port}: the port is taken "
+                               "(another Prefect server? stop it or pick another port)")
+        self.home.mkdir(parents=True, exist_ok=True)
+        pid = self._spawn("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                     "--port", str(self.port)])
+        log = self.home / "server.log"
+        if not wait_until(lambda: self._healthy() or has_exited(pid), timeout=SERVER_START_TIMEOUT_S, interval=0.5) \
+                or has_exited(pid):
+            self.stop()
+            raise SandboxError(f"the Prefect server did not become healthy on {self.api_url}: {tail(log)}")
+
+    def start_worker(self, pool: str, name: str) -> None:
+        """``prefect worker start --pool POOL`` (a process worker: each flow run in its own subprocess)."""
+        self._spawn(f"worker-{name}", [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name])
+
+    def start_serve(self, plan_path: Path) -> None:
+        """``pec-cutover serve --plan P``: the four deployments served from one process."""
+        self._spawn("serve", [str(BIN / "pec-cutover"), "serve", "--plan", str(plan_path)])
+
+    def stop(self) -> None:
+        """Stop every process started here, newest first (workers before the server)."""
+        while self._pids:
+            pid, program, marker = self._pids.pop()
+            stop_pid(pid, program, marker, timeout=15.0)
+
+    def _spawn(self, label: str, argv: list[str]) -> int:
+        log = self.home / f"{label}.log"
+        pid = spawn(argv, log_file=log, pid_file=self.home / f"{label}.pid", env=self.env, cwd=self.pec_cutover_home)
+        # pid_matches() needs a program and a string of its command line: the last argument is unique here.
+        self._pids.append((pid, Path(argv[0]).name, Path(argv[-1])))
+        return pid
+
+    # --- commands --------------------------------------------------------------------------------------------
+    def cli(self, *args: str, program: str = "prefect", timeout: float = 180.0) -> str:
+        """Run ``prefect ARGS`` (or another console script of this Python) as an operator would; its output.
+
+        A non-zero exit raises :class:`SandboxError` with the command's last lines.
+        """
+        argv = [str(BIN / program), *args]
+        proc = subprocess.run(argv, env=self.env, cwd=self.pec_cutover_home, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            last = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-6:])
+            raise SandboxError(f"`{program} {' '.join(args)}` failed (exit {proc.returncode}): {last}")
+        return proc.stdout
+
+    def run_deployment(self, name: str, parameters: dict[str, str] | None = None, *extra: str) -> str:
+        """``prefect deployment run NAME -p k=v ...``: the new flow run's id."""
+        args = ["deployment", "run", name]
+        for key, value in (parameters or {}).items():
+            args += ["-p", f"{key}={value}"]
+        out = self.cli(*args, *extra)
+        for line in out.splitlines():
+            if "UUID:" in line:
+                return line.split("UUID:", 1)[1].strip()
+        raise SandboxError(f"`prefect deployment run {name}` printed no run id: {out.strip()[-300:]}")
+
+    # --- the API, read only ----------------------------------------------------------------------------------
+    def flow_run(self, run_id: str) -> FlowRunView:
+        data = self._api("GET", f"/flow_runs/{run_id}")
+        state = data.get("state") or {}
+        return FlowRunView(data["id"], data["name"], state.get("type", ""), state.get("name", ""),
+                           state.get("message") or "", _when(data.get("expected_start_time")),
+                           _when(data.get("start_time")))
+
+    def flow_runs(self, deployment: str) -> list[FlowRunView]:
+        """Every run of deployment ``flow/deployment``, oldest first."""
+        flow_name, _, dep_name = deployment.partition("/")
+        dep = self._api("GET", f"/deployments/name/{flow_name}/{dep_name}")
+        runs = self._api("POST", "/flow_runs/filter", {"deployments": {"id": {"any_": [dep["id"]]}},
+                                                        "sort": "EXPECTED_START_TIME_ASC"})
+        return [self.flow_run(r["id"]) for r in runs]
+
+    def wait_deployment(self, deployment: str, timeout: float = 90.0) -> None:
+        """Wait until ``flow/deployment`` is registered (``serve`` registers its deployments as it starts)."""
+        flow_name, _, dep_name = deployment.partition("/")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._api("GET", f"/deployments/name/{flow_name}/{dep_name}")
+                return
+            except SandboxError:
+                if time.monotonic() > deadline:
+                    raise SandboxError(f"deployment {deployment} not registered on {self.api_url} after {timeout:.0f} s: "
+                                       f"{tail(self.home / 'serve.log')}") from None
+                time.sleep(1.0)
+
+    def wait_final(self, run_id: str, timeout: float = 300.0) -> FlowRunView:
+        """Poll a flow run until it reaches a final state (or raise after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.flow_run(run_id)
+            if run.state_type in FINAL_STATES:
+                return run
+            if time.monotonic() > deadline:
+                raise SandboxError(f"flow run {run_id} ({run.name}) still {run.state_name} after {timeout:.0f} s")
+            time.sleep(1.0)
+
+    def artifacts(self, run_id: str) -> list[dict]:
+        """The artifacts a flow run left (key, type, data)."""
+        return self._api("POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _api(self, method: str, path: str, body: dict | None = None):
+        response = httpx.request(method, f"{self.api_url}{path}", content=json.dumps(body) if body else None,
+                                 headers={"Content-Type": "application/json"}, timeout=30.0)
+        if response.status_code >= 400:
+            raise SandboxError(f"Prefect API {method} {path}: HTTP {response.status_code}: {response.text[:200]}")
+        return response.json()
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None

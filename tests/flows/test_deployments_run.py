@@ -1,0 +1,129 @@
+"""The long-running-server path, run as the runbook tells an operator to (issue: no deployment ever ran).
+
+A real ``prefect server start`` in its own process and database; then either ``prefect work-pool create`` +
+``prefect deploy --all`` (from ``prefect.yaml``) + ``prefect worker start``, or ``pec-cutover serve --plan P``.
+Every flow is started as a deployment run on the sandbox's real servers and must reach Completed with its
+report artifact; the cutover starts from a schedule at the plan's window start. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from cutover.sandbox._prefect import PrefectStack
+
+from .conftest import Day
+from .test_cutover_day import mx_everywhere
+
+POOL = "pec-cutover"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def set_window(plan_path: Path, start: datetime, length: timedelta = timedelta(hours=1)) -> None:
+    """Move the plan's window (the test's own copy of the plan): the window overridden for the test."""
+    text = plan_path.read_text()
+    text, n = re.subn(r"start: .*\n  end: .*\n",
+                      f"start: {start.isoformat(timespec='seconds')}\n  end: {(start + length).isoformat(timespec='seconds')}\n",
+                      text)
+    assert n == 1
+    plan_path.write_text(text)
+
+
+def soon(seconds: float) -> datetime:
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).replace(microsecond=0)
+
+
+@pytest.fixture
+def stack(tmp_path: Path):
+    stack = PrefectStack(home=tmp_path / "prefect-home", port=free_port())
+    stack.start_server()
+    yield stack
+    stack.stop()
+
+
+def completed_with_report(stack: PrefectStack, run_id: str, report_key: str, timeout: float = 300) -> str:
+    """Wait for the run; it must be Completed and have left its report: the report's markdown."""
+    run = stack.wait_final(run_id, timeout=timeout)
+    assert run.state_type == "COMPLETED", f"{run.name}: {run.state_name}: {run.message}"
+    reports = {a.get("key"): a.get("data") for a in stack.artifacts(run_id)}
+    assert report_key in reports, f"{run.name} left no {report_key} artifact (it has {sorted(k for k in reports if k)})"
+    return reports[report_key]
+
+
+def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, day_factory):
+    day: Day = day_factory(window=(soon(3600).isoformat(), soon(7200).isoformat()))
+    plan = {"plan_path": str(day.plan_path)}
+    # The runbook's commands, as written there.
+    stack.cli("work-pool", "create", POOL, "--type", "process")
+    stack.cli("--no-prompt", "deploy", "--all")
+    stack.start_worker(POOL, "worker-1")
+
+    completed_with_report(stack, stack.run_deployment("readiness/readiness", plan), "readiness-report")
+    completed_with_report(stack, stack.run_deployment("prestage/prestage", plan), "prestage-report")
+    assert day.digests("target", day.inventory.mailboxes[0].address) == \
+        day.digests("source", day.inventory.mailboxes[0].address)
+
+    # The day: the cutover is scheduled at the window start, a few seconds ahead, and the worker picks it up.
+    window_start = soon(8)
+    set_window(day.plan_path, window_start)
+    out = stack.cli("schedule", "--plan", str(day.plan_path), program="pec-cutover")
+    scheduled = re.search(r"run ([0-9a-f-]{36})", out).group(1)
+    assert stack.flow_run(scheduled).expected_start == window_start
+    report = completed_with_report(stack, scheduled, "cutover-report")
+    assert "inside the window" in report and "**Verdict: GO:" in report
+    assert mx_everywhere(day, "target")
+
+    # A rollback started on demand (as from the UI's "Run" button).
+    run = stack.run_deployment("rollback/rollback", {**plan, "reason": "rehearsed by hand", "operator": "test"})
+    completed_with_report(stack, run, "rollback-report")
+    assert mx_everywhere(day, "source")
+    # One run per deployment, each run by the worker in its own process, none crashed.
+    assert {r.state_name for d in ("readiness", "prestage", "cutover", "rollback")
+            for r in stack.flow_runs(f"{d}/{d}")} == {"Completed"}
+
+
+def test_pec_cutover_serve_runs_every_flow(stack: PrefectStack, day_factory):
+    day: Day = day_factory(window=(soon(3600).isoformat(), soon(7200).isoformat()))
+    # Serve schedules the cutover at the plan's window start: far enough ahead for serve to register it.
+    window_start = soon(40)
+    set_window(day.plan_path, window_start)
+    stack.start_serve(day.plan_path)
+    for name in ("readiness/readiness", "prestage/prestage", "cutover/cutover", "rollback/rollback"):
+        stack.wait_deployment(name)
+
+    # While the cutover waits for its window, readiness runs on demand (its parameters are the served plan's).
+    readiness = stack.run_deployment("readiness/readiness")
+    completed_with_report(stack, readiness, "readiness-report")
+
+    cutover_runs = _wait_for_runs(stack, "cutover/cutover")
+    assert len(cutover_runs) == 1, "serve scheduled the cutover once, at the window start"
+    assert cutover_runs[0].expected_start == window_start
+    report = completed_with_report(stack, cutover_runs[0].id, "cutover-report")
+    assert "inside the window" in report and "**Verdict: GO:" in report
+    assert mx_everywhere(day, "target")
+
+    rollback = stack.run_deployment("rollback/rollback", {"reason": "rehearsed by hand"})
+    completed_with_report(stack, rollback, "rollback-report")
+    assert mx_everywhere(day, "source")
+    # After the rollback lifted the freeze, a new pre-stage may run (the second attempt's preparation).
+    completed_with_report(stack, stack.run_deployment("prestage/prestage"), "prestage-report")
+
+
+def _wait_for_runs(stack: PrefectStack, deployment: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if runs := stack.flow_runs(deployment):
+            return runs
+        time.sleep(1)
+    raise AssertionError(f"no run of {deployment} was scheduled within {timeout} s")
