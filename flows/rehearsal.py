@@ -6,7 +6,10 @@ Scenario 2, NO-GO: fresh sandbox, same preparation, the target webmail goes down
 gate says NO-GO and pauses; mail reaches the target meanwhile; the operator (played here through the same call
 as ``pec-cutover gate decide``) chooses rollback → MX back on the source and that mail copied back.
 
-Runs are recorded in Prefect's SQLite database under ``.sandbox/prefect`` (kept across rehearsals).
+Both scenarios go through the production path: a long-running Prefect server (``prefect server start``), the
+deployments of ``prefect.yaml`` (``prefect deploy --all``) and a process worker; readiness runs as a deployment
+run, and scenario 2 ends with a second rollback started on demand as a deployment run (as from the UI).
+Runs are recorded in that server's SQLite database under ``.sandbox/prefect`` (kept across rehearsals).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 REHEARSAL_PLAN = REPO / "inventory" / "rehearsal" / "plan.yaml"
 PREFECT_HOME = REPO / ".sandbox" / "prefect"
 MESSAGES_PER_MAILBOX = 60
+POOL = "pec-cutover"
+PREFECT_PORT = int(os.environ.get("REHEARSAL_PREFECT_PORT", "10420"))
 
 # Before Prefect is imported: keep the rehearsal's run history with the sandbox, and no telemetry.
 os.environ.setdefault("PREFECT_HOME", str(PREFECT_HOME))
@@ -42,9 +47,11 @@ from cutover.inventory import Inventory, load_inventory  # noqa: E402
 from cutover.mailsync import copy_mailboxes  # noqa: E402
 from cutover.plan import Plan, load_plan  # noqa: E402
 from cutover.sandbox import Sandbox, seed  # noqa: E402
+from cutover.sandbox._prefect import PrefectStack  # noqa: E402
 
 console = Console()
 timings: list[tuple[str, str, float]] = []
+stack = PrefectStack(home=PREFECT_HOME, port=PREFECT_PORT)
 
 
 @contextlib.contextmanager
@@ -76,14 +83,39 @@ def fresh_sandbox(plan: Plan, inventory: Inventory) -> Sandbox:
     return box
 
 
+def production_path() -> None:
+    """The long-running server the runbook sets up: server, work pool, `prefect deploy --all`, a worker."""
+    with step("set-up", "Prefect server, work pool, deploy --all, worker (the production path)"):
+        stack.start_server()
+        os.environ["PREFECT_API_URL"] = stack.api_url  # the in-process runs below report to the same server
+        if "pec-cutover" not in stack.cli("work-pool", "ls"):
+            stack.cli("work-pool", "create", POOL, "--type", "process")
+        stack.cli("--no-prompt", "deploy", "--all")
+        stack.start_worker(POOL, "rehearsal-worker")
+        console.print(f"Prefect server {stack.api_url} (database under {PREFECT_HOME}); `prefect deploy --all` "
+                      f"registered readiness, prestage, cutover, rollback; worker on pool {POOL}")
+
+
+def deployment_run(name: str, **parameters: str) -> str:
+    """`prefect deployment run NAME -p ...`, picked up by the worker; the run's report, once it completed."""
+    console.print(f"prefect deployment run '{name}' " + " ".join(f"-p {k}='{v}'" for k, v in parameters.items()))
+    run_id = stack.run_deployment(name, parameters)
+    run = stack.wait_final(run_id, timeout=600)
+    console.print(f"deployment run {run.name}: {run.state_name}")
+    if run.state_type != "COMPLETED":
+        raise CutoverError(f"deployment run {name} ended {run.state_name}: {run.message}")
+    reports = [a.get("data") or "" for a in stack.artifacts(run_id) if (a.get("key") or "").endswith("-report")]
+    return reports[0] if reports else ""
+
+
 def prepare(plan: Plan, inventory: Inventory, scenario: str) -> Sandbox:
     from flows.prestage import prestage
-    from flows.readiness import readiness
 
     with step(scenario, "sandbox up + seed"):
         box = fresh_sandbox(plan, inventory)
-    with step(scenario, "readiness (T-7 days)"):
-        console.print(readiness(plan_path=str(REHEARSAL_PLAN)))
+    with step(scenario, "readiness (T-7 days), as a deployment run on the worker"):
+        report = deployment_run("readiness/readiness", plan_path=str(REHEARSAL_PLAN))
+        console.print(next((line for line in report.splitlines() if line.startswith("**Verdict")), report[-300:]))
     with step(scenario, "lower MX TTL (T-2 days, compressed to the old TTL)"):
         change = set_ttl(plan, "cutover")
         console.print(f"MX TTL {plan.dns.ttl.normal}s → {plan.dns.ttl.cutover}s (serial {change.serial_before} → "
@@ -158,9 +190,16 @@ def scenario_nogo(plan: Plan, inventory: Inventory) -> str:
         back = _count_message(box, member.address, "<arrived-at-infocert@pec.rehearsal>")
         console.print(render_status(dns_status(plan, "source"), title="DNS: MX back on Aruba everywhere?"))
         console.print(f"the message that reached InfoCert is on aruba {back} time(s) (expected 1)")
+    with step(scenario, "a second rollback started on demand, as a deployment run (as from the UI)"):
+        report = deployment_run("rollback/rollback", plan_path=str(REHEARSAL_PLAN),
+                                reason="second pass while resolvers converge back", operator="Rehearsal Operator")
+        console.print(next((line for line in report.splitlines() if line.startswith("**Verdict")), report[-300:]))
+        again = _count_message(box, member.address, "<arrived-at-infocert@pec.rehearsal>")
+        console.print(f"after the second rollback the message is on aruba {again} time(s) (expected 1)")
     box.start_service("webmail")
-    ok = result["verdict"] == "ROLLED-BACK" and back == 1
-    return f"{result['verdict']}; mail copied back: {back}" + ("" if ok else " (UNEXPECTED)")
+    ok = result["verdict"] == "ROLLED-BACK" and back == 1 and again == 1
+    return f"{result['verdict']}; mail copied back: {back}; after a second rollback by deployment: {again}" + \
+        ("" if ok else " (UNEXPECTED)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,11 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         plan = load_plan(REHEARSAL_PLAN)
         inventory = load_inventory(plan)
         console.print(f"rehearsal of {plan.domain}: {plan.source.name} → {plan.target.name}, {len(inventory)} mailboxes")
+        production_path()
         verdicts = {"scenario 1: GO": scenario_go(plan, inventory),
                     "scenario 2: NO-GO → rollback": scenario_nogo(plan, inventory)}
     except CutoverError as exc:
         console.print(f"[red]rehearsal failed:[/red] {exc}")
         return 1
+    finally:
+        stack.stop()
     table = Table(title="rehearsal: wall time per step")
     for col in ("scenario", "step", "seconds"):
         table.add_column(col)
