@@ -88,7 +88,14 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, day_facto
     run = stack.run_deployment("rollback/rollback", {**plan, "reason": "rehearsed by hand", "operator": "test"})
     completed_with_report(stack, run, "rollback-report")
     assert mx_everywhere(day, "source")
-    # One run per deployment, each run by the worker in its own process, none crashed.
+
+    # A second attempt, started by hand inside the window: TTL lowered again (the GO restored it), then the run.
+    stack.cli("dns", "ttl", "--lower", "--plan", str(day.plan_path), program="pec-cutover")
+    time.sleep(day.plan.dns.ttl.normal + 0.5)  # the pre-flight wants the low TTL held for the old TTL
+    run = stack.run_deployment("cutover/cutover", {**plan, "operator": "test"})
+    assert "**Verdict: GO:" in completed_with_report(stack, run, "cutover-report")
+    assert mx_everywhere(day, "target")
+    # Every run was picked up by the worker and run in its own process; none crashed.
     assert {r.state_name for d in ("readiness", "prestage", "cutover", "rollback")
             for r in stack.flow_runs(f"{d}/{d}")} == {"Completed"}
 
