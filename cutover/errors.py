@@ -52,6 +52,14 @@ class DeploymentError(CutoverError):
     """A deployment cannot be found, scheduled or served on the Prefect server."""
 
 
+class OperatorError(CutoverError):
+    """An operator is unknown to the plan or did not prove who they are (wrong or expired one-time code)."""
+
+
+class ServerLockError(CutoverError):
+    """The Prefect server would start, or a client would talk to it, without the protection the plan asks for."""
+
+
 class FreezeError(CutoverError):
     """The change freeze forbids this run (outside the window, or another run holds the freeze)."""
 

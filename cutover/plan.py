@@ -221,6 +221,31 @@ class SandboxSettings(_Model):
     secondary_port: int | None = None
 
 
+class Operator(_Model):
+    """A person who may answer a gate or start a rollback by hand: a name and the reference of a TOTP secret
+    (base32, as an authenticator app takes it). Decisions carry a one-time code, never the secret."""
+
+    name: str = Field(min_length=2)
+    totp_secret: str
+
+    _ref = field_validator("totp_secret")(_check_ref)
+
+
+class PrefectServer(_Model):
+    """The long-running Prefect server of the day (``pec-cutover server start``): locked by basic auth."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=4200, ge=1, le=65535)
+    auth: str | None = Field(default=None, description="reference to the basic-auth string 'user:password'")
+
+    _ref = field_validator("auth")(lambda v: v if v is None else _check_ref(v))
+
+    @property
+    def api_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/api"
+
+
 class Plan(_Model):
     """A whole cutover. Load with :func:`load_plan`."""
 
@@ -237,6 +262,8 @@ class Plan(_Model):
     inventory: Path
     reports_dir: Path | None = None
     sandbox: SandboxSettings | None = None
+    prefect: PrefectServer = PrefectServer()
+    operators: list[Operator] = Field(default_factory=list)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -247,6 +274,14 @@ class Plan(_Model):
         v = v.strip().lower().rstrip(".")
         if "." not in v or " " in v:
             raise ValueError(f"{v!r} is not a domain name")
+        return v
+
+    @field_validator("operators")
+    @classmethod
+    def _unique_operators(cls, v: list[Operator]) -> list[Operator]:
+        names = [o.name.casefold() for o in v]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"operator names must be unique; repeated: {', '.join(dupes)}")
         return v
 
     @field_validator("timezone")

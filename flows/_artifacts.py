@@ -20,6 +20,12 @@ def run_id() -> str:
     return str(run.id) if run else "local"
 
 
+def started_by_a_run() -> bool:
+    """True inside a subflow (started by another flow run, e.g. a cutover's gate), False for a run started by hand."""
+    run = getattr(get_run_context(), "flow_run", None)
+    return bool(run and run.parent_task_run_id)
+
+
 def key(text: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]

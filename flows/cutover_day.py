@@ -146,7 +146,7 @@ def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tup
             decision, evidence = run_checks()
             phase.checks += evidence
             phase.sections.append(decision.markdown())
-            action = apply_gate(decision, attempt=attempt, pause_timeout_s=plan.gates.pause_timeout_s, decisions=decisions)
+            action = apply_gate(decision, plan=plan, attempt=attempt, decisions=decisions)
             phase.lines.append(decisions[-1])
             if not decision.go:
                 phase.status = {"rollback": "failed", "proceed": "overridden"}.get(action, "retry")

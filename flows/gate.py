@@ -6,6 +6,7 @@ proceed, roll back, or ``pause_flow_run`` with a form (rollback / continue / ret
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from prefect.exceptions import FlowPauseTimeout
@@ -14,6 +15,9 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from checks.gates import Decision
+from cutover.errors import OperatorError
+from cutover.operators import identify
+from cutover.plan import Plan
 from flows._artifacts import key, log, publish_markdown
 
 Action = Literal["proceed", "rollback", "retry"]
@@ -24,12 +28,18 @@ class GateDecision(RunInput):
 
     action: Literal["rollback", "continue", "retry"] = Field(
         description="rollback: MX back to the source and copy new mail back; continue: go on despite NO-GO; retry: run the checks again")
-    operator: str = Field(min_length=2, description="who decides (name)")
+    operator: str = Field(min_length=2, description="who decides: your name as the plan's operators list it")
+    code: str = Field(default="", max_length=10,
+                      description="your one-time code (6 digits from your authenticator app); never your secret")
     reason: str = Field(min_length=3, description="why; goes into the run history")
 
 
-def apply_gate(decision: Decision, *, attempt: int, pause_timeout_s: int, decisions: list[str]) -> Action:
-    """Return what the flow does next. Every decision (automatic or human) is recorded in ``decisions``."""
+def apply_gate(decision: Decision, *, plan: Plan, attempt: int, decisions: list[str]) -> Action:
+    """Return what the flow does next. Every decision (automatic or human) is recorded in ``decisions``.
+
+    A human answer counts only from one of the plan's operators with a valid one-time code; any other answer is
+    recorded as refused and the run pauses again (until the pause timeout, then it rolls back)."""
+    pause_timeout_s = plan.gates.pause_timeout_s
     publish_markdown(decision.markdown(), f"gate-{decision.gate}-{attempt}", f"gate {decision.gate}: {decision.verdict}")
     log(decision.summary())
     if decision.action == "proceed":
@@ -40,22 +50,34 @@ def apply_gate(decision: Decision, *, attempt: int, pause_timeout_s: int, decisi
         return "rollback"
     log("gate %s needs a human decision: resume the run in the Prefect UI, or run "
         "`pec-cutover gate decide <run id> --rollback|--continue|--retry --operator NAME --reason TEXT`", decision.gate)
-    try:
-        answer = pause_flow_run(
-            wait_for_input=GateDecision.with_initial_data(
-                description=f"Gate **{decision.gate}**: {decision.verdict}.\n\n{decision.markdown()}"),
-            timeout=pause_timeout_s,
-            poll_interval=2,
-            key=key(f"gate-{decision.gate}-{attempt}"),
-        )
-    except FlowPauseTimeout:
-        # Nobody decided in time after a failed gate: the safe state is the old provider.
-        decisions.append(f"{decision.gate}: {decision.verdict} → rollback (no decision within {pause_timeout_s} s)")
-        return "rollback"
-    record = f"{decision.gate}: {decision.verdict} → {answer.action} by {answer.operator}: {answer.reason}"
+    deadline = time.monotonic() + pause_timeout_s
+    refused = 0
+    while True:
+        try:
+            answer = pause_flow_run(
+                wait_for_input=GateDecision.with_initial_data(
+                    description=f"Gate **{decision.gate}**: {decision.verdict}.\n\n{decision.markdown()}"),
+                timeout=max(1, int(deadline - time.monotonic())),
+                poll_interval=2,
+                key=key(f"gate-{decision.gate}-{attempt}" + (f"-again-{refused}" if refused else "")),
+            )
+        except FlowPauseTimeout:
+            # Nobody decided in time after a failed gate: the safe state is the old provider.
+            decisions.append(f"{decision.gate}: {decision.verdict} → rollback (no decision within {pause_timeout_s} s)")
+            return "rollback"
+        try:
+            who = identify(plan, answer.operator, answer.code)
+            break
+        except OperatorError as exc:
+            refused += 1
+            publish_markdown(f"### Decision refused at gate `{decision.gate}`\n\n- asked: {answer.action} by "
+                             f"{answer.operator!r}\n- refused: {exc}\n- the run is paused again\n",
+                             f"gate-{decision.gate}-{attempt}-refused-{refused}", f"refused: {exc}")
+            log("decision refused, paused again: %s", exc)
+    record = f"{decision.gate}: {decision.verdict} → {answer.action} by {who}: {answer.reason}"
     decisions.append(record)
     publish_markdown(f"### Human decision at gate `{decision.gate}`\n\n- action: **{answer.action}**\n"
-                     f"- operator: {answer.operator}\n- reason: {answer.reason}\n",
+                     f"- operator: {who}\n- reason: {answer.reason}\n",
                      f"gate-{decision.gate}-{attempt}-decision", record)
     log("human decision: %s", record)
     return {"rollback": "rollback", "continue": "proceed", "retry": "retry"}[answer.action]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -44,7 +45,28 @@ def recent_runs(limit: int = 20) -> list[RunSummary]:
         return out
 
 
-def decide_gate(run_id: str, action: str, operator: str, reason: str) -> None:
-    """Resume a run paused at a gate with the operator's decision (validated like the UI form)."""
-    decision = GateDecision(action=action, operator=operator, reason=reason)  # type: ignore[arg-type]
-    resume_flow_run(UUID(run_id), run_input=decision.model_dump(include={"action", "operator", "reason"}))
+def decide_gate(run_id: str, action: str, operator: str, reason: str, code: str = "", *,
+                wait_s: float = 60.0) -> str:
+    """Resume a run paused at a gate with the operator's decision (validated like the UI form), then wait for the
+    run to accept it or refuse it (an unknown operator or a wrong code: the run pauses again). What happened."""
+    decision = GateDecision(action=action, operator=operator, reason=reason, code=code)  # type: ignore[arg-type]
+    before = _gate_answers(run_id)
+    resume_flow_run(UUID(run_id), run_input=decision.model_dump(include={"action", "operator", "reason", "code"}))
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        new = {k: v for k, v in _gate_answers(run_id).items() if k not in before}
+        for artifact_key, description in new.items():
+            if "-refused-" in artifact_key:
+                return description
+        if new:
+            return "accepted"
+        time.sleep(0.5)
+    return "sent (the run has not confirmed it yet: see `pec-cutover history`)"
+
+
+def _gate_answers(run_id: str) -> dict[str, str]:
+    """The run's decision and refusal artifacts, by key."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)])))
+    return {a.key: a.description or "" for a in artifacts
+            if a.key and a.key.startswith("gate-") and ("-decision" in a.key or "-refused-" in a.key)}

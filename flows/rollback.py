@@ -11,9 +11,10 @@ from checks.gates import Verdict
 from cutover import freeze
 from cutover.errors import CutoverError
 from cutover.inventory import load_inventory
+from cutover.operators import identify
 from cutover.plan import load_plan
 from cutover.report import RunReport, checks_summary
-from flows._artifacts import log, publish_report, run_id
+from flows._artifacts import log, publish_report, run_id, started_by_a_run
 from flows._copy import copy_all
 from flows._dns import dns_checks, dns_decision, switch_mx_task
 
@@ -21,15 +22,18 @@ DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
 
 
 @flow(name="rollback", flow_run_name="rollback {plan_path}", persist_result=False)
-def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", operator: str = "ops") -> dict:
+def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", operator: str = "ops",
+             operator_code: str = "") -> dict:
     plan = load_plan(plan_path)
     inventory = load_inventory(plan)
     me = run_id()
-    report = RunReport(f"Rollback of {plan.domain} to {plan.source.name}: {reason} ({operator})")
+    # Started from a cutover's gate, the gate already checked who decided; by hand, the operator proves it here.
+    who = operator if started_by_a_run() else str(identify(plan, operator, operator_code))
+    report = RunReport(f"Rollback of {plan.domain} to {plan.source.name}: {reason} ({who})")
     outcome: dict = {"verdict": "failed"}
     try:
         with report.phase("take the freeze") as phase:
-            held = freeze.acquire(plan, "rollback", me, note=f"{operator}: {reason}")
+            held = freeze.acquire(plan, "rollback", me, note=f"{who}: {reason}")
             phase.lines.append(f"freeze held by this rollback ({held.took_over or 'was free'})")
         with report.phase(f"MX back to {plan.source.name}") as phase:
             change = switch_mx_task(plan, "source")

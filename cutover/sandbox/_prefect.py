@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 
 from cutover.errors import SandboxError
+from cutover.plan import Plan
+from cutover.prefect_server import auth_string, server_environment
 from cutover.sandbox._process import has_exited, port_open, spawn, stop_pid, tail, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,13 +46,23 @@ class FlowRunView:
 @dataclass
 class PrefectStack:
     """A Prefect server on ``127.0.0.1:port`` with its database under ``home``, plus the processes started
-    against it (workers, ``pec-cutover serve``). ``stop()`` ends them all."""
+    against it (workers, ``pec-cutover serve``). ``stop()`` ends them all. With a ``plan`` whose ``prefect.auth``
+    is set, the server is locked as ``pec-cutover server start`` locks it and every client carries the string."""
 
     home: Path
     port: int
+    plan: Plan | None = None
     pec_cutover_home: Path = REPO
     extra_env: dict[str, str] = field(default_factory=dict)
     _pids: list[tuple[int, str, Path]] = field(default_factory=list, repr=False)
+    _auth: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def auth(self) -> str | None:
+        """The plan's auth string, resolved once: the server keeps the one it started with."""
+        if self._auth is None and self.plan is not None:
+            self._auth = auth_string(self.plan)
+        return self._auth
 
     @property
     def api_url(self) -> str:
@@ -72,6 +84,7 @@ class PrefectStack:
                 # Workers and served deployments poll for scheduled runs; the default 10-15 s wastes a rehearsal.
                 "PREFECT_WORKER_QUERY_SECONDS": "2",
                 "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+                **({"PREFECT_API_AUTH_STRING": self.auth} if self.auth else {}),
                 **self.extra_env}
 
     # --- processes -------------------------------------------------------------------------------------------
@@ -81,8 +94,12 @@ class PrefectStack:
             raise SandboxError(f"cannot start a Prefect server on 127.0.0.1:{self.port}: the port is taken "
                                "(another Prefect server? stop it or pick another port)")
         self.home.mkdir(parents=True, exist_ok=True)
-        pid = self._spawn("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                                     "--port", str(self.port)])
+        if self.plan is not None:
+            argv, env = server_environment(self.plan, host="127.0.0.1", port=self.port, allow_no_auth=True)
+            env = {**self.env, **env}
+        else:
+            argv, env = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)], None
+        pid = self._spawn("server", argv, env=env)
         log = self.home / "server.log"
         if not wait_until(lambda: self._healthy() or has_exited(pid), timeout=SERVER_START_TIMEOUT_S, interval=0.5) \
                 or has_exited(pid):
@@ -103,9 +120,10 @@ class PrefectStack:
             pid, program, marker = self._pids.pop()
             stop_pid(pid, program, marker, timeout=15.0)
 
-    def _spawn(self, label: str, argv: list[str]) -> int:
+    def _spawn(self, label: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         log = self.home / f"{label}.log"
-        pid = spawn(argv, log_file=log, pid_file=self.home / f"{label}.pid", env=self.env, cwd=self.pec_cutover_home)
+        pid = spawn(argv, log_file=log, pid_file=self.home / f"{label}.pid", env=env or self.env,
+                    cwd=self.pec_cutover_home)
         # pid_matches() needs a program and a string of its command line: the last argument is unique here.
         self._pids.append((pid, Path(argv[0]).name, Path(argv[-1])))
         return pid
@@ -180,6 +198,29 @@ class PrefectStack:
         """The artifacts a flow run left (key, type, data)."""
         return self._api("POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
 
+    def unauthenticated(self, paused_run: str | None = None) -> list[tuple[str, tuple[int, ...]]]:
+        """What the API answers a caller without the auth string: (what was tried, HTTP statuses). A read is one
+        GET; a change (create a rollback run, resume a paused run) first needs a CSRF token from the API, then the
+        POST: both are tried, as an intruder would."""
+        tries: list[tuple[str, str, str, dict | None]] = [
+            ("read the rollback deployment", "GET", "/deployments/name/rollback/rollback", None)]
+        try:
+            rollback = self._api("GET", "/deployments/name/rollback/rollback")
+            tries.append(("create a rollback run", "POST", f"/deployments/{rollback['id']}/create_flow_run", {}))
+        except SandboxError:
+            pass
+        if paused_run:
+            tries.append(("resume a paused run", "POST", f"/flow_runs/{paused_run}/resume",
+                          {"run_input": {"action": "continue", "operator": "intruder", "reason": "no auth"}}))
+        out = []
+        for what, method, path, body in tries:
+            statuses = []
+            if method != "GET":
+                statuses.append(httpx.get(f"{self.api_url}/csrf-token", params={"client": "intruder"}, timeout=30.0).status_code)
+            statuses.append(httpx.request(method, f"{self.api_url}{path}", json=body, timeout=30.0).status_code)
+            out.append((what, tuple(statuses)))
+        return out
+
     def _healthy(self) -> bool:
         try:
             return httpx.get(f"{self.api_url}/health", timeout=2.0).status_code == 200
@@ -187,8 +228,15 @@ class PrefectStack:
             return False
 
     def _api(self, method: str, path: str, body: dict | None = None):
-        response = httpx.request(method, f"{self.api_url}{path}", content=json.dumps(body) if body else None,
-                                 headers={"Content-Type": "application/json"}, timeout=30.0)
+        auth = tuple(self.auth.split(":", 1)) if self.auth else None
+        headers = {"Content-Type": "application/json"}
+        if method != "GET":  # the server's CSRF protection: a token per client, from the (authenticated) API
+            token = httpx.get(f"{self.api_url}/csrf-token", params={"client": "pec-cutover-sandbox"}, auth=auth,
+                              timeout=30.0)
+            if token.status_code == 200:
+                headers.update({"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": "pec-cutover-sandbox"})
+        response = httpx.request(method, f"{self.api_url}{path}", content=json.dumps(body) if body is not None else None,
+                                 headers=headers, timeout=30.0, auth=auth)
         if response.status_code >= 400:
             raise SandboxError(f"Prefect API {method} {path}: HTTP {response.status_code}: {response.text[:200]}")
         return response.json()

@@ -24,6 +24,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from cutover.errors import SandboxError, SecretError
+from cutover.operators import new_secret
 from cutover.plan import Plan
 from cutover.sandbox import _dns, _webmail
 from cutover.sandbox._ca import CertKind, SandboxCA
@@ -192,6 +193,15 @@ class Sandbox:
         except SecretError as exc:
             raise SandboxError(f"sandbox cannot use secret {ref}: {exc}") from None
 
+    def _control_secrets(self) -> None:
+        """The Prefect server's auth string and each operator's TOTP secret the plan references, made if missing
+        (a rehearsal locks its Prefect server and plays named operators, as on the day)."""
+        if self.plan.prefect.auth:
+            self._get_or_create_secret(self.plan.secret_ref(self.plan.prefect.auth),
+                                       lambda: f"pec-cutover:{secrets.token_urlsafe(24)}")
+        for operator in self.plan.operators:
+            self._get_or_create_secret(self.plan.secret_ref(operator.totp_secret), new_secret)
+
     def _tsig_secret(self) -> str:
         ref = self.plan.secret_ref(self.plan.dns.tsig.secret)
         return self._get_or_create_secret(ref, lambda: base64.b64encode(secrets.token_bytes(32)).decode())
@@ -286,6 +296,7 @@ class Sandbox:
         """Start the named services (default: all); healthy running ones are left alone. Idempotent."""
         names = self._names(services)
         self._prepare_state()
+        self._control_secrets()
         todo = [n for n in names if not self._healthy(self._service(n))]
         for n in todo:
             self._stop(n)  # a half-dead instance of ours (alive, port closed) is replaced
