@@ -50,15 +50,13 @@ Nothing is ever deleted or changed on either side.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import replace
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Callable, Iterator, Sequence
 
 from imapclient import IMAPClient
 
@@ -68,54 +66,21 @@ from cutover.inventory import Mailbox
 from cutover.ledger import Ledger, MessageRow
 from cutover.mailsync import _imapops as ops
 from cutover.mailsync._folders import FolderMapError, invert, map_folders
+from cutover.mailsync._context import Direction, MailboxContext, Progress, ProgressCallback
 from cutover.mailsync._lock import _MailboxLock
-from cutover.mailsync._models import CopyReport, FolderReport, MailboxReport, ProgressEvent
+from cutover.mailsync._state import same_size
+from cutover.mailsync._models import CopyReport, FolderReport, MailboxReport
 from cutover.plan import Plan
 
 log = logging.getLogger("cutover.mailsync")
 # imapclient logs command traffic (literal heads included) at DEBUG; message bodies never go to logs.
 logging.getLogger("imapclient").setLevel(logging.INFO)
 
-Direction = Literal["forward", "reverse"]
-ProgressCallback = Callable[[ProgressEvent], None]
 _END = object()
 # Below this much to copy in a mailbox, appended messages are read back at the end of each folder on the
 # session already open; above it, a second target session reads them back while the copy goes on.
 _READBACK_MIN_MESSAGES = 50
 _READBACK_MIN_BYTES = 4 * 1024 * 1024
-
-
-class _Progress:
-    """Thread-safe run totals; each mailbox adds what it did."""
-
-    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
-        self.total = total
-        self.callback = callback
-        self.mailboxes_done = 0
-        self.messages = 0
-        self.bytes = 0
-        self._lock = threading.Lock()
-
-    def add(self, address: str, messages: int, nbytes: int) -> None:
-        with self._lock:
-            self.messages += messages
-            self.bytes += nbytes
-            event = ProgressEvent(self.mailboxes_done, self.total, self.messages, self.bytes, address)
-        self._emit(event)
-
-    def mailbox_done(self, address: str) -> None:
-        with self._lock:
-            self.mailboxes_done += 1
-            event = ProgressEvent(self.mailboxes_done, self.total, self.messages, self.bytes, address)
-        self._emit(event)
-
-    def _emit(self, event: ProgressEvent) -> None:
-        if self.callback is None:
-            return
-        try:
-            self.callback(event)
-        except Exception:  # a broken progress display must not stop a copy
-            log.exception("progress callback failed")
 
 
 def copy_mailboxes(plan: Plan, mailboxes: Sequence[Mailbox], *, direction: Direction = "forward", dry_run: bool = False,
@@ -129,7 +94,7 @@ def copy_mailboxes(plan: Plan, mailboxes: Sequence[Mailbox], *, direction: Direc
     ledger = ledger or Ledger(plan.ledger)
     workers = max(1, min(settings.mailboxes_in_parallel, plan.source.max_connections, plan.target.max_connections,
                          len(mailboxes) or 1))
-    progress = _Progress(len(mailboxes), on_progress)
+    progress = Progress(len(mailboxes), on_progress)
     reports: dict[str, MailboxReport] = {}
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailsync") as pool:
@@ -154,7 +119,7 @@ def copy_mailboxes(plan: Plan, mailboxes: Sequence[Mailbox], *, direction: Direc
 
 def sync_mailbox(plan: Plan, mailbox: Mailbox, ledger: Ledger, *, direction: Direction = "forward", dry_run: bool = False,
                  verify_only: bool = False, on_progress: ProgressCallback | None = None,
-                 _progress: _Progress | None = None) -> MailboxReport:
+                 _progress: Progress | None = None) -> MailboxReport:
     """Copy one mailbox and verify it; every failure becomes the report's status/reason/error, never an exception.
 
     Connection losses are retried (``copy.retries`` times, exponential backoff from ``copy.retry_backoff_s``),
@@ -167,7 +132,7 @@ def sync_mailbox(plan: Plan, mailbox: Mailbox, ledger: Ledger, *, direction: Dir
     if direction not in ("forward", "reverse"):
         raise ValueError(f"direction must be 'forward' or 'reverse', not {direction!r}")
     started = time.monotonic()
-    progress = _progress or _Progress(1, on_progress)
+    progress = _progress or Progress(1, on_progress)
     settings = plan.copy_settings
     report = MailboxReport(mailbox.address, direction=direction)
     run = _MailboxSync(plan, mailbox, ledger, direction, dry_run, verify_only, progress, report)
@@ -317,33 +282,16 @@ class _ReadBack:
                     self._items.task_done()
         finally:
             if client is not None:
-                _logout(client)
+                ops.logout(client)
 
 
-class _MailboxSync:
+class _MailboxSync(MailboxContext):
     """One mailbox run; ``run()`` may be called again after a connection loss and resumes from the ledger."""
 
     def __init__(self, plan: Plan, mailbox: Mailbox, ledger: Ledger, direction: Direction, dry_run: bool,
-                 verify_only: bool, progress: _Progress, report: MailboxReport) -> None:
-        self.plan = plan
-        self.mailbox = mailbox
-        self.address = mailbox.address
-        self.ledger = ledger
-        self.direction = direction
-        self.dry_run = dry_run
-        self.verify_only = verify_only
-        self.progress = progress
+                 verify_only: bool, progress: Progress, report: MailboxReport) -> None:
+        super().__init__(plan, mailbox, ledger, direction, dry_run, verify_only, progress)
         self.report = report
-        self.settings = plan.copy_settings
-        self.src_side, self.dst_side = ("source", "target") if direction == "forward" else ("target", "source")
-        self.src_provider = plan.provider(self.src_side)
-        self.dst_provider = plan.provider(self.dst_side)
-        self.src_server = f"{self.src_provider.name} {self.src_provider.imap}"
-        self.dst_server = f"{self.dst_provider.name} {self.dst_provider.imap}"
-        self.copied_total = 0  # across attempts: a retry must not count earlier appends as "skipped"
-        # (target folder, UIDVALIDITY) -> target UIDs present when this run first listed it (across attempts):
-        # a message under any other UID arrived during this run (see _duplicates_made_now).
-        self._target_before: dict[tuple[str, int], frozenset[int]] = {}
         self.readback: _ReadBack | None = None
 
     # --- the run -----------------------------------------------------------------------------------
@@ -373,9 +321,9 @@ class _MailboxSync:
                         self.readback.close()
                         self.readback = None
             finally:
-                _logout(dst)
+                ops.logout(dst)
         finally:
-            _logout(src)
+            ops.logout(src)
 
     def _run(self, src: IMAPClient, dst: IMAPClient) -> None:
         with map_imap_errors(self.address, self.src_server):
@@ -406,7 +354,7 @@ class _MailboxSync:
                 found = ops.sizes(src, sname)
             snapshots[sname] = found.snapshot
             listings.append((sname, tname, found.uidvalidity,
-                             self._without_forward_copies(sname, found.uidvalidity, found.sizes)))
+                             self.state.without_forward_copies(sname, found.uidvalidity, found.sizes)))
 
         if not self.dry_run and not self.verify_only:
             count, nbytes = self._check_quota(dst, listings)
@@ -462,54 +410,32 @@ class _MailboxSync:
             r.status, r.reason = "not-verified", "not-verified"
             r.error = f"{self.address}: {r.missing} source message(s) without an identical target twin; run the copy again"
 
-    # --- reverse: leave out what the forward copy put on the target -------------------------------
-    def _without_forward_copies(self, folder: str, uidvalidity: int, listing: dict[int, int]) -> dict[int, int]:
-        if self.direction != "reverse":
-            return listing
-        ours = {r.tgt_uid for r in self.ledger.target_rows(self.address, "forward", folder)
-                if r.tgt_uidvalidity == uidvalidity}
-        return {u: s for u, s in listing.items() if u not in ours}
-
-    def _forward_digests_elsewhere(self, folder: str, uidvalidity: int) -> Counter:
-        """Digests of forward copies recorded under another target UIDVALIDITY (matched by content instead)."""
-        if self.direction != "reverse":
-            return Counter()
-        return Counter(r.sha256 for r in self.ledger.target_rows(self.address, "forward", folder)
-                       if r.tgt_uidvalidity != uidvalidity)
-
     # --- delta fast path ------------------------------------------------------------------------------
     def _unchanged_since_verified(self, src: IMAPClient, dst: IMAPClient, sname: str, tname: str) -> FolderReport | None:
         """A folder pair whose (UIDVALIDITY, UIDNEXT, MESSAGES) on both sides equal those of its last successful
         verification has not changed since (no message added or removed on either side): verified as it was,
         without listing it. Anything else (or any doubt) returns None and the folder takes the full path."""
-        state = self.ledger.folder_state(self.address, self.direction, sname)
-        if state is None or not state.snapshot or state.tgt_folder != tname:
+        last = self.state.last_verified(sname, tname)
+        if last is None:
             return None
-        snap = json.loads(state.snapshot)
+        state, snap = last
         with map_imap_errors(self.address, self.src_server):
             if ops.status(src, sname) != snap.get("src"):
                 return None
         with map_imap_errors(self.address, self.dst_server):
             if ops.status(dst, tname) != snap.get("tgt"):
                 return None
-        count, nbytes = self.ledger.folder_totals(self.address, self.direction, sname, state.src_uidvalidity)
+        count, nbytes = self.state.totals(sname, state.src_uidvalidity)
         if count != snap.get("verified"):
             return None
         return FolderReport(sname, tname, messages=count, bytes=nbytes, skipped=count, verified=True)
-
-    def _remember_snapshot(self, sname: str, uidvalidity: int, src_snapshot: list[int] | None,
-                           tgt_snapshot: list[int] | None, verified: int) -> None:
-        if src_snapshot is None or tgt_snapshot is None:
-            return
-        self.ledger.set_snapshot(self.address, self.direction, sname,
-                                 json.dumps({"src": src_snapshot, "tgt": tgt_snapshot, "verified": verified}))
 
     # --- quota -------------------------------------------------------------------------------------
     def _check_quota(self, dst: IMAPClient, listings: list[tuple[str, str, int, dict[int, int]]]) -> tuple[int, int]:
         """Refuse a copy the target's quota cannot hold; return (messages, bytes) not yet copied."""
         needed = count = 0
         for sname, _, uidvalidity, listing in listings:
-            rows = self.ledger.messages(self.address, self.direction, sname, uidvalidity)
+            rows = self.state.rows(sname, uidvalidity)
             left = [size for uid, size in listing.items() if not (uid in rows and rows[uid].done)]
             needed += sum(left)
             count += len(left)
@@ -533,7 +459,7 @@ class _MailboxSync:
                      src_snapshot: list[int] | None = None) -> Callable[[], FolderReport]:
         """Copy one folder; return the function that verifies it (called once every folder is copied)."""
         fr = FolderReport(sname, tname, messages=len(listing), bytes=sum(listing.values()))
-        a, d = self.address, self.direction
+        a = self.address
         with map_imap_errors(a, self.dst_server):
             if not exists_on_target and not self.dry_run:
                 ops.create_folder(dst, tname, known_absent=True)
@@ -541,24 +467,22 @@ class _MailboxSync:
             target = ops.sizes(dst, tname) if exists_on_target else None
         tuidv, tlisting = (target.uidvalidity, target.sizes) if target else (None, {})
         if tuidv is not None and not self.dry_run:
-            self._target_before.setdefault((tname, tuidv), frozenset(tlisting))
+            self.target_before.setdefault((tname, tuidv), frozenset(tlisting))
 
-        state = self.ledger.folder_state(a, d, sname)
+        state = self.state.folder(sname)
         if state is not None and state.src_uidvalidity != uidvalidity:
             note = f"UIDVALIDITY changed {state.src_uidvalidity} -> {uidvalidity}: re-matched by SHA-256"
             fr.notes.append(note)
             if not self.dry_run:
-                self.ledger.add_event(a, d, sname, "uidvalidity-reset", note)
-        rows = self.ledger.messages(a, d, sname, uidvalidity)
+                self.state.uidvalidity_reset(sname, note)
+        rows = self.state.rows(sname, uidvalidity)
         done = {uid: r for uid, r in rows.items()
-                if uid in listing and r.done and r.tgt_uidvalidity == tuidv and _same_size(tlisting, r, listing[uid])}
+                if uid in listing and r.done and r.tgt_uidvalidity == tuidv and same_size(tlisting, r, listing[uid])}
         todo = [uid for uid in sorted(listing) if uid not in done]
         if self.dry_run:
             fr.copied, fr.skipped = len(todo), len(done)
             return lambda: fr
-        if state is None or (state.src_uidvalidity, state.tgt_folder, state.tgt_uidvalidity) != (uidvalidity, tname, tuidv) \
-                or todo:
-            self.ledger.set_folder_state(a, d, sname, uidvalidity, tname, tuidv)
+        self.state.enter_folder(sname, uidvalidity, tname, tuidv, state, copying=bool(todo))
 
         # Step 2 of the module docstring: twins the ledger does not know about.
         claimed = {r.tgt_uid for r in done.values()}
@@ -569,7 +493,7 @@ class _MailboxSync:
             with map_imap_errors(a, self.dst_server):
                 for tuid, sha in ops.digests(dst, candidates, tlisting, self.settings.batch_messages, self.settings.batch_bytes):
                     pool[sha].append(tuid)
-        forward_elsewhere = self._forward_digests_elsewhere(sname, uidvalidity)
+        forward_elsewhere = self.state.forward_digests_elsewhere(sname, uidvalidity)
         excluded: set[int] = set()
         too_large: list[int] = []
         max_bytes = self.dst_provider.max_message_bytes
@@ -591,7 +515,7 @@ class _MailboxSync:
                     too_large.append(m.uid)
                 else:
                     to_append.append(m)
-            self.ledger.record_done(a, d, matched, "matched")
+            self.state.record_matched(matched)
             if to_append:
                 fr.copied += self._append(dst, sname, tname, uidvalidity, tuidv, to_append, multiappend, too_large,
                                           readback)
@@ -612,10 +536,10 @@ class _MailboxSync:
                 messages: list[ops.Fetched], multiappend: bool, too_large: list[int],
                 readback: _ReadBack | None = None) -> int:
         """Append with pending -> copied bookkeeping; return how many the target confirmed."""
-        a, d = self.address, self.direction
+        a = self.address
         rows = [MessageRow(sname, uidvalidity, m.uid, len(m.body), m.sha256, tname, tuidv, None, "pending", False)
                 for m in messages]
-        self.ledger.record_pending(a, d, rows)  # committed before the APPEND: see the module docstring
+        self.state.record_pending(rows)  # committed before the APPEND: see the module docstring
         appended: list[tuple[int | None, int | None]] = []  # (UIDVALIDITY, UID) of each message the target took
         try:
             with map_imap_errors(a, self.dst_server):
@@ -630,7 +554,7 @@ class _MailboxSync:
                 return done + self._append(dst, sname, tname, uidvalidity, tuidv, messages, False, too_large, readback)
             refused = messages[sent]
             too_large.append(refused.uid)
-            self.ledger.forget_pending(a, d, sname, uidvalidity, [refused.uid])
+            self.state.forget_refused(sname, uidvalidity, [refused.uid])
             rest = messages[sent + 1:]
             if rest:
                 done += self._append(dst, sname, tname, uidvalidity, tuidv, rest, False, too_large, readback)
@@ -645,11 +569,9 @@ class _MailboxSync:
         """Turn the pending rows of messages the target confirmed with APPENDUID into ``copied``; return how many.
 
         Without UIDPLUS the rows stay pending and are resolved by SHA-256 (step 2 of the module docstring)."""
-        done = [replace(r, tgt_uid=u, tgt_uidvalidity=v, state="copied")
-                for r, (v, u) in zip(rows, appended) if u is not None]
+        done = self.state.record_copied(rows, appended)
         if not done:
             return 0
-        self.ledger.record_done(self.address, self.direction, done, "copied")
         if readback is not None:
             readback.submit(tname, [(r.tgt_uid, r.size) for r in done])  # type: ignore[misc]
         self.copied_total += len(done)
@@ -710,7 +632,7 @@ class _MailboxSync:
     def _verify_folder(self, dst: IMAPClient, fr: FolderReport, sname: str, tname: str, uidvalidity: int,
                        listing: dict[int, int], target: ops.Listing | None = None,
                        src_snapshot: list[int] | None = None, readback: _ReadBack | None = None) -> FolderReport:
-        a, d = self.address, self.direction
+        a = self.address
         listed_before = target is not None
         if target is None:
             with map_imap_errors(a, self.dst_server):
@@ -718,13 +640,13 @@ class _MailboxSync:
         # Digests the concurrent read-back took: only those under the target UIDVALIDITY listed here count.
         early = readback.take(tname, target.uidvalidity) if readback is not None else {}
         tuidv, tlisting = target.uidvalidity, target.sizes
-        rows = self.ledger.messages(a, d, sname, uidvalidity)
+        rows = self.state.rows(sname, uidvalidity)
         missing = 0
         trusted: list[int] = []
         to_read: dict[int, MessageRow] = {}  # target uid -> row
         for uid in listing:
             r = rows.get(uid)
-            if r is None or not r.done or r.tgt_uidvalidity != tuidv or not _same_size(tlisting, r, listing[uid]):
+            if r is None or not r.done or r.tgt_uidvalidity != tuidv or not same_size(tlisting, r, listing[uid]):
                 missing += 1
             elif r.verified or self.settings.verify == "size":
                 trusted.append(uid)
@@ -750,10 +672,10 @@ class _MailboxSync:
                 else:
                     mismatched.append(r.src_uid)
         if mismatched:
-            self.ledger.mark_mismatch(a, d, sname, uidvalidity, mismatched)
+            self.state.mark_mismatch(sname, uidvalidity, mismatched)
             fr.notes.append(f"{len(mismatched)} target copy(ies) differ from the source; they will be copied again")
             missing += len(mismatched)
-        self.ledger.mark_verified(a, d, sname, uidvalidity, [u for u in trusted if not rows[u].verified])
+        self.state.mark_verified(sname, uidvalidity, [u for u in trusted if not rows[u].verified])
         pending = Counter(r.sha256 for r in rows.values() if r.state == "pending")
         duplicates = self._duplicates(dst, sname, tname, target, pending)
         if duplicates:
@@ -765,8 +687,7 @@ class _MailboxSync:
         fr.verified = missing == 0 and not duplicates
         fr.skipped = max(0, fr.messages - fr.copied - missing)
         if fr.verified:
-            self._remember_snapshot(sname, uidvalidity, src_snapshot, target.snapshot,
-                                    self.ledger.folder_totals(a, d, sname, uidvalidity)[0])
+            self.state.remember_snapshot(sname, src_snapshot, target.snapshot, self.state.totals(sname, uidvalidity)[0])
         return fr
 
     def _duplicates(self, dst: IMAPClient, sname: str, tname: str, target: ops.Listing,
@@ -775,13 +696,13 @@ class _MailboxSync:
         found so by an earlier run and still there). Cheap: only target messages that appeared since this run
         first listed the folder and that no ledger row claims are read (none on a clean run); target mail that
         was there before (another tool's copies, mail delivered to the target) is not judged."""
-        a, d = self.address, self.direction
+        a = self.address
         tuidv, tlisting = target.uidvalidity, target.sizes
-        known = self._known_duplicates(sname, tname, tuidv, tlisting)
-        before = self._target_before.get((tname, tuidv))
+        known = self.state.known_duplicates(sname, tname, tuidv, tlisting)
+        before = self.target_before.get((tname, tuidv))
         if before is None:
             return known
-        ours = [r for r in self.ledger.target_rows(a, d, tname) if r.tgt_uidvalidity == tuidv]
+        ours = [r for r in self.state.target_rows(tname) if r.tgt_uidvalidity == tuidv]
         claimed = {r.tgt_uid for r in ours}
         new = sorted(u for u in tlisting if u not in before and u not in claimed and u not in known)
         sizes = {r.size for r in ours}
@@ -801,24 +722,9 @@ class _MailboxSync:
                     elif sha in digests:
                         found.append(u)
         if found:
-            self.ledger.add_event(a, d, sname, "duplicate", json.dumps({"folder": tname, "uidvalidity": tuidv,
-                                                                        "uids": found}))
+            self.state.record_duplicates(sname, tname, tuidv, found)
             log.error("duplicates on the target address=%s folder=%s uidvalidity=%d uids=%s", a, tname, tuidv, found)
         return sorted(set(known) | set(found))
-
-    def _known_duplicates(self, sname: str, tname: str, tuidv: int, tlisting: dict[int, int]) -> list[int]:
-        """Extra copies an earlier run found that are still there (same folder, UIDVALIDITY and UID)."""
-        out: set[int] = set()
-        for direction, folder, _, detail in self.ledger.events(self.address, "duplicate"):
-            if direction != self.direction or folder != sname:
-                continue
-            try:
-                item = json.loads(detail)
-            except ValueError:
-                continue
-            if item.get("folder") == tname and item.get("uidvalidity") == tuidv:
-                out |= {u for u in item.get("uids", ()) if u in tlisting}
-        return sorted(out)
 
     def _verify_full(self, src: IMAPClient, dst: IMAPClient, sname: str, tname: str, listing: dict[int, int],
                      exists_on_target: bool) -> FolderReport:
@@ -840,17 +746,3 @@ class _MailboxSync:
         fr.skipped = fr.messages - fr.missing
         return fr
 
-
-def _same_size(target_sizes: dict[int, int], row: MessageRow, source_size: int) -> bool:
-    """The recorded twin is still there with the size we sent (or the size the source server reports)."""
-    return target_sizes.get(row.tgt_uid) in (row.size, source_size)  # type: ignore[arg-type]
-
-
-def _logout(client: IMAPClient) -> None:
-    try:
-        client.logout()
-    except Exception:
-        try:
-            client.shutdown()
-        except Exception:
-            pass
