@@ -27,7 +27,7 @@ How a folder is copied (``direction="forward"``: source -> target)
      read back and their SHA-256 compared (``copy.verify: readback``, the default; ``size`` trusts
      APPENDUID and sizes). When a mailbox has more than a little to copy and the target's
      ``max_connections`` allows two sessions per mailbox, the read-back runs on a second target session
-     right after each APPEND, overlapping the next batch (``_ReadBack``); its digests count only under
+     right after each APPEND, overlapping the next batch (``ReadBack``); its digests count only under
      the target UIDVALIDITY the final listing shows, and anything it did not read is read at the end as
      before. A target message that appeared during this run, that no ledger row claims and whose SHA-256
      is that of a copied/matched message is an extra copy: the mailbox fails (``duplicates``), and stays
@@ -54,7 +54,7 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Callable, Iterator, Sequence
 
@@ -69,6 +69,7 @@ from cutover.mailsync._folders import FolderMapError, invert, map_folders
 from cutover.mailsync._context import Direction, MailboxContext, Progress, ProgressCallback
 from cutover.mailsync._lock import _MailboxLock
 from cutover.mailsync._state import same_size
+from cutover.mailsync._verify import READBACK_MIN_BYTES, READBACK_MIN_MESSAGES, ReadBack, verify_folder, verify_full
 from cutover.mailsync._models import CopyReport, FolderReport, MailboxReport
 from cutover.plan import Plan
 
@@ -77,10 +78,6 @@ log = logging.getLogger("cutover.mailsync")
 logging.getLogger("imapclient").setLevel(logging.INFO)
 
 _END = object()
-# Below this much to copy in a mailbox, appended messages are read back at the end of each folder on the
-# session already open; above it, a second target session reads them back while the copy goes on.
-_READBACK_MIN_MESSAGES = 50
-_READBACK_MIN_BYTES = 4 * 1024 * 1024
 
 
 def copy_mailboxes(plan: Plan, mailboxes: Sequence[Mailbox], *, direction: Direction = "forward", dry_run: bool = False,
@@ -190,101 +187,6 @@ def _fail(report: MailboxReport, exc: MailboxError, *, attempts: int = 1) -> Non
     report.error = str(exc) + (f" (after {attempts} attempts)" if attempts > 1 else "")
 
 
-class _ReadBack:
-    """Reads appended messages back from the target on a session of its own, while the next batch is appended.
-
-    The consumer hands over (folder, [(target UID, size)]) right after an APPEND answered; a thread EXAMINEs
-    the folder on its own target session (NOOP before each later batch so the session sees the new UIDs),
-    fetches ``BODY.PEEK[]`` in byte-bounded batches and keeps {target UID: SHA-256} per (folder, target
-    UIDVALIDITY it saw). It only *observes*: nothing is written to the ledger here. ``_verify_folder`` takes
-    these digests for twins it would otherwise read itself, under the condition that the target UIDVALIDITY
-    is the one it lists (a message under a UID never changes, RFC 3501: read now or at the end is the same);
-    whatever this thread could not read (a UID it did not see, a failure) is read by ``_verify_folder`` as
-    before. A failure here never fails the copy: it stops the thread and the work falls back to the serial path.
-    """
-
-    def __init__(self, sync: "_MailboxSync") -> None:
-        self.sync = sync
-        self._items: queue.Queue = queue.Queue()  # (folder, [(uid, size)]): UIDs only, never bodies
-        self._results: dict[tuple[str, int], dict[int, str]] = defaultdict(dict)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._failed = False
-        self._closed = False
-
-    @property
-    def started(self) -> bool:
-        return self._thread is not None
-
-    def start(self) -> None:
-        """Start the thread; its first act is to open its target session."""
-        if self._thread is None and not self._closed:
-            self._thread = threading.Thread(target=self._work, name=f"readback-{self.sync.address}", daemon=True)
-            self._thread.start()
-            self._items.put(("", []))  # connect now, not at the first batch
-
-    def submit(self, folder: str, uids_sizes: list[tuple[int, int]]) -> None:
-        if self._failed or self._closed or not uids_sizes or self._thread is None:
-            return
-        self._items.put((folder, uids_sizes))
-
-    def take(self, folder: str, uidvalidity: int) -> dict[int, str]:
-        """Wait for every batch handed over so far; return (and forget) the digests read in ``folder``."""
-        if self._thread is not None:
-            self._items.join()
-        with self._lock:
-            got = self._results.pop((folder, uidvalidity), {})
-            for key in [k for k in self._results if k[0] == folder]:
-                del self._results[key]  # another UIDVALIDITY: useless now
-        return got
-
-    def close(self) -> None:
-        self._closed = self._failed = True  # batches still queued (the copy stopped early) are dropped
-        if self._thread is not None:
-            self._items.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def _work(self) -> None:
-        sync = self.sync
-        settings = sync.settings
-        client: IMAPClient | None = None
-        selected: tuple[str, int] | None = None
-        try:
-            while True:
-                item = self._items.get()
-                try:
-                    if item is None:
-                        return
-                    if self._failed:
-                        continue  # drain: the serial path reads what this thread did not
-                    folder, uids_sizes = item
-                    try:
-                        with map_imap_errors(sync.address, sync.dst_server):
-                            if client is None:
-                                client = ops.quiet(connect(sync.plan, sync.dst_side, sync.mailbox))
-                            if not uids_sizes:
-                                continue
-                            if selected is None or selected[0] != folder:
-                                selected = (folder, ops.select(client, folder)[0])
-                            else:
-                                client.noop()  # let the session see the UIDs appended since
-                            sizes = dict(uids_sizes)
-                            got = dict(ops.digests(client, sorted(sizes), sizes, settings.batch_messages,
-                                                   settings.batch_bytes))
-                        with self._lock:
-                            self._results[selected].update(got)
-                    except Exception as exc:
-                        self._failed = True
-                        log.info("concurrent read-back stopped, verification reads serially address=%s detail=%s",
-                                 sync.address, str(exc)[:200])
-                finally:
-                    self._items.task_done()
-        finally:
-            if client is not None:
-                ops.logout(client)
-
-
 class _MailboxSync(MailboxContext):
     """One mailbox run; ``run()`` may be called again after a connection loss and resumes from the ledger."""
 
@@ -292,20 +194,9 @@ class _MailboxSync(MailboxContext):
                  verify_only: bool, progress: Progress, report: MailboxReport) -> None:
         super().__init__(plan, mailbox, ledger, direction, dry_run, verify_only, progress)
         self.report = report
-        self.readback: _ReadBack | None = None
+        self.readback: ReadBack | None = None
 
     # --- the run -----------------------------------------------------------------------------------
-    def _readback_session(self) -> _ReadBack | None:
-        """A third session (second on the target) for concurrent read-back, when the target's connection
-        budget allows two per mailbox and read-back is asked for; None means read back serially."""
-        if self.dry_run or self.verify_only or self.settings.verify != "readback":
-            return None
-        workers = max(1, min(self.settings.mailboxes_in_parallel, self.plan.source.max_connections,
-                             self.plan.target.max_connections))
-        if 2 * workers > self.dst_provider.max_connections:
-            return None
-        return _ReadBack(self)
-
     def run(self) -> None:
         src = ops.quiet(connect(self.plan, self.src_side, self.mailbox))
         try:
@@ -313,7 +204,7 @@ class _MailboxSync(MailboxContext):
             try:
                 src.normalise_times = False  # keep INTERNALDATE's own offset, byte for byte
                 dst.normalise_times = False
-                self.readback = self._readback_session()
+                self.readback = ReadBack.if_affordable(self)
                 try:
                     self._run(src, dst)
                 finally:
@@ -358,7 +249,7 @@ class _MailboxSync(MailboxContext):
 
         if not self.dry_run and not self.verify_only:
             count, nbytes = self._check_quota(dst, listings)
-            if self.readback is not None and (count >= _READBACK_MIN_MESSAGES or nbytes >= _READBACK_MIN_BYTES):
+            if self.readback is not None and (count >= READBACK_MIN_MESSAGES or nbytes >= READBACK_MIN_BYTES):
                 self.readback.start()  # its session opens while the copy starts
 
         # Every folder is copied first, then every folder verified: the read-back of one folder overlaps the
@@ -366,7 +257,7 @@ class _MailboxSync(MailboxContext):
         finishing: list[Callable[[], FolderReport]] = []
         for sname, tname, uidvalidity, listing in listings:
             if self.verify_only:
-                fr = self._verify_full(src, dst, sname, tname, listing, tname in dst_names)
+                fr = verify_full(self, src, dst, sname, tname, listing, tname in dst_names)
                 finishing.append(lambda fr=fr: fr)
             else:
                 finishing.append(self._copy_folder(src, dst, sname, tname, uidvalidity, listing, tname in dst_names,
@@ -530,11 +421,11 @@ class _MailboxSync(MailboxContext):
                             f"(largest {max(listing[u] for u in too_large)} bytes, limit {max_bytes or 'server'})")
         # Nothing written to the target folder: the listing taken above is still the target as it is.
         unchanged = target if not todo else None
-        return lambda: self._verify_folder(dst, fr, sname, tname, uidvalidity, listing, unchanged, src_snapshot, readback)
+        return lambda: verify_folder(self, dst, fr, sname, tname, uidvalidity, listing, unchanged, src_snapshot, readback)
 
     def _append(self, dst: IMAPClient, sname: str, tname: str, uidvalidity: int, tuidv: int | None,
                 messages: list[ops.Fetched], multiappend: bool, too_large: list[int],
-                readback: _ReadBack | None = None) -> int:
+                readback: ReadBack | None = None) -> int:
         """Append with pending -> copied bookkeeping; return how many the target confirmed."""
         a = self.address
         rows = [MessageRow(sname, uidvalidity, m.uid, len(m.body), m.sha256, tname, tuidv, None, "pending", False)
@@ -565,7 +456,7 @@ class _MailboxSync(MailboxContext):
         return self._record_appended(tname, rows, appended, readback)
 
     def _record_appended(self, tname: str, rows: list[MessageRow], appended: list[tuple[int | None, int | None]],
-                         readback: _ReadBack | None) -> int:
+                         readback: ReadBack | None) -> int:
         """Turn the pending rows of messages the target confirmed with APPENDUID into ``copied``; return how many.
 
         Without UIDPLUS the rows stay pending and are resolved by SHA-256 (step 2 of the module docstring)."""
@@ -627,122 +518,3 @@ class _MailboxSync(MailboxContext):
                 except queue.Empty:
                     pass
             thread.join()
-
-    # --- verification ------------------------------------------------------------------------------
-    def _verify_folder(self, dst: IMAPClient, fr: FolderReport, sname: str, tname: str, uidvalidity: int,
-                       listing: dict[int, int], target: ops.Listing | None = None,
-                       src_snapshot: list[int] | None = None, readback: _ReadBack | None = None) -> FolderReport:
-        a = self.address
-        listed_before = target is not None
-        if target is None:
-            with map_imap_errors(a, self.dst_server):
-                target = ops.sizes(dst, tname)
-        # Digests the concurrent read-back took: only those under the target UIDVALIDITY listed here count.
-        early = readback.take(tname, target.uidvalidity) if readback is not None else {}
-        tuidv, tlisting = target.uidvalidity, target.sizes
-        rows = self.state.rows(sname, uidvalidity)
-        missing = 0
-        trusted: list[int] = []
-        to_read: dict[int, MessageRow] = {}  # target uid -> row
-        for uid in listing:
-            r = rows.get(uid)
-            if r is None or not r.done or r.tgt_uidvalidity != tuidv or not same_size(tlisting, r, listing[uid]):
-                missing += 1
-            elif r.verified or self.settings.verify == "size":
-                trusted.append(uid)
-            else:
-                to_read[r.tgt_uid] = r  # type: ignore[index]
-        mismatched: list[int] = []
-        if to_read:
-            seen = {tuid: early[tuid] for tuid in to_read if tuid in early}
-            rest = sorted(tuid for tuid in to_read if tuid not in seen)
-            if rest:
-                with map_imap_errors(a, self.dst_server):
-                    if listed_before and ops.select(dst, tname)[0] != tuidv:
-                        # the session is on another folder since (verification follows the copy of every
-                        # folder); a UIDVALIDITY changed in between means nothing read now could count
-                        raise ConnectionLost(a, f"UIDVALIDITY of target {tname!r} changed during the copy; starting over",
-                                             server=self.dst_server)
-                    for tuid, sha in ops.digests(dst, rest, tlisting, self.settings.batch_messages,
-                                                 self.settings.batch_bytes):
-                        seen[tuid] = sha
-            for tuid, r in to_read.items():
-                if seen.get(tuid) == r.sha256:
-                    trusted.append(r.src_uid)
-                else:
-                    mismatched.append(r.src_uid)
-        if mismatched:
-            self.state.mark_mismatch(sname, uidvalidity, mismatched)
-            fr.notes.append(f"{len(mismatched)} target copy(ies) differ from the source; they will be copied again")
-            missing += len(mismatched)
-        self.state.mark_verified(sname, uidvalidity, [u for u in trusted if not rows[u].verified])
-        pending = Counter(r.sha256 for r in rows.values() if r.state == "pending")
-        duplicates = self._duplicates(dst, sname, tname, target, pending)
-        if duplicates:
-            fr.notes.append(f"{len(duplicates)} message(s) are on the target twice (extra copies at target UIDs "
-                            f"{', '.join(map(str, duplicates[:20]))}{' ...' if len(duplicates) > 20 else ''} of "
-                            f"{tname!r}, UIDVALIDITY {tuidv}): remove the extra copies, then run again")
-        fr.duplicates = len(duplicates)
-        fr.missing = missing
-        fr.verified = missing == 0 and not duplicates
-        fr.skipped = max(0, fr.messages - fr.copied - missing)
-        if fr.verified:
-            self.state.remember_snapshot(sname, src_snapshot, target.snapshot, self.state.totals(sname, uidvalidity)[0])
-        return fr
-
-    def _duplicates(self, dst: IMAPClient, sname: str, tname: str, target: ops.Listing,
-                    pending: Counter) -> list[int]:
-        """Target UIDs holding an extra copy of a message this ledger has a twin for, made during this run (or
-        found so by an earlier run and still there). Cheap: only target messages that appeared since this run
-        first listed the folder and that no ledger row claims are read (none on a clean run); target mail that
-        was there before (another tool's copies, mail delivered to the target) is not judged."""
-        a = self.address
-        tuidv, tlisting = target.uidvalidity, target.sizes
-        known = self.state.known_duplicates(sname, tname, tuidv, tlisting)
-        before = self.target_before.get((tname, tuidv))
-        if before is None:
-            return known
-        ours = [r for r in self.state.target_rows(tname) if r.tgt_uidvalidity == tuidv]
-        claimed = {r.tgt_uid for r in ours}
-        new = sorted(u for u in tlisting if u not in before and u not in claimed and u not in known)
-        sizes = {r.size for r in ours}
-        candidates = [u for u in new if tlisting[u] in sizes]
-        found: list[int] = []
-        if candidates:
-            digests = {r.sha256 for r in ours}
-            unconfirmed = Counter(pending)  # appended without APPENDUID: a copy of each may be here, once
-            with map_imap_errors(a, self.dst_server):
-                if ops.select(dst, tname)[0] != tuidv:
-                    raise ConnectionLost(a, f"UIDVALIDITY of target {tname!r} changed during the copy; starting over",
-                                         server=self.dst_server)
-                for u, sha in ops.digests(dst, candidates, tlisting, self.settings.batch_messages,
-                                          self.settings.batch_bytes):
-                    if unconfirmed[sha] > 0:
-                        unconfirmed[sha] -= 1
-                    elif sha in digests:
-                        found.append(u)
-        if found:
-            self.state.record_duplicates(sname, tname, tuidv, found)
-            log.error("duplicates on the target address=%s folder=%s uidvalidity=%d uids=%s", a, tname, tuidv, found)
-        return sorted(set(known) | set(found))
-
-    def _verify_full(self, src: IMAPClient, dst: IMAPClient, sname: str, tname: str, listing: dict[int, int],
-                     exists_on_target: bool) -> FolderReport:
-        """Trust nothing: the multiset of SHA-256 digests of every message on both sides (reads everything)."""
-        fr = FolderReport(sname, tname, messages=len(listing), bytes=sum(listing.values()))
-        s, settings = self.settings, self.settings
-        with map_imap_errors(self.address, self.src_server):
-            ops.select(src, sname)
-            src_digests = Counter(sha for _, sha in ops.digests(src, sorted(listing), listing, s.batch_messages, s.batch_bytes))
-        self.progress.add(self.address, len(listing), fr.bytes)
-        dst_digests: Counter = Counter()
-        if exists_on_target:
-            with map_imap_errors(self.address, self.dst_server):
-                tlisting = ops.sizes(dst, tname).sizes
-                dst_digests = Counter(sha for _, sha in ops.digests(dst, sorted(tlisting), tlisting,
-                                                                    settings.batch_messages, settings.batch_bytes))
-        fr.missing = sum((src_digests - dst_digests).values())
-        fr.verified = fr.missing == 0
-        fr.skipped = fr.messages - fr.missing
-        return fr
-
