@@ -54,23 +54,22 @@ import logging
 import queue
 import threading
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Callable, Iterator, Sequence
 
 from imapclient import IMAPClient
 
-from cutover.errors import ConnectionLost, LedgerError, MailboxError, MessageTooLarge, QuotaExceeded
+from cutover.errors import ConnectionLost, LedgerError, MailboxError, MessageTooLarge
 from cutover.imap import connect, map_imap_errors
 from cutover.inventory import Mailbox
 from cutover.ledger import Ledger, MessageRow
 from cutover.mailsync import _imapops as ops
-from cutover.mailsync._folders import FolderMapError, invert, map_folders
 from cutover.mailsync._context import Direction, MailboxContext, Progress, ProgressCallback
 from cutover.mailsync._lock import _MailboxLock
-from cutover.mailsync._state import same_size
-from cutover.mailsync._verify import READBACK_MIN_BYTES, READBACK_MIN_MESSAGES, ReadBack, verify_folder, verify_full
 from cutover.mailsync._models import CopyReport, FolderReport, MailboxReport
+from cutover.mailsync._plan import (SourceFolder, check_quota, list_source, map_mailbox, plan_folder,
+                                    unchanged_since_verified, unknown_twins)
+from cutover.mailsync._verify import READBACK_MIN_BYTES, READBACK_MIN_MESSAGES, ReadBack, verify_folder, verify_full
 from cutover.plan import Plan
 
 log = logging.getLogger("cutover.mailsync")
@@ -217,51 +216,34 @@ class _MailboxSync(MailboxContext):
             ops.logout(src)
 
     def _run(self, src: IMAPClient, dst: IMAPClient) -> None:
-        with map_imap_errors(self.address, self.src_server):
-            src_folders = ops.list_folders(src)
-        with map_imap_errors(self.address, self.dst_server):
-            dst_folders = ops.list_folders(dst)
-            multiappend = dst.has_capability("MULTIAPPEND")
-        overrides = dict(self.settings.folder_map)
-        if self.direction == "reverse":
-            overrides = invert(overrides)
-        try:
-            mapping = map_folders(src_folders, dst_folders, overrides)
-        except FolderMapError as exc:
-            raise MailboxError(self.address, str(exc)) from None
-        dst_names = {f.name for f in dst_folders} | {"INBOX"}
+        mailbox = map_mailbox(self, src, dst)
+        dst_names = mailbox.target_folders
 
         folder_reports: list[FolderReport] = []
-        listings: list[tuple[str, str, int, dict[int, int]]] = []
-        snapshots: dict[str, list[int] | None] = {}
-        for sname, tname in mapping.items():
+        listings: list[SourceFolder] = []
+        for sname, tname in mailbox.mapping.items():
             unchanged = None
             if not self.dry_run and not self.verify_only and tname in dst_names:
-                unchanged = self._unchanged_since_verified(src, dst, sname, tname)
+                unchanged = unchanged_since_verified(self, src, dst, sname, tname)
             if unchanged is not None:
                 folder_reports.append(unchanged)
                 continue
-            with map_imap_errors(self.address, self.src_server):
-                found = ops.sizes(src, sname)
-            snapshots[sname] = found.snapshot
-            listings.append((sname, tname, found.uidvalidity,
-                             self.state.without_forward_copies(sname, found.uidvalidity, found.sizes)))
+            listings.append(list_source(self, src, sname, tname))
 
         if not self.dry_run and not self.verify_only:
-            count, nbytes = self._check_quota(dst, listings)
+            count, nbytes = check_quota(self, dst, listings)
             if self.readback is not None and (count >= READBACK_MIN_MESSAGES or nbytes >= READBACK_MIN_BYTES):
                 self.readback.start()  # its session opens while the copy starts
 
         # Every folder is copied first, then every folder verified: the read-back of one folder overlaps the
         # copy of the next (verification of a folder depends only on the ledger and the target's state).
         finishing: list[Callable[[], FolderReport]] = []
-        for sname, tname, uidvalidity, listing in listings:
+        for folder in listings:
             if self.verify_only:
-                fr = verify_full(self, src, dst, sname, tname, listing, tname in dst_names)
+                fr = verify_full(self, src, dst, folder.source, folder.target, folder.listing, folder.target in dst_names)
                 finishing.append(lambda fr=fr: fr)
             else:
-                finishing.append(self._copy_folder(src, dst, sname, tname, uidvalidity, listing, tname in dst_names,
-                                                   multiappend, snapshots.get(sname)))
+                finishing.append(self._copy_folder(src, dst, folder, folder.target in dst_names, mailbox.multiappend))
         for finish in finishing:
             fr = finish()
             folder_reports.append(fr)
@@ -301,89 +283,22 @@ class _MailboxSync(MailboxContext):
             r.status, r.reason = "not-verified", "not-verified"
             r.error = f"{self.address}: {r.missing} source message(s) without an identical target twin; run the copy again"
 
-    # --- delta fast path ------------------------------------------------------------------------------
-    def _unchanged_since_verified(self, src: IMAPClient, dst: IMAPClient, sname: str, tname: str) -> FolderReport | None:
-        """A folder pair whose (UIDVALIDITY, UIDNEXT, MESSAGES) on both sides equal those of its last successful
-        verification has not changed since (no message added or removed on either side): verified as it was,
-        without listing it. Anything else (or any doubt) returns None and the folder takes the full path."""
-        last = self.state.last_verified(sname, tname)
-        if last is None:
-            return None
-        state, snap = last
-        with map_imap_errors(self.address, self.src_server):
-            if ops.status(src, sname) != snap.get("src"):
-                return None
-        with map_imap_errors(self.address, self.dst_server):
-            if ops.status(dst, tname) != snap.get("tgt"):
-                return None
-        count, nbytes = self.state.totals(sname, state.src_uidvalidity)
-        if count != snap.get("verified"):
-            return None
-        return FolderReport(sname, tname, messages=count, bytes=nbytes, skipped=count, verified=True)
-
-    # --- quota -------------------------------------------------------------------------------------
-    def _check_quota(self, dst: IMAPClient, listings: list[tuple[str, str, int, dict[int, int]]]) -> tuple[int, int]:
-        """Refuse a copy the target's quota cannot hold; return (messages, bytes) not yet copied."""
-        needed = count = 0
-        for sname, _, uidvalidity, listing in listings:
-            rows = self.state.rows(sname, uidvalidity)
-            left = [size for uid, size in listing.items() if not (uid in rows and rows[uid].done)]
-            needed += sum(left)
-            count += len(left)
-        if not needed:
-            return count, needed
-        with map_imap_errors(self.address, self.dst_server):
-            try:
-                free = ops.quota_free(dst)
-            except MailboxError:
-                raise
-            except Exception:  # GETQUOTAROOT refused: the APPEND answer will tell
-                free = None
-        if free is not None and needed > free:
-            raise QuotaExceeded(self.address, f"{needed / 1e6:.1f} MB to copy but only {free / 1e6:.1f} MB free "
-                                f"on the target's quota", server=self.dst_server)
-        return count, needed
-
     # --- one folder --------------------------------------------------------------------------------
-    def _copy_folder(self, src: IMAPClient, dst: IMAPClient, sname: str, tname: str, uidvalidity: int,
-                     listing: dict[int, int], exists_on_target: bool, multiappend: bool,
-                     src_snapshot: list[int] | None = None) -> Callable[[], FolderReport]:
+    def _copy_folder(self, src: IMAPClient, dst: IMAPClient, folder: SourceFolder, exists_on_target: bool,
+                     multiappend: bool) -> Callable[[], FolderReport]:
         """Copy one folder; return the function that verifies it (called once every folder is copied)."""
-        fr = FolderReport(sname, tname, messages=len(listing), bytes=sum(listing.values()))
+        sname, tname, uidvalidity, listing = folder.source, folder.target, folder.uidvalidity, folder.listing
+        src_snapshot = folder.snapshot
         a = self.address
-        with map_imap_errors(a, self.dst_server):
-            if not exists_on_target and not self.dry_run:
-                ops.create_folder(dst, tname, known_absent=True)
-                exists_on_target = True
-            target = ops.sizes(dst, tname) if exists_on_target else None
-        tuidv, tlisting = (target.uidvalidity, target.sizes) if target else (None, {})
-        if tuidv is not None and not self.dry_run:
-            self.target_before.setdefault((tname, tuidv), frozenset(tlisting))
-
-        state = self.state.folder(sname)
-        if state is not None and state.src_uidvalidity != uidvalidity:
-            note = f"UIDVALIDITY changed {state.src_uidvalidity} -> {uidvalidity}: re-matched by SHA-256"
-            fr.notes.append(note)
-            if not self.dry_run:
-                self.state.uidvalidity_reset(sname, note)
-        rows = self.state.rows(sname, uidvalidity)
-        done = {uid: r for uid, r in rows.items()
-                if uid in listing and r.done and r.tgt_uidvalidity == tuidv and same_size(tlisting, r, listing[uid])}
-        todo = [uid for uid in sorted(listing) if uid not in done]
+        fp = plan_folder(self, dst, folder, exists_on_target)
+        fr = FolderReport(sname, tname, messages=len(listing), bytes=sum(listing.values()), notes=fp.notes)
+        target, tuidv, todo = fp.target_listing, fp.target_uidvalidity, fp.todo
         if self.dry_run:
-            fr.copied, fr.skipped = len(todo), len(done)
+            fr.copied, fr.skipped = len(todo), len(fp.done)
             return lambda: fr
-        self.state.enter_folder(sname, uidvalidity, tname, tuidv, state, copying=bool(todo))
+        self.state.enter_folder(sname, uidvalidity, tname, tuidv, fp.known, copying=bool(todo))
 
-        # Step 2 of the module docstring: twins the ledger does not know about.
-        claimed = {r.tgt_uid for r in done.values()}
-        todo_sizes = {listing[u] for u in todo}
-        candidates = sorted(u for u, s in tlisting.items() if u not in claimed and s in todo_sizes)
-        pool: dict[str, list[int]] = defaultdict(list)
-        if candidates:
-            with map_imap_errors(a, self.dst_server):
-                for tuid, sha in ops.digests(dst, candidates, tlisting, self.settings.batch_messages, self.settings.batch_bytes):
-                    pool[sha].append(tuid)
+        pool = unknown_twins(self, dst, fp)  # step 2 of the module docstring: twins the ledger does not know about
         forward_elsewhere = self.state.forward_digests_elsewhere(sname, uidvalidity)
         excluded: set[int] = set()
         too_large: list[int] = []
