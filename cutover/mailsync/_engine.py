@@ -51,24 +51,23 @@ Nothing is ever deleted or changed on either side.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from imapclient import IMAPClient
 
 from cutover.errors import ConnectionLost, LedgerError, MailboxError, MessageTooLarge
-from cutover.imap import connect, map_imap_errors
+from cutover.imap import connect
 from cutover.inventory import Mailbox
-from cutover.ledger import Ledger, MessageRow
+from cutover.ledger import Ledger
 from cutover.mailsync import _imapops as ops
 from cutover.mailsync._context import Direction, MailboxContext, Progress, ProgressCallback
 from cutover.mailsync._lock import _MailboxLock
 from cutover.mailsync._models import CopyReport, FolderReport, MailboxReport
 from cutover.mailsync._plan import (SourceFolder, check_quota, list_source, map_mailbox, plan_folder,
                                     unchanged_since_verified, unknown_twins)
+from cutover.mailsync._transfer import copy_messages
 from cutover.mailsync._verify import READBACK_MIN_BYTES, READBACK_MIN_MESSAGES, ReadBack, verify_folder, verify_full
 from cutover.plan import Plan
 
@@ -76,7 +75,6 @@ log = logging.getLogger("cutover.mailsync")
 # imapclient logs command traffic (literal heads included) at DEBUG; message bodies never go to logs.
 logging.getLogger("imapclient").setLevel(logging.INFO)
 
-_END = object()
 
 
 def copy_mailboxes(plan: Plan, mailboxes: Sequence[Mailbox], *, direction: Direction = "forward", dry_run: bool = False,
@@ -287,149 +285,18 @@ class _MailboxSync(MailboxContext):
     def _copy_folder(self, src: IMAPClient, dst: IMAPClient, folder: SourceFolder, exists_on_target: bool,
                      multiappend: bool) -> Callable[[], FolderReport]:
         """Copy one folder; return the function that verifies it (called once every folder is copied)."""
-        sname, tname, uidvalidity, listing = folder.source, folder.target, folder.uidvalidity, folder.listing
-        src_snapshot = folder.snapshot
-        a = self.address
         fp = plan_folder(self, dst, folder, exists_on_target)
-        fr = FolderReport(sname, tname, messages=len(listing), bytes=sum(listing.values()), notes=fp.notes)
-        target, tuidv, todo = fp.target_listing, fp.target_uidvalidity, fp.todo
+        fr = FolderReport(fp.source, fp.target, messages=len(fp.listing), bytes=sum(fp.listing.values()), notes=fp.notes)
         if self.dry_run:
-            fr.copied, fr.skipped = len(todo), len(fp.done)
+            fr.copied, fr.skipped = len(fp.todo), len(fp.done)
             return lambda: fr
-        self.state.enter_folder(sname, uidvalidity, tname, tuidv, fp.known, copying=bool(todo))
-
-        pool = unknown_twins(self, dst, fp)  # step 2 of the module docstring: twins the ledger does not know about
-        forward_elsewhere = self.state.forward_digests_elsewhere(sname, uidvalidity)
-        excluded: set[int] = set()
-        too_large: list[int] = []
-        max_bytes = self.dst_provider.max_message_bytes
-
+        self.state.enter_folder(fp.source, fp.uidvalidity, fp.target, fp.target_uidvalidity, fp.known,
+                                copying=bool(fp.todo))
+        twins = unknown_twins(self, dst, fp)
+        forward_elsewhere = self.state.forward_digests_elsewhere(fp.source, fp.uidvalidity)
         readback = self.readback if self.readback is not None and self.readback.started else None
-        for batch in self._fetch_pipeline(src, sname, uidvalidity, todo, listing):
-            matched: list[MessageRow] = []
-            to_append: list[ops.Fetched] = []
-            for m in batch:
-                if forward_elsewhere[m.sha256] > 0:
-                    forward_elsewhere[m.sha256] -= 1
-                    excluded.add(m.uid)
-                    continue
-                if pool.get(m.sha256):
-                    tuid = pool[m.sha256].pop(0)
-                    matched.append(MessageRow(sname, uidvalidity, m.uid, len(m.body), m.sha256, tname, tuidv, tuid,
-                                              "matched", True))  # digest read from the target: verified
-                elif max_bytes is not None and len(m.body) > max_bytes:
-                    too_large.append(m.uid)
-                else:
-                    to_append.append(m)
-            self.state.record_matched(matched)
-            if to_append:
-                fr.copied += self._append(dst, sname, tname, uidvalidity, tuidv, to_append, multiappend, too_large,
-                                          readback)
-            self.progress.add(a, len(batch), sum(len(m.body) for m in batch))
-            del batch, to_append
-
-        for uid in excluded:
-            fr.bytes -= listing.pop(uid)
-        fr.messages = len(listing)
-        if too_large:
-            fr.notes.append(f"{len(too_large)} message(s) too large for the target "
-                            f"(largest {max(listing[u] for u in too_large)} bytes, limit {max_bytes or 'server'})")
+        copy_messages(self, src, dst, fp, twins, forward_elsewhere, multiappend, fr, readback)
         # Nothing written to the target folder: the listing taken above is still the target as it is.
-        unchanged = target if not todo else None
-        return lambda: verify_folder(self, dst, fr, sname, tname, uidvalidity, listing, unchanged, src_snapshot, readback)
-
-    def _append(self, dst: IMAPClient, sname: str, tname: str, uidvalidity: int, tuidv: int | None,
-                messages: list[ops.Fetched], multiappend: bool, too_large: list[int],
-                readback: ReadBack | None = None) -> int:
-        """Append with pending -> copied bookkeeping; return how many the target confirmed."""
-        a = self.address
-        rows = [MessageRow(sname, uidvalidity, m.uid, len(m.body), m.sha256, tname, tuidv, None, "pending", False)
-                for m in messages]
-        self.state.record_pending(rows)  # committed before the APPEND: see the module docstring
-        appended: list[tuple[int | None, int | None]] = []  # (UIDVALIDITY, UID) of each message the target took
-        try:
-            with map_imap_errors(a, self.dst_server):
-                ops.append_messages(dst, tname, messages, multiappend=multiappend, address=a,
-                                    server=self.dst_server, appended=appended)
-        except MessageTooLarge:
-            # What the target took before the refusal is there (one APPEND per message): recorded, never resent.
-            done = self._record_appended(tname, rows, appended, readback)
-            sent = len(appended)
-            if multiappend and len(messages) > 1 and not sent:
-                # MULTIAPPEND is all or nothing: find which one, one APPEND per message; the others still go
-                return done + self._append(dst, sname, tname, uidvalidity, tuidv, messages, False, too_large, readback)
-            refused = messages[sent]
-            too_large.append(refused.uid)
-            self.state.forget_refused(sname, uidvalidity, [refused.uid])
-            rest = messages[sent + 1:]
-            if rest:
-                done += self._append(dst, sname, tname, uidvalidity, tuidv, rest, False, too_large, readback)
-            return done
-        except BaseException:
-            self._record_appended(tname, rows, appended, readback)  # the rest stays pending (step 2 next time)
-            raise
-        return self._record_appended(tname, rows, appended, readback)
-
-    def _record_appended(self, tname: str, rows: list[MessageRow], appended: list[tuple[int | None, int | None]],
-                         readback: ReadBack | None) -> int:
-        """Turn the pending rows of messages the target confirmed with APPENDUID into ``copied``; return how many.
-
-        Without UIDPLUS the rows stay pending and are resolved by SHA-256 (step 2 of the module docstring)."""
-        done = self.state.record_copied(rows, appended)
-        if not done:
-            return 0
-        if readback is not None:
-            readback.submit(tname, [(r.tgt_uid, r.size) for r in done])  # type: ignore[misc]
-        self.copied_total += len(done)
-        return len(done)
-
-    def _fetch_pipeline(self, src: IMAPClient, folder: str, uidvalidity: int, todo: list[int],
-                        listing: dict[int, int]) -> Iterator[list[ops.Fetched]]:
-        """Batches fetched by a reader thread on the source session while the caller appends the previous one."""
-        if not todo:
-            return
-        batches = ops.plan_batches(todo, listing, self.settings.batch_messages, self.settings.batch_bytes)
-        handoff: queue.Queue = queue.Queue(maxsize=1)
-        stop = threading.Event()
-
-        def put(item: object) -> None:
-            while not stop.is_set():
-                try:
-                    handoff.put(item, timeout=0.2)
-                    return
-                except queue.Full:
-                    continue
-
-        def reader() -> None:
-            try:
-                with map_imap_errors(self.address, self.src_server):
-                    now_uidvalidity, _ = ops.select(src, folder)
-                    if now_uidvalidity != uidvalidity:
-                        raise ConnectionLost(self.address, f"UIDVALIDITY of {folder!r} changed during the copy; starting over",
-                                             server=self.src_server)
-                    for batch in batches:
-                        if stop.is_set():
-                            return
-                        put(ops.fetch_messages(src, batch))
-                put(_END)
-            except BaseException as exc:  # handed to the consumer, raised there
-                put(exc)
-
-        thread = threading.Thread(target=reader, name=f"fetch-{self.address}", daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = handoff.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item  # type: ignore[misc]
-        finally:
-            stop.set()
-            while thread.is_alive():
-                try:
-                    handoff.get(timeout=0.1)
-                except queue.Empty:
-                    pass
-            thread.join()
+        unchanged = fp.target_listing if not fp.todo else None
+        return lambda: verify_folder(self, dst, fr, fp.source, fp.target, fp.uidvalidity, fp.listing, unchanged,
+                                     folder.snapshot, readback)
