@@ -45,6 +45,17 @@ def quiet(client: IMAPClient) -> IMAPClient:
     return client
 
 
+def logout(client: IMAPClient) -> None:
+    """LOGOUT, or drop the connection when LOGOUT fails; never raises (the session is done with either way)."""
+    try:
+        client.logout()
+    except Exception:
+        try:
+            client.shutdown()
+        except Exception:
+            pass
+
+
 def list_folders(client: IMAPClient) -> list[Folder]:
     return from_list(client.list_folders())
 
