@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
                     retry: bool = typer.Option(False, "--retry"), operator: str = typer.Option(..., help="your name"),
                     reason: str = typer.Option(..., help="why"), code: str = code_opt, plan: Path = plan_opt) -> None:
         """Resume a cutover paused at a gate: --rollback, --continue or --retry (the checks)."""
+        _client(plan)  # before Prefect is imported: it reads its settings (the auth string) at import
         from prefect.exceptions import ObjectNotFound
         from pydantic import ValidationError
 
@@ -77,7 +78,6 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         with handle_errors():
             _check_operator(plan, operator, code)
-        _client(plan)
         from flows.history import decide_gate
         err = Console(stderr=True, soft_wrap=True)
         try:
