@@ -76,12 +76,14 @@ def register(app: typer.Typer) -> None:
         if len(chosen) != 1:
             Console(stderr=True).print("[red]error:[/red] give exactly one of --rollback, --continue, --retry")
             raise typer.Exit(2)
-        with handle_errors():
-            _check_operator(plan, operator, code)
         from flows.history import decide_gate
         err = Console(stderr=True, soft_wrap=True)
         try:
-            outcome = decide_gate(run_id, chosen[0], operator, reason, code)
+            outcome = decide_gate(run_id, chosen[0], operator, reason, code,
+                                  before_sending=lambda: _check_operator(plan, operator, code))
+        except CutoverError as exc:  # an unknown operator or a wrong code: nothing was sent
+            err.print(f"[red]error:[/red] decision not sent: {exc}")
+            raise typer.Exit(2) from None
         except ValidationError as exc:  # the form's rules, checked before anything is sent
             fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             err.print(f"[red]error:[/red] decision not sent: {fields}")

@@ -74,7 +74,8 @@ def apply_gate(decision: Decision, *, plan: Plan, attempt: int, decisions: list[
                              f"{answer.operator!r}\n- refused: {exc}\n- the run is paused again\n",
                              f"gate-{decision.gate}-{attempt}-refused-{refused}", f"refused: {exc}")
             log("decision refused, paused again: %s", exc)
-    record = f"{decision.gate}: {decision.verdict} → {answer.action} by {who}: {answer.reason}"
+    record = f"{decision.gate}: {decision.verdict} → {answer.action} by {who.name}: {answer.reason}" + \
+        ("" if who.verified else " (operator not verified: the plan names no operators)")
     decisions.append(record)
     publish_markdown(f"### Human decision at gate `{decision.gate}`\n\n- action: **{answer.action}**\n"
                      f"- operator: {who}\n- reason: {answer.reason}\n",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -46,10 +47,15 @@ def recent_runs(limit: int = 20) -> list[RunSummary]:
 
 
 def decide_gate(run_id: str, action: str, operator: str, reason: str, code: str = "", *,
-                wait_s: float = 60.0) -> str:
+                before_sending: Callable[[], None] = lambda: None, wait_s: float = 60.0) -> str:
     """Resume a run paused at a gate with the operator's decision (validated like the UI form), then wait for the
-    run to accept it or refuse it (an unknown operator or a wrong code: the run pauses again). What happened."""
+    run to accept it or refuse it (an unknown operator or a wrong code: the run pauses again). What happened.
+
+    Checked in this order, nothing sent before the last: the form, the run id, the run exists, ``before_sending``."""
     decision = GateDecision(action=action, operator=operator, reason=reason, code=code)  # type: ignore[arg-type]
+    with get_client(sync_client=True) as client:
+        client.read_flow_run(UUID(run_id))
+    before_sending()
     before = _gate_answers(run_id)
     resume_flow_run(UUID(run_id), run_input=decision.model_dump(include={"action", "operator", "reason", "code"}))
     deadline = time.monotonic() + wait_s

@@ -87,7 +87,7 @@ def production_path(plan: Plan) -> None:
     """The long-running server the runbook sets up: server (locked), work pool, `prefect deploy --all`, a worker."""
     global stack
     stack = PrefectStack(home=PREFECT_HOME, port=int(os.environ.get("REHEARSAL_PREFECT_PORT", plan.prefect.port)),
-                         plan=plan)
+                         plan_path=REHEARSAL_PLAN)
     with step("set-up", "Prefect server (basic auth), work pool, deploy --all, worker (the production path)"):
         Sandbox(plan).up()  # generates the server's auth string and the operators' secrets on a first run
         stack.start_server()

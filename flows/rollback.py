@@ -23,12 +23,13 @@ DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
 
 @flow(name="rollback", flow_run_name="rollback {plan_path}", persist_result=False)
 def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", operator: str = "ops",
-             operator_code: str = "") -> dict:
+             operator_code: str | int = "") -> dict:
     plan = load_plan(plan_path)
     inventory = load_inventory(plan)
     me = run_id()
     # Started from a cutover's gate, the gate already checked who decided; by hand, the operator proves it here.
-    who = operator if started_by_a_run() else str(identify(plan, operator, operator_code))
+    # (`prefect deployment run -p operator_code=123456` sends a number: a code is digits either way.)
+    who = operator if started_by_a_run() else str(identify(plan, operator, str(operator_code)))
     report = RunReport(f"Rollback of {plan.domain} to {plan.source.name}: {reason} ({who})")
     outcome: dict = {"verdict": "failed"}
     try:

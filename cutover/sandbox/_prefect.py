@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 from cutover.errors import SandboxError
-from cutover.plan import Plan
-from cutover.prefect_server import auth_string, server_environment
+from cutover.plan import Plan, load_plan
+from cutover.prefect_server import auth_string
 from cutover.sandbox._process import has_exited, port_open, spawn, stop_pid, tail, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,18 +51,29 @@ class PrefectStack:
 
     home: Path
     port: int
-    plan: Plan | None = None
+    plan_path: Path | None = None
     pec_cutover_home: Path = REPO
     extra_env: dict[str, str] = field(default_factory=dict)
     _pids: list[tuple[int, str, Path]] = field(default_factory=list, repr=False)
     _auth: str | None = field(default=None, init=False, repr=False)
 
     @property
+    def plan(self) -> Plan | None:
+        return load_plan(self.plan_path) if self.plan_path is not None else None
+
+    @property
     def auth(self) -> str | None:
         """The plan's auth string, resolved once: the server keeps the one it started with."""
-        if self._auth is None and self.plan is not None:
-            self._auth = auth_string(self.plan)
+        if self._auth is None and self.plan_path is not None:
+            self._auth = auth_string(load_plan(self.plan_path))
         return self._auth
+
+    def _prefect_argv(self, *args: str) -> list[str]:
+        """``prefect ARGS``; with a plan, as the runbook has it: ``pec-cutover prefect --plan P -- ARGS`` (the
+        wrapper puts the plan's auth string in the environment of ``prefect``, never on its command line)."""
+        if self.plan_path is None:
+            return [str(BIN / "prefect"), *args]
+        return [str(BIN / "pec-cutover"), "prefect", "--plan", str(self.plan_path), "--", *args]
 
     @property
     def api_url(self) -> str:
@@ -84,7 +95,6 @@ class PrefectStack:
                 # Workers and served deployments poll for scheduled runs; the default 10-15 s wastes a rehearsal.
                 "PREFECT_WORKER_QUERY_SECONDS": "2",
                 "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-                **({"PREFECT_API_AUTH_STRING": self.auth} if self.auth else {}),
                 **self.extra_env}
 
     # --- processes -------------------------------------------------------------------------------------------
@@ -94,12 +104,12 @@ class PrefectStack:
             raise SandboxError(f"cannot start a Prefect server on 127.0.0.1:{self.port}: the port is taken "
                                "(another Prefect server? stop it or pick another port)")
         self.home.mkdir(parents=True, exist_ok=True)
-        if self.plan is not None:
-            argv, env = server_environment(self.plan, host="127.0.0.1", port=self.port, allow_no_auth=True)
-            env = {**self.env, **env}
+        if self.plan_path is not None:  # the runbook's command; it refuses to start unlocked
+            argv = [str(BIN / "pec-cutover"), "server", "start", "--plan", str(self.plan_path), "--host", "127.0.0.1",
+                    "--port", str(self.port)]
         else:
-            argv, env = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)], None
-        pid = self._spawn("server", argv, env=env)
+            argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        pid = self._spawn("server", argv)
         log = self.home / "server.log"
         if not wait_until(lambda: self._healthy() or has_exited(pid), timeout=SERVER_START_TIMEOUT_S, interval=0.5) \
                 or has_exited(pid):
@@ -108,7 +118,7 @@ class PrefectStack:
 
     def start_worker(self, pool: str, name: str) -> None:
         """``prefect worker start --pool POOL`` (a process worker: each flow run in its own subprocess)."""
-        self._spawn(f"worker-{name}", [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name])
+        self._spawn(f"worker-{name}", self._prefect_argv("worker", "start", "--pool", pool, "--name", name))
 
     def start_serve(self, plan_path: Path) -> None:
         """``pec-cutover serve --plan P``: the four deployments served from one process."""
@@ -120,10 +130,9 @@ class PrefectStack:
             pid, program, marker = self._pids.pop()
             stop_pid(pid, program, marker, timeout=15.0)
 
-    def _spawn(self, label: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    def _spawn(self, label: str, argv: list[str]) -> int:
         log = self.home / f"{label}.log"
-        pid = spawn(argv, log_file=log, pid_file=self.home / f"{label}.pid", env=env or self.env,
-                    cwd=self.pec_cutover_home)
+        pid = spawn(argv, log_file=log, pid_file=self.home / f"{label}.pid", env=self.env, cwd=self.pec_cutover_home)
         # pid_matches() needs a program and a string of its command line: the last argument is unique here.
         self._pids.append((pid, Path(argv[0]).name, Path(argv[-1])))
         return pid
@@ -134,7 +143,7 @@ class PrefectStack:
 
         A non-zero exit raises :class:`SandboxError` with the command's last lines.
         """
-        argv = [str(BIN / program), *args]
+        argv = self._prefect_argv(*args) if program == "prefect" else [str(BIN / program), *args]
         proc = subprocess.run(argv, env=self.env, cwd=self.pec_cutover_home, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:

@@ -115,7 +115,7 @@ def test_locked_server_refuses_strangers_and_only_a_named_operator_decides(tmp_p
     day: Day = day_factory()
     auth, totp = lock(day.plan_path, tmp_path / "control-secrets")
     plan = load_plan(day.plan_path)
-    stack = PrefectStack(home=tmp_path / "prefect-home", port=free_port(), plan=plan)
+    stack = PrefectStack(home=tmp_path / "prefect-home", port=free_port(), plan_path=day.plan_path)
     stack.start_server()
     try:
         stack.cli("work-pool", "create", "pec-cutover", "--type", "process")
@@ -133,7 +133,10 @@ def test_locked_server_refuses_strangers_and_only_a_named_operator_decides(tmp_p
         assert stack.flow_run(run).state_name == "Paused" and stack.flow_runs("rollback/rollback") == []
 
         # The CLI takes the auth string from the plan: with it, history works; a shell without the plan cannot.
-        bare = {k: v for k, v in stack.env.items() if k != "PREFECT_API_AUTH_STRING"}
+        # (Every command here, the server, the worker and `prefect deploy` included, ran as the runbook has it:
+        # `pec-cutover server start --plan P`, `pec-cutover prefect --plan P -- ...`; no auth in the environment.)
+        bare = stack.env
+        assert "PREFECT_API_AUTH_STRING" not in bare
         ok = _pec(bare, "history", "--plan", str(day.plan_path))
         assert ok.returncode == 0 and run in ok.stdout.replace("\n", "")
         refused = _pec(bare, "history", "--plan", str(REPO / "nonexistent.yaml"))
