@@ -6,7 +6,7 @@ Scenario 2, NO-GO: fresh sandbox, same preparation, the target webmail goes down
 gate says NO-GO and pauses; mail reaches the target meanwhile; the operator (played here through the same call
 as ``pec-cutover gate decide``) chooses rollback → MX back on the source and that mail copied back.
 
-Both scenarios go through the production path: a long-running Prefect server (``prefect server start``), the
+Both scenarios go through the production path: a long-running, locked Prefect server (``pec-cutover server start``), the
 deployments of ``prefect.yaml`` (``prefect deploy --all``) and a process worker; readiness runs as a deployment
 run, and scenario 2 ends with a second rollback started on demand as a deployment run (as from the UI).
 Runs are recorded in that server's SQLite database under ``.sandbox/prefect`` (kept across rehearsals).
@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(`.venv/bin/pec-cutover sandbox status`; stop it with `make sandbox-down`).")
     console.print("See the runs, reports and gate decisions:\n"
                   f"  PREFECT_HOME={PREFECT_HOME} .venv/bin/pec-cutover history\n"
-                  f"  PREFECT_HOME={PREFECT_HOME} .venv/bin/prefect server start   # then http://127.0.0.1:4200")
+                  f"  PREFECT_HOME={PREFECT_HOME} .venv/bin/pec-cutover server start   # then http://127.0.0.1:"
+                  f"{stack.port if stack else 10420} (user:password in .sandbox/secrets/prefect-auth)")
     return 0 if all("UNEXPECTED" not in v for v in verdicts.values()) else 1
 
 
