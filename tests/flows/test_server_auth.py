@@ -175,9 +175,13 @@ def test_locked_server_refuses_strangers_and_only_a_named_operator_decides(tmp_p
         stack.stop()
         day.box.start_service("webmail")
 
-    # Neither the auth string nor the operator's secret anywhere the run history or its files keep.
+    # Neither the auth string nor the operator's secret anywhere the run history or its files keep: the server's
+    # database and logs, the worker's log, the reports, ansible-runner's artifacts.
+    from cutover.ansible_bridge import private_data_dir
+
     for needle in (auth.split(":", 1)[1], totp):
-        for path in [*stack.home.rglob("*"), *(day.plan.reports_dir or tmp_path).rglob("*")]:
+        for path in [*stack.home.rglob("*"), *(day.plan.reports_dir or tmp_path).rglob("*"),
+                     *private_data_dir(plan).rglob("*")]:
             if path.is_file():
                 assert needle.encode() not in path.read_bytes(), f"a secret is in {path}"
 
