@@ -76,3 +76,11 @@ def checks_summary(results: Iterable[CheckResult]) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_name(kind: str, plan_domain: str, source: str, target: str, mailboxes: int | None = None) -> str:
+    """What the run list shows: what is being done to which domain, e.g. ``cutover pec.fnofi.it aruba→infocert``."""
+    if kind in ("cutover", "rollback"):
+        a, b = (source, target) if kind == "cutover" else (target, source)
+        return f"{kind} {plan_domain} {a}→{b}"
+    return f"{kind} {plan_domain}" + (f" ({mailboxes} mailboxes)" if mailboxes is not None else "")

@@ -26,6 +26,30 @@ def started_by_a_run() -> bool:
     return bool(run and run.parent_task_run_id)
 
 
+def run_name_of(kind: str):
+    """A ``flow_run_name`` callable: the run list names the domain and direction (and the mailbox count), not
+    the plan's file path. A plan that does not load falls back to the path (the run then fails with its error)."""
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        from cutover.inventory import load_inventory
+        from cutover.plan import load_plan
+        from cutover.report import run_name
+
+        params = flow_run.parameters or {}
+        path = params.get("plan_path", "")
+        try:
+            plan = load_plan(path)
+            count = None
+            if kind in ("readiness", "prestage"):
+                inventory = load_inventory(plan)
+                count = len(inventory.select(params.get("mailboxes")))
+            return run_name(kind, plan.domain, plan.source.name, plan.target.name, count)
+        except Exception:  # noqa: BLE001 - a name must never stop a run; the flow reports the real problem
+            return f"{kind} {path}"
+    return name
+
+
 def key(text: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -88,8 +90,8 @@ def register(app: typer.Typer) -> None:
             fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             err.print(f"[red]error:[/red] decision not sent: {fields}")
             raise typer.Exit(2) from None
-        except ValueError:
-            err.print(f"[red]error:[/red] cannot resume {run_id}: not a run id (see `pec-cutover history`)")
+        except ValueError as exc:
+            err.print(f"[red]error:[/red] cannot resume {run_id}: {exc}")
             raise typer.Exit(2) from None
         except ObjectNotFound:
             err.print(f"[red]error:[/red] no run with id {run_id} (see `pec-cutover history`)")
@@ -104,17 +106,35 @@ def register(app: typer.Typer) -> None:
         Console().print(f"run {run_id} resumed with: {chosen[0]} ({operator}: {reason}): {outcome}")
 
     @app.command("history")
-    def history(limit: int = typer.Option(20, help="how many runs"), plan: Path = plan_opt) -> None:
-        """Recent runs with state, duration and gate decisions (from Prefect's API)."""
+    def history(limit: int = typer.Option(20, help="how many runs"), plan: Path = plan_opt,
+                as_json: bool = typer.Option(False, "--json", help="one JSON document, for scripts")) -> None:
+        """Recent runs with state, duration and gate decisions (from Prefect's API). Run ids are never cut;
+        `gate decide` takes any unique prefix of one."""
         _client(plan)
         from flows.history import recent_runs
+        runs = recent_runs(limit)
+        if as_json:
+            print(json.dumps([dataclasses.asdict(r) for r in runs], indent=2, ensure_ascii=False))
+            return
+        console = Console()
+        if console.width < 120:
+            # Narrow or piped: one block per run, every field whole (a table would fold the ids).
+            for r in runs:
+                console.print(f"[bold]{r.id}[/bold]  {r.flow}  {r.state}", soft_wrap=True)
+                console.print(f"  {r.name}", soft_wrap=True, markup=False)
+                console.print(f"  started {r.started or '-'}" +
+                              (f", {r.seconds:.1f} s" if r.seconds is not None else ""), soft_wrap=True)
+                for gate in r.gates:
+                    console.print(f"  gate: {gate}", soft_wrap=True, markup=False)
+            return
         table = Table(title="pec-cutover runs")
-        for col in ("started", "flow", "state", "seconds", "gates", "run id"):
+        table.add_column("run id", no_wrap=True, min_width=36)
+        for col in ("started", "flow", "state", "seconds", "gates"):
             table.add_column(col)
-        for r in recent_runs(limit):
-            table.add_row(r.started, r.flow, r.state, f"{r.seconds:.1f}" if r.seconds is not None else "",
-                          "\n".join(r.gates), r.id)
-        Console().print(table)
+        for r in runs:
+            table.add_row(r.id, r.started, r.flow, r.state, f"{r.seconds:.1f}" if r.seconds is not None else "",
+                          "\n".join(r.gates))
+        console.print(table)
 
     @app.command("schedule")
     def schedule(plan: Path = plan_opt) -> None:

@@ -9,6 +9,7 @@ from typing import Callable
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
 
 from checks.dns import ttl_preflight
 from checks.gates import Decision, access_gate
@@ -22,7 +23,7 @@ from cutover.mailsync import CopyReport
 from cutover.plan import Plan, load_plan
 from cutover.report import Phase, RunReport, checks_summary
 from cutover.results import CheckResult
-from flows._artifacts import log, publish_report, run_id
+from flows._artifacts import log, publish_report, run_id, run_name_of
 from flows._copy import copy_all
 from flows._dns import dns_checks, dns_decision, set_ttl_task, switch_mx_task
 from flows.gate import apply_gate
@@ -46,8 +47,12 @@ def accessibility(plan: Plan, inventory: Inventory) -> tuple[list[CheckResult], 
         ledger.close()
 
 
-@flow(name="cutover", flow_run_name="cutover {plan_path}", persist_result=False)
-def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, operator: str = "ops") -> dict:
+ROLLED_BACK = "RolledBackToSource"
+GO_OVERRIDDEN = "GoOverridden"
+
+
+@flow(name="cutover", flow_run_name=run_name_of("cutover"), persist_result=False)
+def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, operator: str = "ops") -> dict | State:
     plan = load_plan(plan_path)
     inventory = load_inventory(plan)
     me = run_id()
@@ -121,8 +126,10 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
         report.verdict = (f"GO: {plan.domain} now served by {plan.target.name}; {copy.verified_count}/{len(inventory)} "
                           "mailboxes verified" + (f"; NO-GO OVERRIDDEN at gate(s) {', '.join(overridden)} by a human "
                                                   "decision (see gate decisions)" if overridden else ""))
-        return {"verdict": "GO", "overridden": overridden, "decisions": decisions, "verified": copy.verified_count,
-                "report": _timings(report)}
+        result = {"verdict": "GO", "overridden": overridden, "decisions": decisions, "verified": copy.verified_count,
+                  "report": _timings(report)}
+        # The run list shows a GO reached through an overridden NO-GO by its state's name, not as a plain GO.
+        return Completed(name=GO_OVERRIDDEN, message=report.verdict, data=result) if overridden else result
     finally:
         if holding and switched and not done:
             freeze.keep_after_failure(plan, me, "cutover failed after the MX switch: check `pec-cutover dns status`, "
@@ -156,13 +163,15 @@ def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tup
             return action, decision
 
 
-def _roll_back(plan_path: str, plan: Plan, report: RunReport, decisions: list[str], operator: str, why: str) -> dict:
+def _roll_back(plan_path: str, plan: Plan, report: RunReport, decisions: list[str], operator: str, why: str) -> State:
     with report.phase("rollback") as phase:
         log("rolling back: %s", why)
         outcome = rollback(plan_path=plan_path, reason=why, operator=operator)
         phase.lines.append(f"rollback flow: {outcome['verdict']}, {outcome.get('copied_back', 0)} messages copied back")
     report.verdict = f"NO-GO → ROLLED BACK to {plan.source.name} ({why})"
-    return {"verdict": "ROLLED-BACK", "decisions": decisions, "rollback": outcome, "report": _timings(report)}
+    result = {"verdict": "ROLLED-BACK", "decisions": decisions, "rollback": outcome, "report": _timings(report)}
+    # Completed, but named so in the run list (Prefect's own "RolledBack" means a transaction rollback).
+    return Completed(name=ROLLED_BACK, message=report.verdict, data=result)
 
 
 def _timings(report: RunReport) -> list[list]:

@@ -9,7 +9,7 @@ from checks.readiness import ReadinessReport, readiness as probe_readiness
 from cutover.inventory import Inventory, load_inventory
 from cutover.plan import Plan, load_plan
 from cutover.report import RunReport
-from flows._artifacts import publish_markdown, publish_report, publish_table, run_id
+from flows._artifacts import publish_markdown, publish_report, publish_table, run_id, run_name_of
 
 DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
 
@@ -19,7 +19,7 @@ def probe_all(plan: Plan, inventory: Inventory) -> ReadinessReport:
     return probe_readiness(plan, inventory)
 
 
-@flow(name="readiness", flow_run_name="readiness {plan_path}", persist_result=False)
+@flow(name="readiness", flow_run_name=run_name_of("readiness"), persist_result=False)
 def readiness(plan_path: str = DEFAULT_PLAN) -> dict:
     plan = load_plan(plan_path)
     inventory = load_inventory(plan)

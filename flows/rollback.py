@@ -14,14 +14,14 @@ from cutover.inventory import load_inventory
 from cutover.operators import identify
 from cutover.plan import load_plan
 from cutover.report import RunReport, checks_summary
-from flows._artifacts import log, publish_report, run_id, started_by_a_run
+from flows._artifacts import log, publish_report, run_id, started_by_a_run, run_name_of
 from flows._copy import copy_all
 from flows._dns import dns_checks, dns_decision, switch_mx_task
 
 DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
 
 
-@flow(name="rollback", flow_run_name="rollback {plan_path}", persist_result=False)
+@flow(name="rollback", flow_run_name=run_name_of("rollback"), persist_result=False)
 def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", operator: str = "ops",
              operator_code: str | int = "") -> dict:
     plan = load_plan(plan_path)

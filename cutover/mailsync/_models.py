@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cutover.results import markdown_table
 
 Status = Literal["verified", "failed", "dry-run", "not-verified"]
 
@@ -105,7 +104,9 @@ class CopyReport:
     def rows(self) -> list[dict[str, Any]]:
         return [m.as_row() for m in self.mailboxes]
 
-    def markdown(self) -> str:
+    def markdown(self, *, attention_limit: int = 50) -> str:
+        """Totals and the mailboxes that need attention (at most ``attention_limit`` lines): a report that stays
+        readable at any size. Every mailbox is in the per-mailbox table artifact (:meth:`rows`)."""
         mode = "dry run" if self.dry_run else "verification only" if self.verify_only else "copy"
         rate = self.total_bytes / 1e6 / self.seconds if self.seconds else 0.0
         failed = [m for m in self.mailboxes if not m.verified]
@@ -120,9 +121,12 @@ class CopyReport:
         ]
         if failed:
             lines.append("")
-            lines.append("Needs attention:")
-            lines += [f"- `{m.address}`: {m.status}, {m.reason or 'missing messages'}: {m.error}" for m in failed]
-        return "\n".join(lines) + "\n\n" + markdown_table(self.rows())
+            lines.append(f"Needs attention ({len(failed)}):")
+            lines += [f"- `{m.address}`: {m.status}, {m.reason or 'missing messages'}: {m.error}"
+                      for m in failed[:attention_limit]]
+            if len(failed) > attention_limit:
+                lines.append(f"- ... and {len(failed) - attention_limit} more: see the per-mailbox table")
+        return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)

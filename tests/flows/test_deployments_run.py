@@ -84,7 +84,9 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_da
     stack.start_worker(POOL, "worker-1")
 
     completed_with_report(stack, stack.run_deployment("readiness/readiness", plan), "readiness-report")
-    completed_with_report(stack, stack.run_deployment("prestage/prestage", plan), "prestage-report")
+    prestage = stack.run_deployment("prestage/prestage", plan)
+    completed_with_report(stack, prestage, "prestage-report")
+    assert stack.flow_run(prestage).name == f"prestage pec.fnofi.it ({len(day.inventory)} mailboxes)"
     assert day.digests("target", day.inventory.mailboxes[0].address) == \
         day.digests("source", day.inventory.mailboxes[0].address)
 

@@ -163,7 +163,9 @@ def test_locked_server_refuses_strangers_and_only_a_named_operator_decides(tmp_p
                    "--reason", "webmail down after the switch", "--plan", str(day.plan_path))
         assert out.returncode == 0 and "accepted" in out.stdout, out.stdout + out.stderr
         final = stack.wait_final(run, timeout=300)
-        assert final.state_type == "COMPLETED"
+        # The run list says what happened: a named state, and the domain and direction in the run's name.
+        assert (final.state_type, final.state_name) == ("COMPLETED", "RolledBackToSource")
+        assert final.name == "cutover pec.fnofi.it aruba→infocert"
         assert any(f"rollback by {OPERATOR}: webmail down" in d for d in _decisions(stack, run).values())
         assert mx_everywhere(day, "source")
 
