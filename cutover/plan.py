@@ -221,6 +221,29 @@ class SandboxSettings(_Model):
     secondary_port: int | None = None
 
 
+NotifyEvent = Literal["gate-paused", "run-failed", "go", "rollback-started", "rollback-ended"]
+
+
+class Webhook(_Model):
+    """A chat or incident webhook (Slack, Teams, a generic JSON receiver). Its URL is a secret reference: whoever
+    has it can post to the channel."""
+
+    name: str = Field(min_length=1)
+    url: str
+
+    _ref = field_validator("url")(_check_ref)
+
+
+class Notify(_Model):
+    """Who is told what, as it happens. Deliveries are retried and recorded in the run's report (never the URL)."""
+
+    webhooks: list[Webhook] = Field(default_factory=list)
+    events: list[NotifyEvent] = Field(default_factory=lambda: ["gate-paused", "run-failed", "go", "rollback-started",
+                                                               "rollback-ended"])
+    attempts: int = Field(default=3, ge=1, le=10)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
 class Operator(_Model):
     """A person who may answer a gate or start a rollback by hand: a name and the reference of a TOTP secret
     (base32, as an authenticator app takes it). Decisions carry a one-time code, never the secret."""
@@ -264,6 +287,7 @@ class Plan(_Model):
     sandbox: SandboxSettings | None = None
     prefect: PrefectServer = PrefectServer()
     operators: list[Operator] = Field(default_factory=list)
+    notify: Notify = Notify()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

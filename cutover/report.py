@@ -30,6 +30,7 @@ class RunReport:
     title: str
     phases: list[Phase] = field(default_factory=list)
     verdict: str = ""
+    notifications: list[str] = field(default_factory=list)  # one line per delivery: sent / failed, never the URL
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[Phase]:
@@ -64,6 +65,8 @@ class RunReport:
                 out += ["", markdown_table([c.as_row() for c in p.checks])]
             for section in p.sections:
                 out += ["", section]
+        if self.notifications:
+            out += ["", "## Notifications", ""] + [f"- {line}" for line in self.notifications]
         return "\n".join(out) + "\n"
 
 

@@ -50,6 +50,26 @@ def run_name_of(kind: str):
     return name
 
 
+def announce(plan: Plan, report: RunReport | None, event: str, text: str, **fields: Any) -> None:
+    """Send ``event`` to the plan's webhooks and record each delivery in the run's report and log."""
+    from cutover.notify import notify
+
+    me = run_id()
+    fields = {"run_id": me, "run_url": ui_link(me), **fields}
+    for delivery in notify(plan, event, text, fields):
+        log(delivery.line())
+        if report is not None:
+            report.notifications.append(delivery.line())
+
+
+def ui_link(flow_run_id: str) -> str:
+    """The run's page in the Prefect UI (empty when no UI URL is known, e.g. a run on a temporary server)."""
+    from prefect.settings import PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value()
+    return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base and flow_run_id != "local" else ""
+
+
 def key(text: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]

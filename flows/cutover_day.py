@@ -23,7 +23,7 @@ from cutover.mailsync import CopyReport
 from cutover.plan import Plan, load_plan
 from cutover.report import Phase, RunReport, checks_summary
 from cutover.results import CheckResult
-from flows._artifacts import log, publish_report, run_id, run_name_of
+from flows._artifacts import announce, log, publish_report, run_id, run_name_of, ui_link
 from flows._copy import copy_all
 from flows._dns import dns_checks, dns_decision, set_ttl_task, switch_mx_task
 from flows.gate import apply_gate
@@ -126,6 +126,7 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
         report.verdict = (f"GO: {plan.domain} now served by {plan.target.name}; {copy.verified_count}/{len(inventory)} "
                           "mailboxes verified" + (f"; NO-GO OVERRIDDEN at gate(s) {', '.join(overridden)} by a human "
                                                   "decision (see gate decisions)" if overridden else ""))
+        announce(plan, report, "go", f"pec-cutover: GO. {report.verdict}", verdict="GO", overridden=overridden)
         result = {"verdict": "GO", "overridden": overridden, "decisions": decisions, "verified": copy.verified_count,
                   "report": _timings(report)}
         # The run list shows a GO reached through an overridden NO-GO by its state's name, not as a plain GO.
@@ -140,6 +141,9 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             report.phases.append(Phase(name="gate decisions", started_at="", status="ok", lines=decisions))
         if not report.verdict:
             report.verdict = "FAILED: see the failed phase (MX may be on the target: decide, or run the rollback flow)"
+            announce(plan, report, "run-failed", f"pec-cutover: the cutover of {plan.domain} FAILED"
+                     f"{' after the MX switch: decide, or run the rollback' if switched else ''}. {ui_link(me)}".strip(),
+                     verdict="FAILED", mx_switched=switched)
         publish_report(plan, report, "cutover-report")
 
 
@@ -153,7 +157,7 @@ def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tup
             decision, evidence = run_checks()
             phase.checks += evidence
             phase.sections.append(decision.markdown())
-            action = apply_gate(decision, plan=plan, attempt=attempt, decisions=decisions)
+            action = apply_gate(decision, plan=plan, attempt=attempt, decisions=decisions, report=report)
             phase.lines.append(decisions[-1])
             if not decision.go:
                 phase.status = {"rollback": "failed", "proceed": "overridden"}.get(action, "retry")

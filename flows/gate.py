@@ -18,7 +18,8 @@ from checks.gates import Decision
 from cutover.errors import OperatorError
 from cutover.operators import identify
 from cutover.plan import Plan
-from flows._artifacts import key, log, publish_markdown
+from cutover.report import RunReport
+from flows._artifacts import announce, key, log, publish_markdown, run_id, ui_link
 
 Action = Literal["proceed", "rollback", "retry"]
 
@@ -34,7 +35,8 @@ class GateDecision(RunInput):
     reason: str = Field(min_length=3, description="why; goes into the run history")
 
 
-def apply_gate(decision: Decision, *, plan: Plan, attempt: int, decisions: list[str]) -> Action:
+def apply_gate(decision: Decision, *, plan: Plan, attempt: int, decisions: list[str],
+               report: RunReport | None = None) -> Action:
     """Return what the flow does next. Every decision (automatic or human) is recorded in ``decisions``.
 
     A human answer counts only from one of the plan's operators with a valid one-time code; any other answer is
@@ -50,6 +52,15 @@ def apply_gate(decision: Decision, *, plan: Plan, attempt: int, decisions: list[
         return "rollback"
     log("gate %s needs a human decision: resume the run in the Prefect UI, or run "
         "`pec-cutover gate decide <run id> --rollback|--continue|--retry --operator NAME --reason TEXT`", decision.gate)
+    me = run_id()
+    failing = "; ".join(r.rule for r in [*decision.failed_rules, *decision.inconclusive_rules]) or "none"
+    announce(plan, report, "gate-paused",
+             f"pec-cutover: gate {decision.gate} of {plan.domain} says {decision.verdict} and waits for a decision "
+             f"(failing: {failing}). Decide: pec-cutover gate decide {me} --rollback|--continue|--retry "
+             f"--operator NAME --code CODE --reason TEXT. {ui_link(me)}".strip(),
+             gate=decision.gate, verdict=str(decision.verdict), failing=failing,
+             command=f"pec-cutover gate decide {me} --rollback|--continue|--retry --operator NAME --code CODE "
+                     "--reason TEXT", timeout_s=pause_timeout_s)
     deadline = time.monotonic() + pause_timeout_s
     refused = 0
     while True:

@@ -48,10 +48,15 @@ from cutover.mailsync import copy_mailboxes  # noqa: E402
 from cutover.plan import Plan, load_plan  # noqa: E402
 from cutover.sandbox import Sandbox, seed  # noqa: E402
 from cutover.sandbox._prefect import PrefectStack  # noqa: E402
+from cutover.sandbox._users import write_secret_file  # noqa: E402
+from cutover.sandbox._webhook import WebhookReceiver  # noqa: E402
 
 console = Console()
 timings: list[tuple[str, str, float]] = []
 stack: PrefectStack | None = None  # the day's server, locked as the plan says; made by production_path()
+# The ops channel's stand-in; its log lives beside the run history (kept across scenarios).
+receiver = WebhookReceiver(port=int(os.environ.get("REHEARSAL_WEBHOOK_PORT", "10480")),
+                           log=PREFECT_HOME / "webhook" / "received.jsonl")
 
 
 @contextlib.contextmanager
@@ -74,7 +79,11 @@ def fresh_sandbox(plan: Plan, inventory: Inventory) -> Sandbox:
         for child in state.iterdir():
             if child.resolve() != PREFECT_HOME.resolve():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
+    if stack is not None and stack.auth and plan.prefect.auth:  # the running server keeps its auth string
+        write_secret_file(Path(plan.secret_ref(plan.prefect.auth).target), stack.auth)
     box.up()
+    for hook in plan.notify.webhooks:  # the plan's webhook URLs point at the local receiver
+        write_secret_file(Path(plan.secret_ref(hook.url).target), receiver.url(f"ok/{hook.name}"))
     box.ensure_users(inventory.mailboxes)
     report = seed(plan, inventory.mailboxes, MESSAGES_PER_MAILBOX, big_attachments=1, sandbox=box)
     console.print(f"seeded {report.messages} PEC messages ({report.bytes / 1e6:.0f} MB) into {len(inventory)} "
@@ -90,6 +99,8 @@ def production_path(plan: Plan) -> None:
                          plan_path=REHEARSAL_PLAN)
     with step("set-up", "Prefect server (basic auth), work pool, deploy --all, worker (the production path)"):
         Sandbox(plan).up()  # generates the server's auth string and the operators' secrets on a first run
+        receiver.log.unlink(missing_ok=True)
+        receiver.start()
         stack.start_server()
         os.environ["PREFECT_API_URL"] = stack.api_url  # the in-process runs below report to the same server
         os.environ["PREFECT_API_AUTH_STRING"] = stack.auth or ""
@@ -239,14 +250,24 @@ def main(argv: list[str] | None = None) -> int:
         inventory = load_inventory(plan)
         console.print(f"rehearsal of {plan.domain}: {plan.source.name} → {plan.target.name}, {len(inventory)} mailboxes")
         production_path(plan)
-        verdicts = {"scenario 1: GO": scenario_go(plan, inventory),
-                    "scenario 2: NO-GO → rollback": scenario_nogo(plan, inventory)}
+        verdicts = {}
+        for name, scenario in (("scenario 1: GO", scenario_go), ("scenario 2: NO-GO → rollback", scenario_nogo)):
+            before = len(receiver.received())
+            verdicts[name] = scenario(plan, inventory)
+            got = receiver.received()[before:]
+            sent = sum(1 for r in got if r["status"] == 200)
+            console.print(f"notifications: {sent} sent, {len(got) - sent} failed "
+                          f"({', '.join(r['body']['event'] for r in got) or 'none'})")
+            verdicts[name] += f"; notifications: {sent} sent, {len(got) - sent} failed"
+            if not got:
+                verdicts[name] += " (UNEXPECTED: the ops channel heard nothing)"
     except CutoverError as exc:
         console.print(f"[red]rehearsal failed:[/red] {exc}")
         return 1
     finally:
         if stack is not None:
             stack.stop()
+        receiver.stop()
     table = Table(title="rehearsal: wall time per step")
     for col in ("scenario", "step", "seconds"):
         table.add_column(col)

@@ -14,7 +14,7 @@ from cutover.inventory import load_inventory
 from cutover.operators import identify
 from cutover.plan import load_plan
 from cutover.report import RunReport, checks_summary
-from flows._artifacts import log, publish_report, run_id, started_by_a_run, run_name_of
+from flows._artifacts import announce, log, publish_report, run_id, run_name_of, started_by_a_run, ui_link
 from flows._copy import copy_all
 from flows._dns import dns_checks, dns_decision, switch_mx_task
 
@@ -32,6 +32,8 @@ def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", op
     who = operator if started_by_a_run() else str(identify(plan, operator, str(operator_code)))
     report = RunReport(f"Rollback of {plan.domain} to {plan.source.name}: {reason} ({who})")
     outcome: dict = {"verdict": "failed"}
+    announce(plan, report, "rollback-started", f"pec-cutover: rollback of {plan.domain} to {plan.source.name} started "
+             f"by {who}: {reason}. {ui_link(me)}".strip(), reason=reason, operator=who)
     try:
         with report.phase("take the freeze") as phase:
             held = freeze.acquire(plan, "rollback", me, note=f"{who}: {reason}")
@@ -69,4 +71,6 @@ def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", op
             log("freeze lifted")
         if not report.verdict:
             report.verdict = "ROLLBACK FAILED: see the failed phase; run the rollback again"
+        announce(plan, report, "rollback-ended", f"pec-cutover: {report.verdict}. {ui_link(me)}".strip(),
+                 verdict=report.verdict)
         publish_report(plan, report, "rollback-report")

@@ -134,7 +134,9 @@ class PrefectStack:
         log = self.home / f"{label}.log"
         pid = spawn(argv, log_file=log, pid_file=self.home / f"{label}.pid", env=self.env, cwd=self.pec_cutover_home)
         # pid_matches() needs a program and a string of its command line: the last argument is unique here.
-        self._pids.append((pid, Path(argv[0]).name, Path(argv[-1])))
+        # `pec-cutover server start` and `pec-cutover prefect` exec `prefect`: that is the name to recognise.
+        program = "prefect" if argv[1:2] in (["server"], ["prefect"]) else Path(argv[0]).name
+        self._pids.append((pid, program, Path(argv[-1])))
         return pid
 
     # --- commands --------------------------------------------------------------------------------------------
