@@ -21,6 +21,7 @@ from cutover.operators import current_code, identify, new_secret
 from cutover.plan import load_plan
 from cutover.prefect_server import server_environment
 from cutover.sandbox._prefect import BIN, PrefectStack
+from cutover.sandbox._process import port_open
 from cutover.sandbox._users import write_secret_file
 
 from .conftest import Day
@@ -176,6 +177,7 @@ def test_locked_server_refuses_strangers_and_only_a_named_operator_decides(tmp_p
     finally:
         stack.stop()
         day.box.start_service("webmail")
+    assert not port_open(stack.port), "the Prefect server outlived stop()"
 
     # Neither the auth string nor the operator's secret anywhere the run history or its files keep: the server's
     # database and logs, the worker's log, the reports, ansible-runner's artifacts.
