@@ -64,6 +64,7 @@ def plan_text(*, ports: SandboxPorts, state: str, window: tuple[str, str], domai
 name: {name}
 domain: {domain}
 timezone: Europe/Rome
+# Relative to the day the plan is loaded (sandbox plans only): a rehearsal or test run is always inside it.
 window:
   start: {window[0]}
   end: {window[1]}
@@ -159,7 +160,7 @@ def write_mailboxes_csv(path: Path, locals_: list[str], *, state: str, domain: s
 
 
 def write_environment(directory: str | Path, *, base_port: int = 10000, mailboxes: int = 8,
-                      window: tuple[str, str] = ("2026-01-01T00:00:00", "2027-12-31T23:59:00"),
+                      window: tuple[str, str] = ("today-1d", "today+2d"),
                       domain: str = "pec.fnofi.it", state_dir: str = ".sandbox") -> Environment:
     """Write plan.yaml, mailboxes.csv and hosts.yml into ``directory``; state under ``directory/state_dir``."""
     directory = Path(directory)
