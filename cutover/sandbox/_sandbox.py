@@ -83,7 +83,7 @@ def _side_key(side: str) -> Literal["source", "target"]:
 
 
 class Sandbox:
-    """Starts, stops and changes the sandbox servers described by ``plan`` (see DESIGN.md, Sandbox)."""
+    """Starts, stops and changes the sandbox servers described by ``plan`` (see docs/design.md, The sandbox)."""
 
     def __init__(self, plan: Plan) -> None:
         if plan.sandbox is None:
