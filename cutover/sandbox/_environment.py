@@ -25,6 +25,7 @@ class SandboxPorts:
 
     aruba_imaps: int
     infocert_imaps: int
+    infocert_submission: int
     ns1: int
     ns2: int
     resolver: int
@@ -32,7 +33,8 @@ class SandboxPorts:
 
     @classmethod
     def from_base(cls, base_port: int) -> "SandboxPorts":
-        return cls(base_port + 993, base_port + 1993, base_port + 53, base_port + 54, base_port + 55, base_port + 443)
+        return cls(base_port + 993, base_port + 1993, base_port + 1587, base_port + 53, base_port + 54, base_port + 55,
+                   base_port + 443)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ source:
 target:
   name: infocert
   imap: {{host: 127.0.0.1, port: {ports.infocert_imaps}, tls: implicit}}
+  smtp: {{host: 127.0.0.1, port: {ports.infocert_submission}, tls: starttls}}
   webmail:
     - url: https://127.0.0.1:{ports.webmail}/
       expect_status: 200

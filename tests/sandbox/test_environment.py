@@ -28,6 +28,7 @@ def _ports(plan) -> dict[str, int]:
         "resolver": plan.dns.resolvers[0].port,
         "webmail": plan.sandbox.webmail_port,
         "webmail_url": plan.target.webmail[0].url,
+        "submission": str(plan.target.smtp),
     }
 
 
