@@ -107,6 +107,9 @@ def map_imap_errors(mailbox: str, server: str) -> Iterator[None]:
         raise AuthFailed(mailbox, f"login refused: {_server_text(exc)}", server=server) from None
     except ssl.SSLCertVerificationError as exc:
         raise TlsFailed(mailbox, f"certificate not trusted: {exc.verify_message}", server=server) from None
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+        # The server closed the TLS stream (restarted, or went away mid-session): retryable, not a TLS problem.
+        raise ConnectionLost(mailbox, f"connection lost ({exc.__class__.__name__})", server=server) from None
     except ssl.SSLError as exc:
         raise TlsFailed(mailbox, f"TLS failed: {exc.reason or exc.__class__.__name__}", server=server) from None
     except ConnectionRefusedError:

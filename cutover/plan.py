@@ -6,6 +6,7 @@ the directory of the plan file, so a plan directory can be moved as a whole.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -385,7 +386,9 @@ def parse_plan(text: str, path: Path) -> Plan:
         raise PlanError(path, ["expected a mapping of plan fields at the top (name, domain, window, ...)"])
     base_dir = path.resolve().parent
     tz_name = data.get("timezone", "Europe/Rome")
-    _localise_window(data, tz_name)
+    problems = _localise_window(data, tz_name)
+    if problems:
+        raise PlanError(path, [f"line {_line_of(node, ('window', key))}: window.{key}: {msg}" for key, msg in problems])
     for field_path in _PATH_FIELDS:
         _resolve_path(data, field_path, base_dir)
     data["base_dir"] = base_dir
@@ -395,17 +398,34 @@ def parse_plan(text: str, path: Path) -> Plan:
         raise PlanError(path, [_describe(err, node) for err in exc.errors()]) from None
 
 
-def _localise_window(data: dict[str, Any], tz_name: str) -> None:
+_RELATIVE_DAY = re.compile(r"^today(?:\s*([+-])\s*(\d+)\s*d)?$")
+
+
+def _localise_window(data: dict[str, Any], tz_name: str, now: datetime | None = None) -> list[tuple[str, str]]:
+    """Give naive window times the plan's timezone; resolve ``today``/``today-1d``/``today+2d`` (midnight in the
+    plan's timezone, a sandbox plan only, so a rehearsal window never expires). Returns (key, problem) pairs."""
     window = data.get("window")
     if not isinstance(window, dict):
-        return
+        return []
     try:
         tz = ZoneInfo(str(tz_name))
     except (ZoneInfoNotFoundError, ValueError):
-        return  # the timezone validator reports it
+        return []  # the timezone validator reports it
+    problems: list[tuple[str, str]] = []
     for key in ("start", "end"):
         value = window.get(key)
         if isinstance(value, str):
+            relative = _RELATIVE_DAY.match(value.strip())
+            if relative is not None:
+                if not isinstance(data.get("sandbox"), dict):
+                    problems.append((key, f"{value!r} is a window relative to today, for sandbox plans only; "
+                                          "a production plan names its window (e.g. 2026-12-12T20:00:00)"))
+                    continue
+                sign, days = relative.groups()
+                today = (now or datetime.now(tz)).astimezone(tz).date()
+                offset = int(days or 0) * (-1 if sign == "-" else 1)
+                window[key] = datetime.combine(today + timedelta(days=offset), datetime.min.time(), tzinfo=tz)
+                continue
             try:
                 value = datetime.fromisoformat(value)
             except ValueError:
@@ -414,6 +434,7 @@ def _localise_window(data: dict[str, Any], tz_name: str) -> None:
             window[key] = value.replace(tzinfo=tz)
         elif isinstance(value, datetime):
             window[key] = value
+    return problems
 
 
 def _resolve_path(data: dict[str, Any], field_path: tuple[str, ...], base_dir: Path) -> None:

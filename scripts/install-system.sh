@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Install the Debian packages the pec-cutover sandbox runs (Dovecot, BIND9, unbound, nginx, isync, openssl)
+# Install the Debian packages the pec-cutover sandbox runs (Dovecot with IMAP and submission, BIND9, unbound, nginx, isync, openssl)
 # and the unprivileged mail user. Idempotent and non-interactive; package post-install scripts must not
 # start the system services (the sandbox runs its own instances on 127.0.0.1), so a policy-rc.d that
 # forbids service starts is put in place for the duration of the install if none exists.
 set -euo pipefail
 
-PACKAGES=(dovecot-core dovecot-imapd bind9 bind9-utils bind9-dnsutils unbound nginx-light isync openssl)
+PACKAGES=(dovecot-core dovecot-imapd dovecot-submissiond bind9 bind9-utils bind9-dnsutils unbound nginx-light isync openssl)
 MAIL_USER=pecmail   # Dovecot refuses to store mail as root; see cutover/sandbox/_dovecot.py
 
 if [[ $(id -u) -ne 0 ]]; then

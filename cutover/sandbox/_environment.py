@@ -25,6 +25,7 @@ class SandboxPorts:
 
     aruba_imaps: int
     infocert_imaps: int
+    infocert_submission: int
     ns1: int
     ns2: int
     resolver: int
@@ -32,7 +33,8 @@ class SandboxPorts:
 
     @classmethod
     def from_base(cls, base_port: int) -> "SandboxPorts":
-        return cls(base_port + 993, base_port + 1993, base_port + 53, base_port + 54, base_port + 55, base_port + 443)
+        return cls(base_port + 993, base_port + 1993, base_port + 1587, base_port + 53, base_port + 54, base_port + 55,
+                   base_port + 443)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ def plan_text(*, ports: SandboxPorts, state: str, window: tuple[str, str], domai
 name: {name}
 domain: {domain}
 timezone: Europe/Rome
+# Relative to the day the plan is loaded (sandbox plans only): a rehearsal or test run is always inside it.
 window:
   start: {window[0]}
   end: {window[1]}
@@ -80,6 +83,7 @@ source:
 target:
   name: infocert
   imap: {{host: 127.0.0.1, port: {ports.infocert_imaps}, tls: implicit}}
+  smtp: {{host: 127.0.0.1, port: {ports.infocert_submission}, tls: starttls}}
   webmail:
     - url: https://127.0.0.1:{ports.webmail}/
       expect_status: 200
@@ -159,7 +163,7 @@ def write_mailboxes_csv(path: Path, locals_: list[str], *, state: str, domain: s
 
 
 def write_environment(directory: str | Path, *, base_port: int = 10000, mailboxes: int = 8,
-                      window: tuple[str, str] = ("2026-01-01T00:00:00", "2027-12-31T23:59:00"),
+                      window: tuple[str, str] = ("today-1d", "today+2d"),
                       domain: str = "pec.fnofi.it", state_dir: str = ".sandbox") -> Environment:
     """Write plan.yaml, mailboxes.csv and hosts.yml into ``directory``; state under ``directory/state_dir``."""
     directory = Path(directory)

@@ -84,7 +84,7 @@ def _side_key(side: str) -> Literal["source", "target"]:
 
 
 class Sandbox:
-    """Starts, stops and changes the sandbox servers described by ``plan`` (see DESIGN.md, Sandbox)."""
+    """Starts, stops and changes the sandbox servers described by ``plan`` (see docs/design.md, The sandbox)."""
 
     def __init__(self, plan: Plan) -> None:
         if plan.sandbox is None:
@@ -97,11 +97,16 @@ class Sandbox:
         self.run_dir = self.state_dir / "run"
         self.ports = self._ports(plan)
         good = self.ca.server_pair("good")
+        submission = {"aruba": plan.source.smtp, "infocert": plan.target.smtp}
         self.dovecots = {
             name: DovecotInstance(
                 name, self.ports[name],
                 DovecotPaths(self.state_dir / "dovecot" / name, self.state_dir / "mail" / name, self.logs / f"{name}.log"),
-                good.cert, good.key)
+                good.cert, good.key,
+                # the plan's SMTP endpoint on this machine is served by this Dovecot's submission service
+                submission_port=(submission[name].port if submission[name] is not None
+                                 and submission[name].host == "127.0.0.1" else None),
+                relay_port=self.ports[name] - 993 + 25)
             for name in ("aruba", "infocert")
         }
 

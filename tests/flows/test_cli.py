@@ -30,11 +30,22 @@ def test_gate_decide_form_rules_named():
     assert "decision not sent" in result.output and "operator" in result.output and "reason" in result.output
 
 
-def test_run_with_a_broken_plan_is_one_line_and_records_no_run(tmp_path):
+def _flow_runs() -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {str(r.id) for r in client.read_flow_runs(limit=200)}
+
+
+def test_run_with_a_broken_plan_is_one_line_and_records_no_run(prefect_db, tmp_path):
     (tmp_path / "plan.yaml").write_text("name: x\n")
-    result = runner.invoke(app, ["run", "cutover", "--plan", str(tmp_path / "plan.yaml")])
-    assert result.exit_code == 2 and "required field is missing" in result.output
-    assert "Traceback" not in result.output
+    before = _flow_runs()
+    for flow in ("readiness", "prestage", "cutover"):
+        result = runner.invoke(app, ["run", flow, "--plan", str(tmp_path / "plan.yaml")], terminal_width=400)
+        assert result.exit_code == 2 and "required field is missing" in result.output, result.output
+        assert "Traceback" not in result.output
+        assert result.output.strip().splitlines()[0].startswith("error:"), result.output
+    assert _flow_runs() == before, "a run was recorded for a plan that never loaded"
 
 
 def test_gate_decide_bad_run_id():
