@@ -5,7 +5,8 @@
 # forbids service starts is put in place for the duration of the install if none exists.
 set -euo pipefail
 
-PACKAGES=(dovecot-core dovecot-imapd dovecot-submissiond bind9 bind9-utils bind9-dnsutils unbound nginx-light isync openssl)
+PACKAGES=(dovecot-core dovecot-imapd dovecot-submissiond bind9 bind9-utils bind9-dnsutils unbound nginx-light isync openssl
+          chromium)  # chromium: the browser test of the Prefect UI (tests/flows/test_ui_gate.py)
 MAIL_USER=pecmail   # Dovecot refuses to store mail as root; see cutover/sandbox/_dovecot.py
 
 if [[ $(id -u) -ne 0 ]]; then
