@@ -41,7 +41,8 @@ from cutover.results import CheckResult, markdown_table
 Status = Literal["ready", "bad-credentials", "target-missing", "over-quota", "unreachable", "tls-failure", "no-secret"]
 STATUSES: tuple[Status, ...] = ("ready", "bad-credentials", "target-missing", "over-quota", "unreachable", "tls-failure",
                                 "no-secret")
-CSV_COLUMNS = ("address", "status", "side", "action", "detail", "source_used_mb", "target_used_mb", "target_limit_mb")
+CSV_COLUMNS = ("address", "status", "side", "action", "detail", "source_used_mb", "target_used_mb", "target_limit_mb",
+               "source_login", "target_login")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class MailboxReadiness:
     source: SideProbe
     target: SideProbe
     duration_s: float = 0.0
+    logins: tuple[tuple[str, str], ...] = ()  # (side, login) where the login is not the address
 
     @property
     def ready(self) -> bool:
@@ -82,6 +84,8 @@ class MailboxReadiness:
             "source_used_mb": _mb(self.source.used_kib),
             "target_used_mb": _mb(self.target.used_kib),
             "target_limit_mb": _mb(self.target.limit_kib),
+            "source_login": dict(self.logins).get("source", ""),
+            "target_login": dict(self.logins).get("target", ""),
         }
 
     def as_result(self) -> CheckResult:
@@ -173,7 +177,7 @@ def mailbox_readiness(plan: Plan, mailbox: Mailbox, *, existence_plan: Plan | No
         target = _tell_missing_from_refused(plan, mailbox, target, existence_plan)
     status, side, detail = _classify(plan, source, target)
     return MailboxReadiness(mailbox.address, status, side, _action(plan, status, side, source, target), detail,
-                            source, target, time.monotonic() - started)
+                            source, target, time.monotonic() - started, tuple(mailbox.logins_differ().items()))
 
 
 def probe_side(plan: Plan, side: Side, mailbox: Mailbox) -> SideProbe:
@@ -258,7 +262,7 @@ def _master_refused_everywhere(plan: Plan, verdicts: list[MailboxReadiness]) -> 
                            f"the {plan.target.name} master user was refused for every mailbox: check target.auth")
         status, side, detail = _classify(plan, v.source, target)
         fixed.append(MailboxReadiness(v.address, status, side, _action(plan, status, side, v.source, target), detail,
-                                      v.source, target, v.duration_s))
+                                      v.source, target, v.duration_s, v.logins))
     return fixed
 
 
