@@ -10,6 +10,7 @@ target-missing     the mailbox does not exist on the target
 over-quota         the source mailbox uses more than the target mailbox may hold
 unreachable        a server did not answer (refused, timed out, dropped)
 tls-failure        the TLS handshake or the certificate failed
+throttled          the provider said "too many / slow down" (a connection or rate limit): not the member's doing
 =================  =======================================================================================
 
 IMAP servers answer "wrong password" and "no such user" the same way. To tell them apart on the target, give
@@ -32,15 +33,16 @@ from typing import Callable, Literal
 
 from imapclient import IMAPClient
 
-from cutover.errors import AuthFailed, ConnectionLost, MailboxError, SecretError, TlsFailed
+from cutover.errors import AuthFailed, ConnectionLost, MailboxError, SecretError, Throttled, TlsFailed
 from cutover.imap import Side, session
 from cutover.inventory import Inventory, Mailbox
 from cutover.plan import Plan
 from cutover.results import CheckResult, markdown_table
 
-Status = Literal["ready", "bad-credentials", "target-missing", "over-quota", "unreachable", "tls-failure", "no-secret"]
+Status = Literal["ready", "bad-credentials", "target-missing", "over-quota", "unreachable", "tls-failure", "no-secret",
+                 "throttled"]
 STATUSES: tuple[Status, ...] = ("ready", "bad-credentials", "target-missing", "over-quota", "unreachable", "tls-failure",
-                                "no-secret")
+                                "no-secret", "throttled")
 CSV_COLUMNS = ("address", "status", "side", "action", "detail", "source_used_mb", "target_used_mb", "target_limit_mb",
                "source_login", "target_login")
 
@@ -193,6 +195,8 @@ def probe_side(plan: Plan, side: Side, mailbox: Mailbox) -> SideProbe:
         return SideProbe(side, "bad-credentials", exc.detail)
     except TlsFailed as exc:
         return SideProbe(side, "tls-failure", exc.detail)
+    except Throttled as exc:
+        return SideProbe(side, "throttled", exc.detail)
     except (ConnectionLost, MailboxError) as exc:
         return SideProbe(side, "unreachable", exc.detail)
     return SideProbe(side, "ready", "logged in", used, limit)
@@ -306,6 +310,9 @@ def _action(plan: Plan, status: Status, side: str, source: SideProbe, target: Si
                 "(or fix the reference); nothing for the member to do")
     if status == "tls-failure":
         return f"check the {provider} server name and the CA bundle in the plan (TLS is never switched off)"
+    if status == "throttled":
+        return (f"operator: {provider} limits sessions or traffic; lower its max_connections in the plan or run "
+                "readiness again later (nothing for the member to do)")
     return f"check that {provider} is reachable (network, firewall, provider status), then run readiness again"
 
 

@@ -101,9 +101,11 @@ class RateLimit:
         if cost <= 0:
             return 0.0
         with self._lock:
+            # Each transfer waits for its own share (the first one too): over any stretch the average stays
+            # at or below the limit, whatever the batch sizes.
             now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + cost
+            self._next = max(now, self._next) + cost
+            start = self._next
         wait = start - now
         if wait > 0:
             time.sleep(wait)
@@ -157,5 +159,19 @@ def mailbox_workers(plan: "Plan", mailboxes: int | None = None) -> int:
     return max(1, n)
 
 
-__all__ = ["SessionCap", "RateLimit", "session_cap", "rate_limit", "mailbox_workers", "is_throttle_answer",
+def sessions_per_mailbox(plan: "Plan", side: str, direction: str = "forward") -> int:
+    """Sessions one mailbox copy may hold on ``side``: one, plus the concurrent read-back session on the written
+    side when the plan's budget affords it (see ``mailsync._verify.ReadBack.if_affordable``)."""
+    written = "target" if direction == "forward" else "source"
+    if side != written or plan.copy_settings.verify != "readback":
+        return 1
+    return 2 if 2 * mailbox_workers(plan) <= plan.provider(side).max_connections else 1  # type: ignore[arg-type]
+
+
+def concurrency_limit_name(provider: "Provider") -> str:
+    """The name of the Prefect global concurrency limit shared by every flow run that talks to ``provider``."""
+    return f"pec-cutover-imap-{provider.name}-{provider.imap.host}-{provider.imap.port}"
+
+
+__all__ = ["sessions_per_mailbox", "concurrency_limit_name", "SessionCap", "RateLimit", "session_cap", "rate_limit", "mailbox_workers", "is_throttle_answer",
            "throttle_delay"]
