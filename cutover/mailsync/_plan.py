@@ -129,7 +129,9 @@ def unchanged_since_verified(ctx: MailboxContext, src: IMAPClient, dst: IMAPClie
     count, nbytes = ctx.state.totals(sname, known.src_uidvalidity)
     if count != snap.get("verified"):
         return None
-    return FolderReport(sname, tname, messages=count, bytes=nbytes, skipped=count, verified=True)
+    approved = len(ctx.state.approved_refusals(sname, known.src_uidvalidity))  # still left behind, still shown
+    return FolderReport(sname, tname, messages=count + approved, bytes=nbytes, skipped=count, verified=True,
+                        approved=approved)
 
 
 def list_source(ctx: MailboxContext, src: IMAPClient, sname: str, tname: str) -> SourceFolder:
@@ -155,8 +157,8 @@ def check_quota(ctx: MailboxContext, dst: IMAPClient, folders: list[SourceFolder
         if left and target_folders is not None and folder.target in target_folders:
             with map_imap_errors(ctx.address, ctx.dst_server):
                 target = ops.sizes(dst, folder.target)
-            claimed = {r.tgt_uid for r in ctx.state.target_rows(folder.target)
-                       if r.tgt_uidvalidity == target.uidvalidity}
+            # as unknown_twins does: only twins of this source UIDVALIDITY's done rows are taken
+            claimed = {r.tgt_uid for r in rows.values() if r.done and r.tgt_uidvalidity == target.uidvalidity}
             unclaimed = Counter(size for uid, size in target.sizes.items() if uid not in claimed)
             kept = []
             for size in left:
