@@ -390,6 +390,11 @@ class Ledger:
             params += (state,)
         return int(self._read(sql, params)[0][0])
 
+    def done_bytes(self, address: str, *, direction: str = "forward") -> int:
+        """Bytes of ``address``'s messages already on the other side (copied or matched), for quota headroom."""
+        return int(self._read("SELECT COALESCE(SUM(size), 0) FROM messages WHERE address=? AND direction=? AND "
+                              "state IN ('copied','matched')", (address, direction))[0][0])
+
     def addresses(self) -> Iterator[str]:
         yield from (r[0] for r in self._read("SELECT DISTINCT address FROM messages ORDER BY address"))
 
