@@ -322,9 +322,16 @@ def classify_append_failure(text: bytes, *, address: str, server: str, folder: s
         return QuotaExceeded(address, f"target refused APPEND to {folder!r}: {said}", server=server)
     if _TOO_LARGE.search(said):
         return MessageTooLarge(address, f"target refused a {largest} byte message in {folder!r}: {said}", server=server)
-    if not bad and is_throttle_answer(said):
+    # [LIMIT] alone is any limit (RFC 5530); only words of pace or connections make it "slow down"
+    if not bad and is_throttle_answer(re.sub(r"\[LIMIT\]", "", said, flags=re.I)):
         return Throttled(address, f"target refused APPEND to {folder!r}: {said}", server=server)
+    if _NOT_THE_MESSAGE.search(said):
+        return MailboxError(address, f"target refused APPEND to {folder!r}: {said}", server=server)
     return MessageRefused(address, f"target refused a message in {folder!r}: {said}", server=server)
+
+
+# Refusals about the folder or the server, not about the message: every message would get the same answer.
+_NOT_THE_MESSAGE = re.compile(r"\[(?:TRYCREATE|SERVERBUG|NONEXISTENT|NOPERM|UNAVAILABLE|INUSE|EXPUNGEISSUED)\]", re.I)
 
 
 def quota_free(client: IMAPClient) -> int | None:
