@@ -106,9 +106,13 @@ class Provider(_Model):
     mx: list[MxRecord] = Field(min_length=1)
     auth: Auth = Auth()
     ca_bundle: Path | None = None
-    max_connections: int = Field(default=4, ge=1, le=64)
+    max_connections: int = Field(default=4, ge=1, le=64,
+                                 description="hard cap on IMAP sessions to this provider at once (process-wide, and "
+                                             "per provider across flow runs through a Prefect concurrency limit)")
     timeout_s: float = Field(default=30.0, gt=0)
     max_message_bytes: int | None = Field(default=None, gt=0)
+    max_messages_per_s: float | None = Field(default=None, gt=0, description="messages/s to or from this provider, all sessions")
+    max_bytes_per_s: float | None = Field(default=None, gt=0, description="bytes/s to or from this provider, all sessions")
 
     @property
     def mx_set(self) -> frozenset[tuple[int, str]]:
@@ -172,6 +176,9 @@ class Copy(_Model):
     folder_map: dict[str, str] = Field(default_factory=dict, description="source folder name -> target folder name")
     retries: int = Field(default=3, ge=0, le=20)
     retry_backoff_s: float = Field(default=1.0, ge=0)
+    throttle_retries: int = Field(default=6, ge=0, le=30, description="retries after a 'too many / slow down' answer")
+    throttle_backoff_s: float = Field(default=2.0, ge=0, description="first wait after a throttle answer (doubles, jittered)")
+    throttle_backoff_max_s: float = Field(default=60.0, ge=0, description="longest single wait after a throttle answer")
     verify: Literal["readback", "size"] = Field(
         default="readback",
         description="readback: read every appended message back from the target and compare SHA-256; "
@@ -220,6 +227,9 @@ class SandboxSettings(_Model):
     state_dir: Path
     webmail_port: int = Field(default=10443, ge=1, le=65535)
     secondary_port: int | None = None
+    max_userip_connections: dict[Literal["source", "target"], int] = Field(
+        default_factory=dict, description="make a provider strict: its Dovecot's mail_max_userip_connections "
+                                          "(sessions per member and IP; Dovecot's default is 10)")
 
 
 NotifyEvent = Literal["gate-paused", "run-failed", "go", "rollback-started", "rollback-ended"]

@@ -7,6 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from checks.readiness import ReadinessReport, readiness as probe_readiness
 from cutover.inventory import Inventory, load_inventory
+from cutover.ledger import Ledger
 from cutover.plan import Plan, load_plan
 from cutover.report import RunReport
 from flows._artifacts import publish_markdown, publish_report, publish_table, run_id, run_name_of
@@ -16,7 +17,11 @@ DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
 
 @task(name="log in to every mailbox on both providers", cache_policy=NO_CACHE, persist_result=False)
 def probe_all(plan: Plan, inventory: Inventory) -> ReadinessReport:
-    return probe_readiness(plan, inventory)
+    ledger = Ledger(plan.ledger)  # quota headroom for what is still to copy
+    try:
+        return probe_readiness(plan, inventory, ledger=ledger)
+    finally:
+        ledger.close()
 
 
 @flow(name="readiness", flow_run_name=run_name_of("readiness"), persist_result=False)

@@ -35,7 +35,8 @@ plan_app = typer.Typer(help="Validate and show a cutover plan.", no_args_is_help
 app.add_typer(plan_app, name="plan")
 app.add_typer(sandbox_cli.app, name="sandbox", help="Start, stop, seed and inspect the local sandbox servers.")
 app.add_typer(dns_cli.app, name="dns", help="Show and change the domain's MX and TTLs (Ansible + checks).")
-app.command(name="copy", help="Copy mailboxes from source to target, verified and resumable.")(copy_cli.copy)
+app.add_typer(copy_cli.app, name="copy", help="Copy mailboxes from source to target, verified and resumable; "
+                                             "approve-skipped: accept messages the target refused.")
 app.add_typer(server_cli.app, name="server")
 app.add_typer(server_cli.operator_app, name="operator")
 app.command(name="prefect", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

@@ -1,4 +1,5 @@
-"""``pec-cutover copy``: copy (or verify) mailboxes with a progress bar and a final table."""
+"""``pec-cutover copy``: copy (or verify) mailboxes with a progress bar and a final table;
+``pec-cutover copy approve-skipped``: an operator accepts a mailbox's skipped messages (recorded in the ledger)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from rich.table import Table
 
 from cutover.cli._common import PlanOption
 from cutover.cli._common import handle_errors
+from cutover.errors import OperatorError
 from cutover.inventory import load_inventory
+from cutover.ledger import Ledger
 from cutover.mailsync import CopyReport, ProgressEvent, copy_mailboxes
 from cutover import freeze
 from cutover.plan import load_plan
@@ -25,7 +28,12 @@ class DirectionChoice(str, Enum):
     reverse = "reverse"
 
 
+app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+
+
+@app.callback(invoke_without_command=True)
 def copy(
+    ctx: typer.Context,
     plan: str = PlanOption,
     mailbox: Optional[List[str]] = typer.Option(None, "--mailbox", "-m", help="only these addresses (repeatable)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would be copied; change nothing"),
@@ -34,6 +42,8 @@ def copy(
                                               help="forward: source -> target; reverse (rollback): new target mail -> source"),
 ) -> None:
     """Copy mailboxes from source to target, byte-exact, verified and resumable. Exit 1 if any is not verified."""
+    if ctx.invoked_subcommand is not None:
+        return
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     with handle_errors(console):
@@ -48,6 +58,39 @@ def copy(
     console.print(_summary(report))
     if not (report.ok or dry_run):
         raise typer.Exit(1)
+
+
+@app.command("approve-skipped")
+def approve_skipped(
+    plan: str = PlanOption,
+    mailbox: str = typer.Option(..., "--mailbox", "-m", help="the member's address"),
+    operator: str = typer.Option(..., "--operator", help="who approves (recorded, shown in every later report)"),
+    reason: str = typer.Option(..., "--reason", help="why these messages may stay behind"),
+    direction: DirectionChoice = typer.Option(DirectionChoice.forward, "--direction"),
+) -> None:
+    """Accept the messages the target refused for one mailbox: gates stop counting them as missing."""
+    console = Console()
+    with handle_errors(console):
+        the_plan = load_plan(plan)
+        address = load_inventory(the_plan).get(mailbox).address
+        if len(operator.strip()) < 2 or len(reason.strip()) < 3:
+            raise OperatorError("approve-skipped needs who approves (--operator NAME) and why (--reason, a few words)")
+        ledger = Ledger(the_plan.ledger)
+        try:
+            skipped = ledger.refusals(address, direction.value)
+            if not skipped:
+                console.print(f"{address}: no skipped messages to approve")
+                return
+            count = ledger.approve_skipped(address, direction.value, operator.strip(), reason.strip())
+        finally:
+            ledger.close()
+    table = Table(title=f"{address}: {count} skipped message(s) approved by {escape(operator)}")
+    for column in ("folder", "UID", "bytes", "the target said"):
+        table.add_column(column, overflow="fold")
+    for folder, _, uid, size, said, _ in skipped:
+        table.add_row(escape(folder), str(uid), str(size), escape(said))
+    console.print(table)
+    console.print("the next copy or verification counts them as approved, not missing")
 
 
 def _run_with_progress(console: Console, plan, boxes, direction: str, dry_run: bool, verify_only: bool) -> CopyReport:

@@ -14,12 +14,13 @@ from typing import Callable
 
 from imapclient import IMAPClient
 
-from cutover.errors import ConnectionLost, LedgerError, MailboxError, MessageTooLarge
+from cutover.errors import ConnectionLost, LedgerError, MailboxError, Throttled
 from cutover.imap import connect
+from cutover.limits import throttle_delay
 from cutover.mailsync import _imapops as ops
 from cutover.mailsync._context import MailboxContext
 from cutover.mailsync._models import FolderReport, MailboxReport
-from cutover.mailsync._plan import (SourceFolder, check_quota, list_source, map_mailbox, plan_folder,
+from cutover.mailsync._plan import (FolderRefused, SourceFolder, check_quota, list_source, map_mailbox, plan_folder,
                                     unchanged_since_verified, unknown_twins)
 from cutover.mailsync._transfer import copy_messages
 from cutover.mailsync._verify import READBACK_MIN_BYTES, READBACK_MIN_MESSAGES, ReadBack, verify_folder, verify_full
@@ -37,9 +38,14 @@ class MailboxBrain:
 
     def run(self) -> None:
         ctx = self.ctx
-        src = ops.quiet(connect(ctx.plan, ctx.src_side, ctx.mailbox))
+        # Sessions are always opened source provider first, whatever the direction: every thread takes the
+        # providers' session caps in one order, so a forward and a reverse copy never wait on each other.
+        first = ops.quiet(connect(ctx.plan, "source", ctx.mailbox))
+        src = first if ctx.src_side == "source" else None
+        dst = first if ctx.dst_side == "source" else None
         try:
-            dst = ops.quiet(connect(ctx.plan, ctx.dst_side, ctx.mailbox))
+            second = ops.quiet(connect(ctx.plan, "target", ctx.mailbox))
+            src, dst = (src, second) if src is not None else (second, dst)
             try:
                 src.normalise_times = False  # keep INTERNALDATE's own offset, byte for byte
                 dst.normalise_times = False
@@ -51,9 +57,9 @@ class MailboxBrain:
                         self.readback.close()
                         self.readback = None
             finally:
-                ops.logout(dst)
+                ops.logout(second)
         finally:
-            ops.logout(src)
+            ops.logout(first)
 
     def _run(self, src: IMAPClient, dst: IMAPClient) -> None:
         ctx = self.ctx
@@ -72,7 +78,7 @@ class MailboxBrain:
             listings.append(list_source(ctx, src, sname, tname))
 
         if not ctx.dry_run and not ctx.verify_only:
-            count, nbytes = check_quota(ctx, dst, listings)
+            count, nbytes = check_quota(ctx, dst, listings, dst_names)
             if self.readback is not None and (count >= READBACK_MIN_MESSAGES or nbytes >= READBACK_MIN_BYTES):
                 self.readback.start()  # its session opens while the copy starts
 
@@ -97,7 +103,13 @@ class MailboxBrain:
                      multiappend: bool) -> Callable[[], FolderReport]:
         """Copy one folder; return the function that verifies it (called once every folder is copied)."""
         ctx = self.ctx
-        fp = plan_folder(ctx, dst, folder, exists_on_target)
+        try:
+            fp = plan_folder(ctx, dst, folder, exists_on_target)
+        except FolderRefused as exc:
+            refused = FolderReport(folder.source, folder.target, messages=len(folder.listing),
+                                   bytes=sum(folder.listing.values()), missing=len(folder.listing),
+                                   notes=[exc.detail], folder_refused=True)
+            return lambda: refused
         fr = FolderReport(fp.source, fp.target, messages=len(fp.listing), bytes=sum(fp.listing.values()), notes=fp.notes)
         if ctx.dry_run:
             fr.copied, fr.skipped = len(fp.todo), len(fp.done)
@@ -129,36 +141,64 @@ class MailboxBrain:
             r.status, r.verified = "dry-run", False
             return
         r.copied = ctx.copied_total if not ctx.verify_only else 0
-        r.skipped = max(0, r.messages - r.copied - r.missing)
+        r.refused = sum(len(f.refused) for f in folder_reports)
+        r.approved = sum(f.approved for f in folder_reports)
+        r.approvals = [f"approved by {op}: {why}" for op, why, _, _ in ctx.ledger.approvals(ctx.address, ctx.direction)]
+        r.skipped = max(0, r.messages - r.copied - r.missing - r.approved)
         r.verified = all(f.verified for f in folder_reports)
-        too_large = [n for n in r.notes if "too large" in n]
         if r.verified:
             r.status, r.reason, r.error = "verified", "", ""
+            if r.approved:
+                r.error = f"{ctx.address}: {r.approved} skipped message(s) left behind, " + "; ".join(r.approvals)
         elif r.duplicates:
             r.status, r.reason = "failed", "duplicates"
             r.error = (f"{ctx.address}: {r.duplicates} message(s) are on the target twice: "
-                       + "; ".join(n for n in r.notes if "twice" in n))
-        elif too_large:
-            r.status, r.reason = "failed", MessageTooLarge.reason
-            r.error = f"{ctx.address}: {len(too_large)} folder(s) hold messages over the target's size limit: " + "; ".join(too_large)
+                       + "; ".join(n for f in folder_reports if f.duplicates for n in f.notes))
+        elif any(f.folder_refused for f in folder_reports):
+            r.status, r.reason = "failed", FolderRefused.reason
+            r.error = (f"{ctx.address}: " + "; ".join(n for f in folder_reports if f.folder_refused for n in f.notes)
+                       + "; map it to a name the target takes (copy.folder_map in the plan) and run again")
+        elif r.refused and r.missing <= r.refused:
+            # Everything else is there: the target refused these and they wait for a person.
+            r.status, r.reason = "failed", "skipped"
+            reasons = [f"{f.source} UID {u}: {said}" for f in folder_reports for u, said in f.refused]
+            r.error = (f"{ctx.address}: {r.refused} skipped (refused by the target: " + "; ".join(reasons[:5])
+                       + ("; ..." if len(reasons) > 5 else "") + "); fix them and run again, or approve with "
+                       f"'pec-cutover copy approve-skipped --mailbox {ctx.address} --operator NAME --reason TEXT'")
         else:
             r.status, r.reason = "not-verified", "not-verified"
             r.error = f"{ctx.address}: {r.missing} source message(s) without an identical target twin; run the copy again"
+            if r.refused:
+                r.error += f" ({r.refused} of them skipped: refused by the target)"
 
 
 def run_with_retries(brain: MailboxBrain) -> None:
-    """Run ``brain`` until it finishes or fails; a lost connection is retried (``copy.retries`` times,
-    exponential backoff from ``copy.retry_backoff_s``), every other failure goes into the report at once."""
+    """Run ``brain`` until it finishes or fails; every failure goes into the report.
+
+    A lost connection is retried (``copy.retries`` times, exponential backoff from ``copy.retry_backoff_s``); a
+    "too many / slow down" answer (:class:`Throttled`) has a budget of its own (``copy.throttle_retries``,
+    jittered waits from ``copy.throttle_backoff_s`` up to ``copy.throttle_backoff_max_s``, each wait shown in
+    the progress); both resume from the ledger. Every other failure is reported at once."""
     ctx, report = brain.ctx, brain.report
     settings = ctx.settings
-    attempt = 0
+    attempt = throttled = 0
     while True:
         try:
             brain.run()
             break
+        except Throttled as exc:
+            if throttled >= settings.throttle_retries:
+                fail(report, exc, attempts=attempt + throttled + 1)
+                break
+            throttled += 1
+            delay = throttle_delay(throttled, settings.throttle_backoff_s, settings.throttle_backoff_max_s)
+            log.warning("throttled, backing off address=%s attempt=%d of=%d delay_s=%.1f said=%s",
+                        ctx.address, throttled, settings.throttle_retries, delay, exc.detail)
+            ctx.progress.waiting(ctx.address, delay, exc.detail)
+            time.sleep(delay)
         except ConnectionLost as exc:
             if attempt >= settings.retries:
-                fail(report, exc, attempts=attempt + 1)
+                fail(report, exc, attempts=attempt + throttled + 1)
                 break
             delay = settings.retry_backoff_s * (2 ** attempt)
             attempt += 1

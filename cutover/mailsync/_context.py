@@ -36,6 +36,13 @@ class Progress:
             event = ProgressEvent(self.mailboxes_done, self.total, self.messages, self.bytes, address)
         self._emit(event)
 
+    def waiting(self, address: str, seconds: float, said: str) -> None:
+        """A mailbox backs off after a "slow down" answer: shown in the progress with the wait and the words."""
+        with self._lock:
+            event = ProgressEvent(self.mailboxes_done, self.total, self.messages, self.bytes, address,
+                                  waiting_s=seconds, detail=said[:200])
+        self._emit(event)
+
     def mailbox_done(self, address: str) -> None:
         with self._lock:
             self.mailboxes_done += 1

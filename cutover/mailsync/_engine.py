@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 from cutover.errors import LedgerError, MailboxError
 from cutover.inventory import Mailbox
 from cutover.ledger import Ledger
+from cutover.limits import mailbox_workers
 from cutover.mailsync._brain import MailboxBrain, fail, run_with_retries
 from cutover.mailsync._context import Direction, MailboxContext, Progress, ProgressCallback
 from cutover.mailsync._lock import _MailboxLock
@@ -57,8 +58,7 @@ def copy_mailboxes(plan: Plan, mailboxes: Sequence[Mailbox], *, direction: Direc
     settings = plan.copy_settings
     own_ledger = ledger is None
     ledger = ledger or Ledger(plan.ledger)
-    workers = max(1, min(settings.mailboxes_in_parallel, plan.source.max_connections, plan.target.max_connections,
-                         len(mailboxes) or 1))
+    workers = mailbox_workers(plan, len(mailboxes) or 1)  # sessions themselves are capped in cutover.imap
     progress = Progress(len(mailboxes), on_progress)
     reports: dict[str, MailboxReport] = {}
     try:
@@ -98,7 +98,7 @@ def sync_mailbox(plan: Plan, mailbox: Mailbox, ledger: Ledger, *, direction: Dir
         raise ValueError(f"direction must be 'forward' or 'reverse', not {direction!r}")
     started = time.monotonic()
     progress = _progress or Progress(1, on_progress)
-    report = MailboxReport(mailbox.address, direction=direction)
+    report = MailboxReport(mailbox.address, direction=direction, logins=mailbox.logins_differ())
     brain = MailboxBrain(MailboxContext(plan, mailbox, ledger, direction, dry_run, verify_only, progress), report)
     lock = None if dry_run else _MailboxLock(ledger.path, mailbox.address, direction)
     try:

@@ -26,12 +26,19 @@ see ``_transfer``). The quota check refuses at once a copy the target cannot hol
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from imapclient import IMAPClient
 
-from cutover.errors import MailboxError, QuotaExceeded
+from cutover.errors import ConnectionLost, MailboxError, QuotaExceeded, Throttled
+
+
+class FolderRefused(MailboxError):
+    """The target will not create a folder of that name: its messages are reported missing, never merged into
+    another folder; the mailbox's other folders go on."""
+
+    reason = "folder-refused"
 from cutover.imap import map_imap_errors
 from cutover.ledger import FolderState, MessageRow
 from cutover.mailsync import _imapops as ops
@@ -88,17 +95,20 @@ def map_mailbox(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient) -> Mailbo
     """LIST both sides and map every copyable source folder to its target folder."""
     with map_imap_errors(ctx.address, ctx.src_server):
         src_folders = ops.list_folders(src)
+        src_prefix = ops.personal_prefix(src)
     with map_imap_errors(ctx.address, ctx.dst_server):
         dst_folders = ops.list_folders(dst)
+        dst_prefix = ops.personal_prefix(dst)
         multiappend = dst.has_capability("MULTIAPPEND")
     overrides = dict(ctx.settings.folder_map)
     if ctx.direction == "reverse":
         overrides = invert(overrides)
     try:
-        mapping = map_folders(src_folders, dst_folders, overrides)
+        mapping = map_folders(src_folders, dst_folders, overrides, source_prefix=src_prefix, target_prefix=dst_prefix)
     except FolderMapError as exc:
         raise MailboxError(ctx.address, str(exc)) from None
-    return MailboxPlan(mapping, {f.name for f in dst_folders} | {"INBOX"}, multiappend)
+    # A \Noselect placeholder on the target is not a folder to copy into: CREATE makes it one.
+    return MailboxPlan(mapping, {f.name for f in dst_folders if f.selectable} | {"INBOX"}, multiappend)
 
 
 def unchanged_since_verified(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, sname: str,
@@ -119,7 +129,9 @@ def unchanged_since_verified(ctx: MailboxContext, src: IMAPClient, dst: IMAPClie
     count, nbytes = ctx.state.totals(sname, known.src_uidvalidity)
     if count != snap.get("verified"):
         return None
-    return FolderReport(sname, tname, messages=count, bytes=nbytes, skipped=count, verified=True)
+    approved = len(ctx.state.approved_refusals(sname, known.src_uidvalidity))  # still left behind, still shown
+    return FolderReport(sname, tname, messages=count + approved, bytes=nbytes, skipped=count, verified=True,
+                        approved=approved)
 
 
 def list_source(ctx: MailboxContext, src: IMAPClient, sname: str, tname: str) -> SourceFolder:
@@ -130,12 +142,31 @@ def list_source(ctx: MailboxContext, src: IMAPClient, sname: str, tname: str) ->
                         ctx.state.without_forward_copies(sname, found.uidvalidity, found.sizes), found.snapshot)
 
 
-def check_quota(ctx: MailboxContext, dst: IMAPClient, folders: list[SourceFolder]) -> tuple[int, int]:
-    """Refuse a copy the target's quota cannot hold; return (messages, bytes) not yet copied."""
+def check_quota(ctx: MailboxContext, dst: IMAPClient, folders: list[SourceFolder],
+                target_folders: set[str] | None = None) -> tuple[int, int]:
+    """Refuse a copy the target's quota cannot hold; return (messages, bytes) that will really be appended.
+
+    Not counted: messages with a twin the ledger knows, and those a target message no ledger row claims will
+    take by SHA-256 (pending rows after a crash, every message after a source UIDVALIDITY reset): estimated by
+    size, one unclaimed target message of a size per to-do message of that size, from a metadata-only listing
+    of the target folder. An underestimate is caught by the APPEND's own quota answer."""
     needed = count = 0
     for folder in folders:
         rows = ctx.state.rows(folder.source, folder.uidvalidity)
         left = [size for uid, size in folder.listing.items() if not (uid in rows and rows[uid].done)]
+        if left and target_folders is not None and folder.target in target_folders:
+            with map_imap_errors(ctx.address, ctx.dst_server):
+                target = ops.sizes(dst, folder.target)
+            # as unknown_twins does: only twins of this source UIDVALIDITY's done rows are taken
+            claimed = {r.tgt_uid for r in rows.values() if r.done and r.tgt_uidvalidity == target.uidvalidity}
+            unclaimed = Counter(size for uid, size in target.sizes.items() if uid not in claimed)
+            kept = []
+            for size in left:
+                if unclaimed[size] > 0:
+                    unclaimed[size] -= 1  # will be matched, not appended
+                else:
+                    kept.append(size)
+            left = kept
         needed += sum(left)
         count += len(left)
     if not needed:
@@ -158,10 +189,17 @@ def plan_folder(ctx: MailboxContext, dst: IMAPClient, folder: SourceFolder, exis
 
     The target UIDs seen here are remembered for the run (an extra copy can only be a UID that came later)."""
     sname, tname, uidvalidity, listing = folder.source, folder.target, folder.uidvalidity, folder.listing
+    if not exists_on_target and not ctx.dry_run:
+        try:
+            with map_imap_errors(ctx.address, ctx.dst_server):
+                ops.create_folder(dst, tname, known_absent=True)
+        except MailboxError as exc:
+            if isinstance(exc, (ConnectionLost, Throttled)):
+                raise
+            raise FolderRefused(ctx.address, f"the target refused to create {tname!r} (for {sname!r}): "
+                                f"{exc.detail}", server=ctx.dst_server) from None
+        exists_on_target = True
     with map_imap_errors(ctx.address, ctx.dst_server):
-        if not exists_on_target and not ctx.dry_run:
-            ops.create_folder(dst, tname, known_absent=True)
-            exists_on_target = True
         target = ops.sizes(dst, tname) if exists_on_target else None
     tuidv, tlisting = (target.uidvalidity, target.sizes) if target else (None, {})
     if tuidv is not None and not ctx.dry_run:

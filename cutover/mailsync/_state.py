@@ -78,6 +78,24 @@ class MailboxState:
         """Pending rows of messages the target refused: they are not there."""
         self.ledger.forget_pending(self.address, self.direction, folder, uidvalidity, uids)
 
+    def record_confirmed(self, rows: list[MessageRow]) -> None:
+        """Pending rows found on the target by SHA-256 in the same run (a target without UIDPLUS): copied,
+        and verified (their digest was read from the target)."""
+        self.ledger.record_done(self.address, self.direction, rows, "copied")
+
+    # --- skipped messages ---------------------------------------------------------------------------
+    def record_refusal(self, folder: str, uidvalidity: int, uid: int, size: int, sha256: str, reason: str) -> None:
+        self.ledger.record_refusal(self.address, self.direction, folder, uidvalidity, uid, size, sha256, reason)
+
+    def approved_refusals(self, folder: str, uidvalidity: int) -> set[int]:
+        """Source UIDs of ``folder`` the target refused and an operator approved leaving behind."""
+        return {u for f, v, u, _, _, approved in self.ledger.refusals(self.address, self.direction)
+                if f == folder and v == uidvalidity and approved}
+
+    def forget_refusals(self, folder: str, uidvalidity: int, uids: list[int]) -> None:
+        if uids:
+            self.ledger.forget_refusals(self.address, self.direction, folder, uidvalidity, uids)
+
     # --- verification marks -------------------------------------------------------------------------
     def mark_mismatch(self, folder: str, uidvalidity: int, uids: list[int]) -> None:
         self.ledger.mark_mismatch(self.address, self.direction, folder, uidvalidity, uids)

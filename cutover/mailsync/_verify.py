@@ -27,6 +27,7 @@ from imapclient import IMAPClient
 from cutover.errors import ConnectionLost
 from cutover.imap import connect, map_imap_errors
 from cutover.ledger import MessageRow
+from cutover.limits import mailbox_workers
 from cutover.mailsync import _imapops as ops
 from cutover.mailsync._context import MailboxContext
 from cutover.mailsync._models import FolderReport
@@ -68,9 +69,7 @@ class ReadBack:
         budget allows two per mailbox and read-back is asked for; None means read back serially."""
         if ctx.dry_run or ctx.verify_only or ctx.settings.verify != "readback":
             return None
-        workers = max(1, min(ctx.settings.mailboxes_in_parallel, ctx.plan.source.max_connections,
-                             ctx.plan.target.max_connections))
-        if 2 * workers > ctx.dst_provider.max_connections:
+        if 2 * mailbox_workers(ctx.plan) > ctx.dst_provider.max_connections:
             return None
         return cls(ctx)
 
@@ -124,7 +123,8 @@ class ReadBack:
                     try:
                         with map_imap_errors(ctx.address, ctx.dst_server):
                             if client is None:
-                                client = ops.quiet(connect(ctx.plan, ctx.dst_side, ctx.mailbox))
+                                # never waits for a slot: the copy sessions hold theirs (waiting could deadlock)
+                                client = ops.quiet(connect(ctx.plan, ctx.dst_side, ctx.mailbox, wait_for_slot=False))
                             if not uids_sizes:
                                 continue
                             if selected is None or selected[0] != folder:
@@ -170,12 +170,16 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
     early = readback.take(tname, target.uidvalidity) if readback is not None else {}
     tuidv, tlisting = target.uidvalidity, target.sizes
     rows = state.rows(sname, uidvalidity)
+    approved = state.approved_refusals(sname, uidvalidity)  # skipped, and an operator approved leaving them
     missing = 0
     trusted: list[int] = []
     to_read: dict[int, MessageRow] = {}  # target uid -> row
     for uid in listing:
         r = rows.get(uid)
         if r is None or not r.done or r.tgt_uidvalidity != tuidv or not same_size(tlisting, r, listing[uid]):
+            if uid in approved:
+                fr.approved += 1
+                continue
             missing += 1
         elif r.verified or settings.verify == "size":
             trusted.append(uid)
@@ -210,8 +214,9 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
                         f"{tname!r}, UIDVALIDITY {tuidv}): remove the extra copies, then run again")
     fr.duplicates = len(extra)
     fr.missing = missing
+    state.forget_refusals(sname, uidvalidity, [u for u in trusted if u in approved])  # got through after all
     fr.verified = missing == 0 and not extra
-    fr.skipped = max(0, fr.messages - fr.copied - missing)
+    fr.skipped = max(0, fr.messages - fr.copied - missing - fr.approved)
     if fr.verified:
         state.remember_snapshot(sname, src_snapshot, target.snapshot, state.totals(sname, uidvalidity)[0])
     return fr

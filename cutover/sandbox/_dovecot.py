@@ -97,6 +97,12 @@ class DovecotInstance:
         # Tests only: the capabilities announced after login (None: Dovecot's own list); see
         # Sandbox.set_imap_capability.
         self.imap_capability: str | None = None
+        # Real providers' shapes: a personal namespace prefix and separator (Courier-style "INBOX." and "."),
+        # and a per user+IP session limit (Dovecot answers the next login with "Maximum number of connections
+        # from user+IP exceeded"). See Sandbox.set_namespace / Sandbox.set_connection_limit.
+        self.namespace_prefix = ""
+        self.separator = "/"
+        self.max_userip_connections = 200
 
     def argv(self) -> list[str]:
         return ["/usr/sbin/dovecot", "-F", "-c", str(self.paths.config)]
@@ -154,12 +160,13 @@ mail_gid = {group}
 mail_location = maildir:~/Maildir:LAYOUT=fs
 # The sandbox trades durability for seeding speed; it is a rehearsal, not a mail store.
 mail_fsync = never
-mail_max_userip_connections = 200
+mail_max_userip_connections = {self.max_userip_connections}
 mail_plugins = $mail_plugins quota
 {capability}
 namespace inbox {{
   inbox = yes
-  separator = /
+  prefix = {self.namespace_prefix}
+  separator = {self.separator}
   mailbox "Posta inviata" {{
     special_use = \\Sent
   }}

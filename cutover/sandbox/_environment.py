@@ -153,13 +153,21 @@ all:
 """
 
 
+def infocert_user_id(i: int) -> str:
+    """An InfoCert-style User ID (``IC`` and seven digits) for the ``i``-th member: Legalmail's mail clients log
+    in with it, not with the PEC address, so every sandbox environment does too."""
+    return f"IC{4_200_001 + i * 37:07d}"
+
+
 def write_mailboxes_csv(path: Path, locals_: list[str], *, state: str, domain: str, canaries: int = 2) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["address", "source_secret", "target_secret", "canary", "notes"])
+        writer.writerow(["address", "source_secret", "target_secret", "canary", "notes", "source_login",
+                         "target_login"])
         for i, local in enumerate(locals_):
             writer.writerow([f"{local}@{domain}", f"file:{state}/secrets/aruba/{local}",
-                             f"file:{state}/secrets/infocert/{local}", "yes" if i < canaries else "no", ""])
+                             f"file:{state}/secrets/infocert/{local}", "yes" if i < canaries else "no", "",
+                             "", infocert_user_id(i)])
 
 
 def write_environment(directory: str | Path, *, base_port: int = 10000, mailboxes: int = 8,
