@@ -141,9 +141,7 @@ class CopyReport:
         if approved:
             lines += ["", "Skipped messages approved by an operator:"]
             lines += [f"- `{m.address}`: {m.approved} skipped; " + "; ".join(m.approvals) for m in approved]
-        return "
-".join(lines) + "
-"
+        return "\n".join(lines) + "\n"
 
 
 def _logins(m: MailboxReport) -> str:
