@@ -134,6 +134,9 @@ class Tsig(_Model):
 class Ttl(_Model):
     normal: int = Field(gt=0)
     cutover: int = Field(gt=0)
+    restore_after: timedelta = Field(default=timedelta(days=7), ge=timedelta(0),
+                                     description="after a GO, keep the cutover TTL this long (hypercare: a rollback "
+                                                 "then propagates fast), then `dns ttl --restore`; 0: restore at GO")
 
     @model_validator(mode="after")
     def _lower(self) -> "Ttl":

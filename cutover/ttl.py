@@ -9,7 +9,7 @@ before the lowering), and the pre-flight waits the longest TTL ever recorded, ne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from cutover.dnschange import append_journal, read_journal, read_zone
 from cutover.errors import DnsChangeError
@@ -74,4 +74,27 @@ def ttl_to_wait(plan: Plan) -> TtlToWait:
     return TtlToWait(value, f"the TTL actually {what} ({value}s, longer than the plan's ttl.normal {normal}s)")
 
 
-__all__ = ["ServedTtl", "TtlToWait", "record_served_ttl", "ttl_to_wait"]
+def keep_low_after_go(plan: Plan, *, now: datetime | None = None) -> datetime | None:
+    """After a GO: when the normal TTL is due back (journaled), or None when ``ttl.restore_after`` is 0 (now)."""
+    if not plan.dns.ttl.restore_after:
+        return None
+    due = (now or datetime.now(timezone.utc)) + plan.dns.ttl.restore_after
+    append_journal(plan, {"action": "restore_due", "due": due.isoformat()}, when=now)
+    return due
+
+
+def restore_due(plan: Plan) -> datetime | None:
+    """When the last GO said the normal TTL is due back, unless it was restored since; None otherwise."""
+    due: datetime | None = None
+    for entry in read_journal(plan):
+        if entry.get("action") == "restore_due":
+            try:
+                due = datetime.fromisoformat(entry["due"])
+            except (KeyError, ValueError):
+                continue
+        elif entry.get("action") == "set_ttl" and entry.get("level") == "normal":
+            due = None
+    return due
+
+
+__all__ = ["ServedTtl", "TtlToWait", "record_served_ttl", "ttl_to_wait", "keep_low_after_go", "restore_due"]

@@ -23,6 +23,7 @@ from cutover.mailsync import CopyReport
 from cutover.plan import Plan, load_plan
 from cutover.report import Phase, RunReport, checks_summary
 from cutover.results import CheckResult
+from cutover.ttl import keep_low_after_go
 from flows._artifacts import log, publish_report, run_id
 from flows._copy import copy_all
 from flows._dns import dns_checks, dns_decision, set_ttl_task, switch_mx_task
@@ -116,8 +117,12 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
         freeze.require_held(plan, me)
 
         with report.phase("complete") as phase:
-            restored = set_ttl_task(plan, "normal")
-            phase.lines.append(f"MX TTL back to {plan.dns.ttl.normal} s (changed: {restored.changed})")
+            if (due := keep_low_after_go(plan)) is not None:  # hypercare: a rollback must still propagate fast
+                phase.lines.append(f"MX TTL kept at {plan.dns.ttl.cutover} s until {due.isoformat(timespec='minutes')} "
+                                   "(ttl.restore_after), then `pec-cutover dns ttl --restore --plan P`")
+            else:
+                restored = set_ttl_task(plan, "normal")
+                phase.lines.append(f"MX TTL back to {plan.dns.ttl.normal} s (changed: {restored.changed})")
             freeze.release(plan, me)
             holding, done = False, True
             phase.lines.append("change freeze lifted")

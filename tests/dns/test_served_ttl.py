@@ -57,3 +57,21 @@ def test_a_restore_forgets_what_was_served_before_and_an_unreachable_primary_is_
         "primary": plan.dns.primary.model_copy(update={"port": 9}), "timeout_s": 0.3})})
     missing = record_served_ttl(dead, "readiness")
     assert missing.ttl is None and ("did not answer" in missing.error or "unreachable" in missing.error), missing
+
+
+def test_after_go_the_low_ttl_is_kept_until_restore_after_then_restored(zone) -> None:
+    from datetime import timezone
+
+    from cutover.ttl import keep_low_after_go, restore_due
+
+    plan = zone.plan
+    set_ttl(plan, "cutover")
+    go = datetime(2026, 12, 13, 7, 0, tzinfo=timezone.utc)
+    due = keep_low_after_go(plan, now=go)
+    assert due == go + timedelta(days=7) and restore_due(plan) == due
+    assert zone.served()[1] == plan.dns.ttl.cutover                    # still low: hypercare
+    set_ttl(plan, "normal")                                             # T+7: `dns ttl --restore`
+    assert zone.served()[1] == plan.dns.ttl.normal and restore_due(plan) is None
+    at_go = plan.model_copy(update={"dns": plan.dns.model_copy(update={
+        "ttl": plan.dns.ttl.model_copy(update={"restore_after": timedelta(0)})})})
+    assert keep_low_after_go(at_go) is None                             # 0: the cutover restores it at GO
