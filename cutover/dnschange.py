@@ -99,7 +99,7 @@ def set_ttl(plan: Plan, level: TtlLevel, *, dry_run: bool = False) -> DnsChange:
                     desired_mx=before.mx, desired_ttl=ttl, dry_run=dry_run)
     if not dry_run:
         append_journal(plan, {"action": "set_ttl", "level": level, "ttl": ttl, "changed": change.changed,
-                              "serial": change.serial_after})
+                              "serial": change.serial_after, "ttl_before": before.mx_ttl})
     return change
 
 

@@ -168,6 +168,8 @@ class Ledger:
                 columns = {r[1] for r in conn.execute("PRAGMA table_info(folders)")}
                 if "snapshot" not in columns:  # ledgers written before the delta fast path
                     conn.execute("ALTER TABLE folders ADD COLUMN snapshot TEXT")
+                if "verified_at" not in {r[1] for r in conn.execute("PRAGMA table_info(messages)")}:
+                    conn.execute("ALTER TABLE messages ADD COLUMN verified_at REAL")  # for the evidence bundle
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"ledger {self.path}: cannot be opened ({exc}); check the path and its permissions") from None
 
@@ -321,15 +323,16 @@ class Ledger:
         if not uids:
             return  # no empty transaction: each commit is an fsync
         self._write(
-            "UPDATE messages SET verified=1 WHERE address=? AND direction=? AND src_folder=? AND src_uidvalidity=? AND src_uid=?",
-            [(address, direction, src_folder, src_uidvalidity, u) for u in uids], many=True)
+            "UPDATE messages SET verified=1, verified_at=COALESCE(verified_at, ?) WHERE address=? AND direction=? "
+            "AND src_folder=? AND src_uidvalidity=? AND src_uid=?",
+            [(time.time(), address, direction, src_folder, src_uidvalidity, u) for u in uids], many=True)
 
     def mark_mismatch(self, address: str, direction: str, src_folder: str, src_uidvalidity: int, uids: Iterable[int]) -> None:
         uids = list(uids)
         if not uids:
             return
         self._write(
-            "UPDATE messages SET state='mismatch', verified=0 WHERE address=? AND direction=? AND src_folder=? "
+            "UPDATE messages SET state='mismatch', verified=0, verified_at=NULL WHERE address=? AND direction=? AND src_folder=? "
             "AND src_uidvalidity=? AND src_uid=?",
             [(address, direction, src_folder, src_uidvalidity, u) for u in uids], many=True)
 

@@ -139,6 +139,9 @@ class Tsig(_Model):
 class Ttl(_Model):
     normal: int = Field(gt=0)
     cutover: int = Field(gt=0)
+    restore_after: timedelta = Field(default=timedelta(days=7), ge=timedelta(0),
+                                     description="after a GO, keep the cutover TTL this long (hypercare: a rollback "
+                                                 "then propagates fast), then `dns ttl --restore`; 0: restore at GO")
 
     @model_validator(mode="after")
     def _lower(self) -> "Ttl":
@@ -199,11 +202,22 @@ class Gates(_Model):
     pause_timeout_s: int = Field(default=3600, gt=0)
 
 
+# Phases of the cutover day with an expected duration (minutes); the report flags a phase that overruns.
+PHASE_MINUTES = {"freeze": 5.0, "switch": 5.0, "dns": 20.0, "final_delta": 60.0, "access": 15.0, "complete": 5.0,
+                 "rollback": 60.0}
+
+
 class Window(_Model):
     """The freeze window. Naive datetimes are read in the plan's timezone."""
 
     start: datetime
     end: datetime
+    abort_at: datetime | None = Field(default=None, description="a gate still waiting for a human from this moment "
+                                      "on is decided by on_close (default: the window end)")
+    on_close: Literal["rollback", "continue"] = Field(default="rollback", description="what a gate waiting for a "
+                                                      "human does when the window closes (recorded 'window closed')")
+    phase_minutes: dict[str, float] = Field(default_factory=lambda: dict(PHASE_MINUTES),
+                                            description="expected minutes per phase; the report says which overran")
 
     @model_validator(mode="after")
     def _ordered(self) -> "Window":
@@ -211,7 +225,24 @@ class Window(_Model):
             raise ValueError("window start and end need a timezone (the loader adds the plan's)")
         if self.end <= self.start:
             raise ValueError(f"window end {self.end.isoformat()} is not after start {self.start.isoformat()}")
+        if self.abort_at is not None and not self.start < self.abort_at <= self.end:
+            raise ValueError(f"abort_at {self.abort_at.isoformat()} must be inside the window (after start, "
+                             "at the latest its end)")
         return self
+
+    @field_validator("phase_minutes")
+    @classmethod
+    def _known_phases(cls, v: dict[str, float]) -> dict[str, float]:
+        if unknown := sorted(set(v) - set(PHASE_MINUTES)):
+            raise ValueError(f"unknown phase(s) {', '.join(unknown)}; known: {', '.join(PHASE_MINUTES)}")
+        if bad := sorted(k for k, m in v.items() if not m > 0):
+            raise ValueError(f"phase minutes must be > 0: {', '.join(bad)}")
+        return {**PHASE_MINUTES, **v}
+
+    @property
+    def closes_at(self) -> datetime:
+        """When a gate may no longer wait for a human: ``abort_at`` if set, else the window end."""
+        return self.abort_at or self.end
 
     def contains(self, when: datetime) -> bool:
         return self.start <= when < self.end
@@ -422,7 +453,7 @@ def _localise_window(data: dict[str, Any], tz_name: str, now: datetime | None = 
     except (ZoneInfoNotFoundError, ValueError):
         return []  # the timezone validator reports it
     problems: list[tuple[str, str]] = []
-    for key in ("start", "end"):
+    for key in ("start", "end", "abort_at"):
         value = window.get(key)
         if isinstance(value, str):
             relative = _RELATIVE_DAY.match(value.strip())

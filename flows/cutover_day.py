@@ -5,6 +5,7 @@ A NO-GO rolls back at once (plan ``on_nogo: rollback``) or pauses the run for a 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Callable
 
 from prefect import flow, task
@@ -15,7 +16,7 @@ from checks.dns import ttl_preflight
 from checks.gates import Decision, access_gate
 from checks.imap import canary_logins, endpoints_reachable
 from checks.webmail import webmail_checks
-from cutover import freeze
+from cutover import freeze, window as window_rules
 from cutover.errors import FreezeError
 from cutover.inventory import Inventory, load_inventory
 from cutover.ledger import Ledger
@@ -23,6 +24,7 @@ from cutover.mailsync import CopyReport
 from cutover.plan import Plan, load_plan
 from cutover.report import Phase, RunReport, checks_summary
 from cutover.results import CheckResult
+from cutover.ttl import keep_low_after_go
 from flows._artifacts import announce, log, publish_report, run_id, run_name_of, ui_link
 from flows._copy import copy_all
 from flows._dns import dns_checks, dns_decision, set_ttl_task, switch_mx_task
@@ -66,6 +68,7 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
                 phase.lines.append(f"started {waited:.0f} s before the window opened (scheduled run): waited for it")
             window = freeze.require_window(plan, override_reason=override_window)
             phase.lines.append(window.describe())
+            gate_deadline = window_rules.gate_deadline(plan, started_inside=window.inside)
             checks = preflight(plan)
             phase.checks += checks
             phase.lines.append(checks_summary(checks))
@@ -85,7 +88,8 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             evidence = dns_checks(plan, "target")
             return dns_decision(plan, evidence, "dns"), evidence.all
 
-        action, decision = _checks_and_gate(report, "DNS checks and gate", dns_round, plan, decisions, overridden)
+        action, decision = _checks_and_gate(report, "DNS checks and gate", dns_round, plan, decisions, overridden,
+                                            gate_deadline)
         if action == "rollback":
             done = True  # the rollback flow takes the freeze over and lifts it
             return _roll_back(plan_path, plan, report, decisions, operator, "DNS gate: " + decision.summary())
@@ -111,15 +115,19 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
                                missing_messages=copy.missing_messages, gates=plan.gates), [*webmail, *canaries]
 
         action, decision = _checks_and_gate(report, "accessibility checks and gate", access_round, plan, decisions,
-                                            overridden)
+                                            overridden, gate_deadline)
         if action == "rollback":
             done = True
             return _roll_back(plan_path, plan, report, decisions, operator, "access gate: " + decision.summary())
         freeze.require_held(plan, me)
 
         with report.phase("complete") as phase:
-            restored = set_ttl_task(plan, "normal")
-            phase.lines.append(f"MX TTL back to {plan.dns.ttl.normal} s (changed: {restored.changed})")
+            if (due := keep_low_after_go(plan)) is not None:  # hypercare: a rollback must still propagate fast
+                phase.lines.append(f"MX TTL kept at {plan.dns.ttl.cutover} s until {due.isoformat(timespec='minutes')} "
+                                   "(ttl.restore_after), then `pec-cutover dns ttl --restore --plan P`")
+            else:
+                restored = set_ttl_task(plan, "normal")
+                phase.lines.append(f"MX TTL back to {plan.dns.ttl.normal} s (changed: {restored.changed})")
             freeze.release(plan, me)
             holding, done = False, True
             phase.lines.append("change freeze lifted")
@@ -139,6 +147,12 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             freeze.release(plan, me)
         if decisions:
             report.phases.append(Phase(name="gate decisions", started_at="", status="ok", lines=decisions))
+        if durations := window_rules.phase_timings(plan, report.timings()):  # the plan's expected minutes
+            late = [d for d in durations if d.overran]
+            report.phases.append(Phase(name="phase durations", started_at="", status="overrun" if late else "ok",
+                                       lines=[d.describe() for d in durations]))
+            for d in late:
+                log("phase overran: %s", d.describe())
         if not report.verdict:
             report.verdict = "FAILED: see the failed phase (MX may be on the target: decide, or run the rollback flow)"
             announce(plan, report, "run-failed", f"pec-cutover: the cutover of {plan.domain} FAILED"
@@ -148,7 +162,8 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
 
 
 def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tuple[Decision, list[CheckResult]]],
-                     plan: Plan, decisions: list[str], overridden: list[str]) -> tuple[str, Decision]:
+                     plan: Plan, decisions: list[str], overridden: list[str],
+                     gate_deadline: datetime | None = None) -> tuple[str, Decision]:
     """Run the checks and apply their gate, again for as long as the operator answers 'retry'."""
     attempt = 0
     while True:
@@ -157,7 +172,8 @@ def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tup
             decision, evidence = run_checks()
             phase.checks += evidence
             phase.sections.append(decision.markdown())
-            action = apply_gate(decision, plan=plan, attempt=attempt, decisions=decisions, report=report)
+            action = apply_gate(decision, plan=plan, attempt=attempt, decisions=decisions, window_deadline=gate_deadline,
+                                report=report)
             phase.lines.append(decisions[-1])
             if not decision.go:
                 phase.status = {"rollback": "failed", "proceed": "overridden"}.get(action, "retry")

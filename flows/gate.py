@@ -7,6 +7,7 @@ proceed, roll back, or ``pause_flow_run`` with a form (rollback / continue / ret
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Literal
 
 from prefect.exceptions import FlowPauseTimeout
@@ -15,10 +16,12 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from checks.gates import Decision
-from cutover.errors import OperatorError
+from cutover import freeze
+from cutover.errors import FreezeError, OperatorError
 from cutover.operators import identify
 from cutover.plan import Plan
 from cutover.report import RunReport
+from cutover.window import pause_budget, window_closed
 from flows._artifacts import announce, key, log, publish_markdown, run_id, ui_link
 
 Action = Literal["proceed", "rollback", "retry"]
@@ -36,12 +39,14 @@ class GateDecision(RunInput):
 
 
 def apply_gate(decision: Decision, *, plan: Plan, attempt: int, decisions: list[str],
-               report: RunReport | None = None) -> Action:
+               window_deadline: datetime | None = None, report: RunReport | None = None) -> Action:
     """Return what the flow does next. Every decision (automatic or human) is recorded in ``decisions``.
 
     A human answer counts only from one of the plan's operators with a valid one-time code; any other answer is
-    recorded as refused and the run pauses again (until the pause timeout, then it rolls back)."""
+    recorded as refused and the run pauses again (until the pause timeout, then it rolls back). A pause never
+    outlasts ``window_deadline``: then the plan's ``window.on_close`` decides, recorded as "window closed"."""
     pause_timeout_s = plan.gates.pause_timeout_s
+    budget = pause_budget(plan, window_deadline)
     publish_markdown(decision.markdown(), f"gate-{decision.gate}-{attempt}", f"gate {decision.gate}: {decision.verdict}")
     log(decision.summary())
     if decision.action == "proceed":
@@ -60,10 +65,12 @@ def apply_gate(decision: Decision, *, plan: Plan, attempt: int, decisions: list[
              f"--operator NAME --code CODE --reason TEXT. {ui_link(me)}".strip(),
              gate=decision.gate, verdict=str(decision.verdict), failing=failing,
              command=f"pec-cutover gate decide {me} --rollback|--continue|--retry --operator NAME --code CODE "
-                     "--reason TEXT", timeout_s=pause_timeout_s)
-    deadline = time.monotonic() + pause_timeout_s
+                     "--reason TEXT", timeout_s=budget.timeout_s)
+    deadline = time.monotonic() + budget.timeout_s
     refused = 0
     while True:
+        if budget.closed_already:
+            return _window_closed(decision, plan, window_deadline, decisions)
         try:
             answer = pause_flow_run(
                 wait_for_input=GateDecision.with_initial_data(
@@ -73,9 +80,13 @@ def apply_gate(decision: Decision, *, plan: Plan, attempt: int, decisions: list[
                 key=key(f"gate-{decision.gate}-{attempt}" + (f"-again-{refused}" if refused else "")),
             )
         except FlowPauseTimeout:
+            _refuse_if_stale(plan, decision, attempt, decisions)
+            if budget.window_closes:
+                return _window_closed(decision, plan, window_deadline, decisions)
             # Nobody decided in time after a failed gate: the safe state is the old provider.
             decisions.append(f"{decision.gate}: {decision.verdict} → rollback (no decision within {pause_timeout_s} s)")
             return "rollback"
+        _refuse_if_stale(plan, decision, attempt, decisions)
         try:
             who = identify(plan, answer.operator, answer.code)
             break
@@ -93,3 +104,23 @@ def apply_gate(decision: Decision, *, plan: Plan, attempt: int, decisions: list[
                      f"gate-{decision.gate}-{attempt}-decision", record)
     log("human decision: %s", record)
     return {"rollback": "rollback", "continue": "proceed", "retry": "retry"}[answer.action]
+
+
+def _window_closed(decision: Decision, plan: Plan, deadline: datetime | None, decisions: list[str]) -> Action:
+    action, text = window_closed(plan, deadline)  # type: ignore[arg-type]
+    decisions.append(f"{decision.gate}: {decision.verdict} → {text}")
+    publish_markdown(f"### Window closed at gate `{decision.gate}`\n\n- {text}\n", f"gate-{decision.gate}-window-closed",
+                     decisions[-1])
+    log(decisions[-1])
+    return action
+
+
+def _refuse_if_stale(plan: Plan, decision: Decision, attempt: int, decisions: list[str]) -> None:
+    """A paused run answered (or timed out) after a newer run took the freeze: record it and stop, acting on nothing."""
+    why = freeze.stale_reason(plan, run_id())
+    if why:
+        decisions.append(f"{decision.gate}: answer ignored: {why}")
+        publish_markdown(f"### Stale run at gate `{decision.gate}`\n\n- {why}\n",
+                         f"gate-{decision.gate}-{attempt}-refused-stale", f"refused: {why}")
+        log(why)
+        raise FreezeError(why)

@@ -10,6 +10,7 @@ from cutover.inventory import Inventory, load_inventory
 from cutover.ledger import Ledger
 from cutover.plan import Plan, load_plan
 from cutover.report import RunReport
+from cutover.ttl import record_served_ttl
 from flows._artifacts import publish_markdown, publish_report, publish_table, run_id, run_name_of
 
 DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
@@ -38,6 +39,8 @@ def readiness(plan_path: str = DEFAULT_PLAN) -> dict:
             result.write_csv(csv_path)
             phase.lines.append(f"CSV for the members who must act: {csv_path}")
         phase.sections.append(result.markdown())
+    with report.phase("served MX TTL") as phase:  # what the cutover's pre-flight must wait (see cutover/ttl.py)
+        phase.lines.append(record_served_ttl(plan, f"readiness run {run_id()[:8]}").describe())
     publish_table(result.rows(), "readiness-mailboxes", "readiness per mailbox")
     report.verdict = "all mailboxes ready" if summary.get("ready", 0) == len(inventory) else \
         f"{len(inventory) - summary.get('ready', 0)} mailboxes need action"

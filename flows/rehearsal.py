@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             verdicts[name] += f"; notifications: {sent} sent, {len(got) - sent} failed"
             if not got:
                 verdicts[name] += " (UNEXPECTED: the ops channel heard nothing)"
+        from cutover.evidence import prefect_runs
+        runs = prefect_runs(REHEARSAL_PLAN, home=REPO)  # for the evidence bundle, before the server stops
     except CutoverError as exc:
         console.print(f"[red]rehearsal failed:[/red] {exc}")
         return 1
@@ -276,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     for scenario, verdict in verdicts.items():
         console.print(f"[bold]{scenario}[/bold]: {verdict}")
+    # Issue 16: the auditor's bundle of the whole rehearsal, exported and re-checked (runs read while the server is up).
+    from cutover import evidence
+    bundle = REPO / ".sandbox" / f"evidence-{time.strftime('%Y%m%dT%H%M%S')}"
+    checked = evidence.verify(evidence.export(plan, bundle, runs).out)
+    console.print(f"evidence: {checked.files} files, manifest verified ({bundle})" if checked.ok else
+                  f"[red]evidence: {checked.files} files, manifest NOT verified: {checked.problems}[/red]")
     console.print(f"rehearsal done in {time.monotonic() - started:.0f} s. The sandbox is still up "
                   f"(`.venv/bin/pec-cutover sandbox status`; stop it with `make sandbox-down`).")
     console.print("See the runs, reports and gate decisions:\n"

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from cutover.cli import copy as copy_cli
 from cutover.cli import dns as dns_cli
+from cutover.cli import evidence as evidence_cli
 from cutover.cli import sandbox as sandbox_cli
 from cutover.cli import server as server_cli
 from cutover.cli._common import DEFAULT_PLAN, fail, handle_errors
@@ -38,6 +39,8 @@ app.add_typer(dns_cli.app, name="dns", help="Show and change the domain's MX and
 app.add_typer(copy_cli.app, name="copy", help="Copy mailboxes from source to target, verified and resumable; "
                                              "approve-skipped: accept messages the target refused.")
 app.add_typer(server_cli.app, name="server")
+app.add_typer(evidence_cli.app, name="evidence")
+app.command(name="doctor")(evidence_cli.doctor)
 app.add_typer(server_cli.operator_app, name="operator")
 app.command(name="prefect", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
             help="Run `prefect ARGS...` with the plan's server auth string (e.g. `pec-cutover prefect --plan P "
