@@ -263,7 +263,7 @@ class SandboxSettings(_Model):
                                           "(sessions per member and IP; Dovecot's default is 10)")
 
 
-NotifyEvent = Literal["gate-paused", "run-failed", "go", "rollback-started", "rollback-ended"]
+NotifyEvent = Literal["gate-paused", "run-failed", "go", "rollback-started", "rollback-ended", "phase-overrun"]
 
 
 class Webhook(_Model):
@@ -281,7 +281,7 @@ class Notify(_Model):
 
     webhooks: list[Webhook] = Field(default_factory=list)
     events: list[NotifyEvent] = Field(default_factory=lambda: ["gate-paused", "run-failed", "go", "rollback-started",
-                                                               "rollback-ended"])
+                                                               "rollback-ended", "phase-overrun"])
     attempts: int = Field(default=3, ge=1, le=10)
     timeout_s: float = Field(default=5.0, gt=0)
 

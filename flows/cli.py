@@ -101,7 +101,8 @@ def register(app: typer.Typer) -> None:
                       f"{str(exc).splitlines()[0] if str(exc) else 'is it paused at a gate?'}")
             raise typer.Exit(2) from None
         if outcome.startswith("refused"):
-            err.print(f"[red]error:[/red] run {run_id} {outcome}; it is paused again")
+            after = "it stopped without acting" if "stale" in outcome else "it is paused again"
+            err.print(f"[red]error:[/red] run {run_id} {outcome}; {after}")
             raise typer.Exit(2)
         Console().print(f"run {run_id} resumed with: {chosen[0]} ({operator}: {reason}): {outcome}")
 

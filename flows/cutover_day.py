@@ -153,6 +153,8 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
                                        lines=[d.describe() for d in durations]))
             for d in late:
                 log("phase overran: %s", d.describe())
+                announce(plan, report, "phase-overrun", f"pec-cutover: {plan.domain}: phase overran: {d.describe()}",
+                         phase=d.describe())
         if not report.verdict:
             report.verdict = "FAILED: see the failed phase (MX may be on the target: decide, or run the rollback flow)"
             announce(plan, report, "run-failed", f"pec-cutover: the cutover of {plan.domain} FAILED"
