@@ -54,8 +54,10 @@ def copy(
         inventory = load_inventory(the_plan)
         boxes = inventory.select(mailbox) if mailbox else inventory.mailboxes
         report = _run_with_progress(console, the_plan, boxes, direction.value, dry_run, verify_only)
-    console.print(_table(report))
+    console.print(_table(report, console.width))
     console.print(_summary(report))
+    for line in failure_lines(report):  # whole lines, never folded into cells: grep-able, paste-able
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
     if not (report.ok or dry_run):
         raise typer.Exit(1)
 
@@ -110,15 +112,52 @@ def _run_with_progress(console: Console, plan, boxes, direction: str, dry_run: b
                               on_progress=on_progress)
 
 
-def _table(report: CopyReport) -> Table:
+# Under this width (80 columns, or piped) the table keeps the columns that fit; the reasons go below, one line each.
+WIDE = 120
+NARROW_COLUMNS = ("mailbox", "status", "messages", "copied", "missing", "verified")
+
+
+def _table(report: CopyReport, width: int = WIDE) -> Table:
     rows = report.rows()
     table = Table(title=f"mail copy ({report.direction})")
-    for key in (rows[0] if rows else {"mailbox": ""}):
-        table.add_column(key, overflow="fold")
+    keys = list(rows[0] if rows else {"mailbox": ""})
+    if width < WIDE:
+        keys = [k for k in keys if k in NARROW_COLUMNS]
+        rows = [{k: row[k] for k in keys} | {"status": row["status"], "verified": row["verified"]} for row in rows]
+    for key in keys:
+        table.add_column(key, overflow="fold", no_wrap=width < WIDE and key != "mailbox")
     for row in rows:
         style = "green" if row["verified"] == "yes" else ("yellow" if row["status"] == "dry-run" else "red")
-        table.add_row(*(escape(str(v)) for v in row.values()), style=style)
+        table.add_row(*(escape(str(row[k])) for k in keys), style=style)
     return table
+
+
+def failure_lines(report: CopyReport) -> list[str]:
+    """One line per mailbox that is not verified: ``mailbox: reason: server's words: what to do``."""
+    advice = _advice()
+    lines = []
+    for m in report.mailboxes:
+        if m.verified or m.status == "dry-run":
+            continue
+        reason = m.reason or ("missing messages" if m.missing else m.status)
+        todo = advice.get(m.reason, "run the copy again; if it stays, look at the run's report")
+        said = (m.error or "-").replace(f" ({todo})", "")
+        lines.append(f"{m.address}: {reason}: {said}: {todo}")
+    return lines
+
+
+def _advice() -> dict[str, str]:
+    """What to do per failure reason, from the error classes' own hints (one place says it)."""
+    from cutover import errors
+
+    out: dict[str, str] = {}
+    stack = [errors.MailboxError]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if getattr(cls, "hint", ""):
+            out.setdefault(cls.reason, cls.hint)
+    return out
 
 
 def _summary(report: CopyReport) -> str:
