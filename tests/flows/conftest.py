@@ -170,15 +170,15 @@ def run_in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, dict]:
 
 
 def wait_paused(plan_path: str | Path, timeout: float = 180) -> str:
-    """The id of the paused cutover run of this plan (flow run name "cutover <plan path>"), once it pauses.
-    Filtered by name: a paused run left behind by another test must never be picked up."""
-    name = f"cutover {plan_path}"
+    """The id of the paused cutover run of this plan (its plan_path parameter), once it pauses.
+    Filtered by plan: a paused run left behind by another test must never be picked up."""
+    name = f"cutover of {plan_path}"
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                name=FlowRunFilterName(any_=[name]),
+            runs = [r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+                if str((r.parameters or {}).get("plan_path")) == str(plan_path)]
             if runs:
                 assert len(runs) == 1, f"{len(runs)} paused runs named {name!r}"
                 return str(runs[0].id)

@@ -120,15 +120,16 @@ def test_go_path_outside_window_with_override(day_factory):
     assert "override: CAB-42" in done and "final delta copy" in done and "accessibility checks" in done
     history = recent_runs(10)
     assert any(r.flow == "cutover" and r.state == "Completed" for r in history)
-    # Complete: the MX TTL is back to normal on every authoritative server (ns2 read at ns1's serial).
+    # Complete: the MX TTL stays at the cutover value through hypercare (ttl.restore_after, 7 days by default) on
+    # every authoritative server (ns2 read at ns1's serial), so a rollback still propagates in minutes.
     ns1_ttl, ns1_serial = served_mx_ttl(day, "ns1")
-    assert ns1_ttl == day.plan.dns.ttl.normal
+    assert ns1_ttl == day.plan.dns.ttl.cutover
     deadline = time.monotonic() + 30
     while served_mx_ttl(day, "ns2")[1] != ns1_serial:
         assert time.monotonic() < deadline, "ns2 never reached ns1's serial"
         time.sleep(0.2)
-    assert served_mx_ttl(day, "ns2")[0] == day.plan.dns.ttl.normal
-    assert "MX TTL back to" in done
+    assert served_mx_ttl(day, "ns2")[0] == day.plan.dns.ttl.cutover
+    assert "dns ttl --restore" in done
 
 
 def test_nogo_rolls_back_automatically_and_copies_new_target_mail_back(day_factory):

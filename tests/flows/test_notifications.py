@@ -80,7 +80,7 @@ def test_the_day_tells_the_channel(receiver, day_factory, tmp_path):
         set_ttl(load_plan(day.plan_path), "cutover")
         time.sleep(day.plan.dns.ttl.normal + 0.5)
         thread, out = run_in_thread(lambda: cutover(plan_path=str(day.plan_path), operator="Test Ops"))
-        run_id = wait_paused()
+        run_id = wait_paused(day.plan_path)
         paused = [r["body"] for r in receiver.received() if r["body"]["event"] == "gate-paused"]
         assert len(paused) == 1 and paused[0]["run_id"] == run_id and paused[0]["gate"] == "access"
         assert f"pec-cutover gate decide {run_id} --rollback|--continue|--retry" in paused[0]["command"]
