@@ -33,7 +33,8 @@ def test_auth_over_starttls_passes_and_sends_nothing(sandbox_env) -> None:
     assert all(r.ok for r in results), [r.as_row() for r in results]
     assert "STARTTLS" in results[0].expected
     new = server_logins(sandbox_env)[before:]
-    logins = [m.login("target") for m in sandbox_env.inventory.canaries]  # InfoCert-style user IDs, not addresses
+    # InfoCert-style user IDs, not addresses (Dovecot logs user names lowercased)
+    logins = [m.login("target").lower() for m in sandbox_env.inventory.canaries]
     assert sorted(a for a in logins for line in new if f"user=<{a}>" in line and "method=PLAIN" in line and "TLS" in line) \
         == sorted(logins)
 
