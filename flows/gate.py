@@ -80,6 +80,7 @@ def apply_gate(decision: Decision, *, plan: Plan, attempt: int, decisions: list[
                 key=key(f"gate-{decision.gate}-{attempt}" + (f"-again-{refused}" if refused else "")),
             )
         except FlowPauseTimeout:
+            _running_again()
             _refuse_if_stale(plan, decision, attempt, decisions)
             if budget.window_closes:
                 return _window_closed(decision, plan, window_deadline, decisions)
@@ -104,6 +105,16 @@ def apply_gate(decision: Decision, *, plan: Plan, attempt: int, decisions: list[
                      f"gate-{decision.gate}-{attempt}-decision", record)
     log("human decision: %s", record)
     return {"rollback": "rollback", "continue": "proceed", "retry": "retry"}[answer.action]
+
+
+def _running_again() -> None:
+    """After a pause timed out the server still shows the run Paused, and refuses it any final state ("paused and
+    never resumed"): the run goes on (to the rollback), so it is Running again."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id(), Running(), force=True)
 
 
 def _window_closed(decision: Decision, plan: Plan, deadline: datetime | None, decisions: list[str]) -> Action:

@@ -19,6 +19,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from cutover.inventory import load_inventory
+from cutover.operators import current_code
 from cutover.plan import load_plan
 from cutover.sandbox import Sandbox, write_environment
 
@@ -108,8 +109,10 @@ def test_the_readme_commands_through_the_installed_pec_cutover(environment) -> N
         run_id = wait_paused(P)
         assert mx_and_ttl(plan, ns1)[0] == {r.host for r in plan.target.mx}
         box.start_service("webmail")
-        decided = pec(process_env, "gate", "decide", run_id, "--retry", "--operator", "Maria Verdi",
-                      "--reason", "webmail back")
+        operator = plan.operators[0] if plan.operators else None  # the plan's named operator, with a code
+        who = ["--operator", operator.name, "--code", current_code(plan.secret(operator.totp_secret).reveal())] \
+            if operator else ["--operator", "Maria Verdi"]
+        decided = pec(process_env, "gate", "decide", run_id, "--retry", *who, "--reason", "webmail back", "--plan", P)
         assert decided.returncode == 0 and f"run {run_id} resumed with: retry" in decided.stdout, decided.stdout
         out, err = day.communicate(timeout=300)
     finally:

@@ -61,7 +61,7 @@ def test_a_stale_paused_run_answered_after_a_newer_cutover_refuses_to_act(day_fa
     day.box.stop_service("webmail")
 
     old_thread, old = run_in_thread(lambda: cutover(plan_path=str(day.plan_path), operator="Test Ops"))
-    old_id = wait_paused()
+    old_id = wait_paused(day.plan_path)
     # The team rolls back by hand while the first run waits, then starts the cutover again.
     back = rollback(plan_path=str(day.plan_path), reason="webmail down: back, then try again", operator="Test Ops")
     assert back["verdict"] == "rolled-back" and mx_everywhere(day, "source")
