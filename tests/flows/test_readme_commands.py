@@ -119,7 +119,8 @@ def test_the_readme_commands_through_the_installed_pec_cutover(environment) -> N
         if day.poll() is None:
             day.kill()
     assert day.returncode == 0 and "'verdict': 'GO'" in out, out + err
-    assert mx_and_ttl(plan, ns1) == ({r.host for r in plan.target.mx}, plan.dns.ttl.normal)
+    # The TTL stays at the cutover value through hypercare (ttl.restore_after).
+    assert mx_and_ttl(plan, ns1) == ({r.host for r in plan.target.mx}, plan.dns.ttl.cutover)
 
     back = pec(process_env, "run", "rollback", "--plan", P, "--reason", "README rehearsal", "--operator", "Luca Neri")
     assert back.returncode == 0 and "'verdict': 'rolled-back'" in back.stdout, back.stdout + back.stderr
