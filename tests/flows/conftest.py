@@ -66,6 +66,19 @@ def prefect_db() -> Iterator[Path]:
         yield Path(re.sub(r"^sqlite\+aiosqlite:///", "", url))
 
 
+@pytest.fixture
+def open_plan(tmp_path: Path) -> str:
+    """A sandbox plan for a Prefect server that is not locked (no prefect.auth, no operators), like the session's
+    temporary server. The rehearsal plan's auth secret exists only once a rehearsal sandbox ran, never on a clean
+    clone: a CLI test that leans on the default plan passes here and fails in CI."""
+    from cutover.sandbox import write_environment
+
+    env = write_environment(tmp_path / "open-plan", base_port=29000, mailboxes=2)
+    text = env.plan.read_text()
+    assert "prefect:" not in text and "operators:" not in text
+    return str(env.plan)
+
+
 @dataclass
 class Day:
     plan_path: Path

@@ -4,51 +4,38 @@ from __future__ import annotations
 
 import json
 import os.path
-from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from cutover.cli import app, load_plugins
 from cutover.errors import PlanError
 
 load_plugins()
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def runs(prefect_db, tmp_path):
+def runs(prefect_db, tmp_path, open_plan):
     """17 real readiness runs (failed at once): two of them share at least their first character."""
     from flows.readiness import readiness
 
     for _ in range(17):
         with pytest.raises(PlanError):
             readiness(plan_path=str(tmp_path / "missing-plan.yaml"))  # real runs, failed at once
-    result = CliRunner().invoke(app, ["history", "--json", "--limit", "200"])
+    result = CliRunner().invoke(app, ["history", "--json", "--limit", "200", "--plan", open_plan])
     assert result.exit_code == 0, result.output
     return [r["id"] for r in json.loads(result.output) if r["flow"] == "readiness"]
 
 
-def test_history_at_80_columns_and_as_json_keep_whole_run_ids(runs):
-    narrow = CliRunner().invoke(app, ["history", "--limit", "200"], terminal_width=80)
+def test_history_at_80_columns_and_as_json_keep_whole_run_ids(runs, open_plan):
+    narrow = CliRunner().invoke(app, ["history", "--limit", "200", "--plan", open_plan], terminal_width=80)
     assert narrow.exit_code == 0
     for run_id in runs:
         assert run_id in narrow.output              # whole, on one line
     # The lines that carry ids fit 80 columns (a run's name and gates follow, indented, whole).
     assert all(len(line) <= 80 for line in narrow.output.splitlines() if not line.startswith("  ")), narrow.output
-    data = json.loads(CliRunner().invoke(app, ["history", "--json"]).output)
+    data = json.loads(CliRunner().invoke(app, ["history", "--json", "--plan", open_plan]).output)
     assert {"id", "flow", "name", "state", "started", "seconds", "gates"} <= set(data[0])
-
-
-@pytest.fixture
-def open_plan(tmp_path):
-    """The rehearsal plan without named operators (this test is about run ids, not identities)."""
-    data = yaml.safe_load((REPO / "inventory" / "rehearsal" / "plan.yaml").read_text())
-    data.pop("prefect"), data.pop("operators")
-    data["inventory"] = str(REPO / "inventory" / "rehearsal" / "mailboxes.csv")
-    (tmp_path / "open.yaml").write_text(yaml.safe_dump(data))
-    return str(tmp_path / "open.yaml")
 
 
 def test_gate_decide_takes_a_unique_prefix_and_names_an_ambiguous_one(runs, open_plan):
