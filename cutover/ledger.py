@@ -229,6 +229,21 @@ class Ledger:
             "WHERE address=? AND direction=? AND src_folder=?", (address, direction, src_folder))
         return FolderState(*rows[0]) if rows else None
 
+    def folder_states(self, address: str, direction: str) -> dict[str, FolderState]:
+        """Every folder of a mailbox in one direction, by source folder name (one query for the whole mailbox)."""
+        rows = self._read(
+            "SELECT src_folder, src_uidvalidity, tgt_folder, tgt_uidvalidity, highest_uid, snapshot FROM folders "
+            "WHERE address=? AND direction=?", (address, direction))
+        return {r[0]: FolderState(*r) for r in rows}
+
+    def verified_totals(self, address: str, direction: str) -> dict[tuple[str, int], tuple[int, int]]:
+        """{(source folder, UIDVALIDITY): (messages, bytes)} verified present on the target, whole mailbox."""
+        rows = self._read(
+            "SELECT src_folder, src_uidvalidity, COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE address=? "
+            "AND direction=? AND verified=1 AND state IN ('copied','matched') GROUP BY src_folder, src_uidvalidity",
+            (address, direction))
+        return {(r[0], int(r[1])): (int(r[2]), int(r[3])) for r in rows}
+
     def set_folder_state(self, address: str, direction: str, src_folder: str, src_uidvalidity: int,
                          tgt_folder: str, tgt_uidvalidity: int | None) -> None:
         """Record the folder pair and UIDVALIDITYs (and forget the snapshot); ``highest_uid`` follows the copies."""

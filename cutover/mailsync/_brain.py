@@ -68,12 +68,13 @@ class MailboxBrain:
 
         folder_reports: list[FolderReport] = []
         listings: list[SourceFolder] = []
+        unchanged: dict[str, FolderReport] = {}
+        if not ctx.dry_run and not ctx.verify_only:
+            unchanged = unchanged_since_verified(ctx, src, dst, {s: t for s, t in mailbox.mapping.items()
+                                                                 if t in dst_names})
         for sname, tname in mailbox.mapping.items():
-            unchanged = None
-            if not ctx.dry_run and not ctx.verify_only and tname in dst_names:
-                unchanged = unchanged_since_verified(ctx, src, dst, sname, tname)
-            if unchanged is not None:
-                folder_reports.append(unchanged)
+            if sname in unchanged:
+                folder_reports.append(unchanged[sname])
                 continue
             listings.append(list_source(ctx, src, sname, tname))
 

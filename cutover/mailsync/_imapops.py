@@ -10,7 +10,9 @@ from typing import Iterable, Iterator
 
 from imapclient import IMAPClient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
-from imapclient.response_parser import parse_fetch_response
+from imapclient.exceptions import IMAPClientError, ProtocolError
+from imapclient.response_parser import parse_fetch_response, parse_response
+from imapclient.imapclient import as_pairs
 from imapclient.imapclient import _literal  # marks bytes that must go as an IMAP literal (no CRLF rewriting)
 
 from cutover.errors import MailboxError, MessageTooLarge, QuotaExceeded, Throttled
@@ -147,11 +149,40 @@ def sizes(client: IMAPClient, folder: str) -> Listing:
 
 def status(client: IMAPClient, folder: str) -> list[int] | None:
     """(UIDVALIDITY, UIDNEXT, MESSAGES) by STATUS, without selecting the folder."""
-    st = client.folder_status(folder, [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"])
-    try:
-        return [int(st[b"UIDVALIDITY"]), int(st[b"UIDNEXT"]), int(st[b"MESSAGES"])]
-    except (KeyError, TypeError, ValueError):
-        return None
+    return statuses(client, [folder])[folder]
+
+
+def statuses(client: IMAPClient, folders: list[str]) -> dict[str, list[int] | None]:
+    """{folder: (UIDVALIDITY, UIDNEXT, MESSAGES)} by STATUS for every folder, pipelined: all commands are sent
+    at once and the answers read after, one round trip whatever the number of folders (RFC 3501 5.5).
+
+    Every answer is read before a refusal is raised (as ``folder_status`` would), so the session stays in step."""
+    imap = client._imap
+    what = "(UIDVALIDITY UIDNEXT MESSAGES)"
+    imap.untagged_responses.pop("STATUS", None)
+    sent = [(folder, imap._command("STATUS", client._normalise_folder(folder), what)) for folder in folders]
+    out: dict[str, list[int] | None] = {}
+    refused: str | None = None
+    for folder, tag in sent:
+        try:
+            typ, said = imap._command_complete("STATUS", tag)
+        except imap.abort:
+            raise
+        except imap.error as exc:
+            typ, said = "BAD", [str(exc).encode()]
+        data = imap.untagged_responses.pop("STATUS", [])
+        if typ != "OK" or not data:
+            refused = refused or f"status failed: {b' '.join(d for d in said if isinstance(d, bytes)).decode('utf-8', 'replace')}"
+            out[folder] = None
+            continue
+        try:
+            items = dict(as_pairs(parse_response(data[-1:])[-1]))
+            out[folder] = [int(items[b"UIDVALIDITY"]), int(items[b"UIDNEXT"]), int(items[b"MESSAGES"])]
+        except (KeyError, TypeError, ValueError, IndexError, ProtocolError):
+            out[folder] = None
+    if refused is not None:
+        raise IMAPClientError(refused)
+    return out
 
 
 def plan_batches(uids: Iterable[int], size_of: dict[int, int], max_messages: int, max_bytes: int) -> list[list[int]]:

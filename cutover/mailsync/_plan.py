@@ -26,6 +26,7 @@ see ``_transfer``). The quota check refuses at once a copy the target cannot hol
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -111,27 +112,38 @@ def map_mailbox(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient) -> Mailbo
     return MailboxPlan(mapping, {f.name for f in dst_folders if f.selectable} | {"INBOX"}, multiappend)
 
 
-def unchanged_since_verified(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, sname: str,
-                             tname: str) -> FolderReport | None:
-    """A folder pair whose (UIDVALIDITY, UIDNEXT, MESSAGES) on both sides equal those of its last successful
-    verification has not changed since (no message added or removed on either side): verified as it was,
-    without listing it. Anything else (or any doubt) returns None and the folder takes the full path."""
-    last = ctx.state.last_verified(sname, tname)
-    if last is None:
-        return None
-    known, snap = last
+def unchanged_since_verified(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient,
+                             pairs: dict[str, str]) -> dict[str, FolderReport]:
+    """Folder pairs (source -> target) whose (UIDVALIDITY, UIDNEXT, MESSAGES) on both sides equal those of their
+    last successful verification have not changed since (no message added or removed on either side): verified
+    as they were, without listing them. Returned by source name; every other folder (or any doubt) takes the
+    full path. The ledger is read once for the mailbox and STATUS is pipelined: one round trip per side."""
+    folders = ctx.state.folders()
+    last: dict[str, tuple[str, dict]] = {}
+    for sname, tname in pairs.items():
+        known = folders.get(sname)
+        if known is not None and known.snapshot and known.tgt_folder == tname:
+            last[sname] = (tname, json.loads(known.snapshot))
+    if not last:
+        return {}
     with map_imap_errors(ctx.address, ctx.src_server):
-        if ops.status(src, sname) != snap.get("src"):
-            return None
+        src_now = ops.statuses(src, list(last))
     with map_imap_errors(ctx.address, ctx.dst_server):
-        if ops.status(dst, tname) != snap.get("tgt"):
-            return None
-    count, nbytes = ctx.state.totals(sname, known.src_uidvalidity)
-    if count != snap.get("verified"):
-        return None
-    approved = len(ctx.state.approved_refusals(sname, known.src_uidvalidity))  # still left behind, still shown
-    return FolderReport(sname, tname, messages=count + approved, bytes=nbytes, skipped=count, verified=True,
-                        approved=approved)
+        dst_now = ops.statuses(dst, [tname for tname, _ in last.values()])
+    totals = ctx.state.verified_totals()
+    approved_all = ctx.state.approved_refusals_all()
+    out: dict[str, FolderReport] = {}
+    for sname, (tname, snap) in last.items():
+        if src_now.get(sname) != snap.get("src") or dst_now.get(tname) != snap.get("tgt"):
+            continue
+        uidvalidity = folders[sname].src_uidvalidity
+        count, nbytes = totals.get((sname, uidvalidity), (0, 0))
+        if count != snap.get("verified"):
+            continue
+        approved = len(approved_all.get((sname, uidvalidity), ()))  # still left behind, still shown
+        out[sname] = FolderReport(sname, tname, messages=count + approved, bytes=nbytes, skipped=count, verified=True,
+                                  approved=approved)
+    return out
 
 
 def list_source(ctx: MailboxContext, src: IMAPClient, sname: str, tname: str) -> SourceFolder:

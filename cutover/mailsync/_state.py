@@ -37,6 +37,14 @@ class MailboxState:
     def folder(self, folder: str) -> FolderState | None:
         return self.ledger.folder_state(self.address, self.direction, folder)
 
+    def folders(self) -> dict[str, FolderState]:
+        """Every folder's state, by source folder (one read for the mailbox)."""
+        return self.ledger.folder_states(self.address, self.direction)
+
+    def verified_totals(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """{(folder, UIDVALIDITY): (messages, bytes)} recorded as verified, whole mailbox in one read."""
+        return self.ledger.verified_totals(self.address, self.direction)
+
     def totals(self, folder: str, uidvalidity: int) -> tuple[int, int]:
         """(messages, bytes) recorded as done in ``folder`` under ``uidvalidity``."""
         return self.ledger.folder_totals(self.address, self.direction, folder, uidvalidity)
@@ -91,6 +99,14 @@ class MailboxState:
         """Source UIDs of ``folder`` the target refused and an operator approved leaving behind."""
         return {u for f, v, u, _, _, approved in self.ledger.refusals(self.address, self.direction)
                 if f == folder and v == uidvalidity and approved}
+
+    def approved_refusals_all(self) -> dict[tuple[str, int], set[int]]:
+        """{(folder, UIDVALIDITY): source UIDs} refused by the target and approved to be left behind."""
+        out: dict[tuple[str, int], set[int]] = {}
+        for f, v, u, _, _, approved in self.ledger.refusals(self.address, self.direction):
+            if approved:
+                out.setdefault((f, v), set()).add(u)
+        return out
 
     def forget_refusals(self, folder: str, uidvalidity: int, uids: list[int]) -> None:
         if uids:
