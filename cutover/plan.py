@@ -252,6 +252,14 @@ class Window(_Model):
         return self.end - self.start
 
 
+class SandboxWan(_Model):
+    """A WAN between this machine and both sandbox IMAP servers (a userspace proxy: ``cutover.sandbox._wan``)."""
+
+    rtt_ms: float = Field(default=0.0, ge=0, le=10_000, description="round-trip time the link adds")
+    bandwidth_kbps: float | None = Field(default=None, gt=0, description="per connection and direction")
+    cut_after_bytes: int | None = Field(default=None, gt=0, description="drop every connection after this many bytes")
+
+
 class SandboxSettings(_Model):
     """Where the sandbox keeps its state and the ports of what the plan does not name already."""
 
@@ -261,6 +269,8 @@ class SandboxSettings(_Model):
     max_userip_connections: dict[Literal["source", "target"], int] = Field(
         default_factory=dict, description="make a provider strict: its Dovecot's mail_max_userip_connections "
                                           "(sessions per member and IP; Dovecot's default is 10)")
+    wan: SandboxWan | None = Field(default=None, description="put a WAN proxy (RTT, bandwidth, cuts) in front of "
+                                                             "both IMAP servers; they then listen on their port + 1")
 
 
 NotifyEvent = Literal["gate-paused", "run-failed", "go", "rollback-started", "rollback-ended", "phase-overrun"]

@@ -12,6 +12,7 @@ from cutover.cli._common import DEFAULT_PLAN, handle_errors
 from cutover.inventory import load_inventory
 from cutover.plan import load_plan
 from cutover.sandbox import SERVICE_NAMES, Sandbox, ServiceStatus, seed as seed_mailboxes
+from cutover.sandbox._wan import LinkSettings, request as wan_request
 
 app = typer.Typer(no_args_is_help=True, help="Start, stop, seed and inspect the local sandbox servers.")
 
@@ -34,11 +35,18 @@ def _status_table(rows: list[ServiceStatus], title: str) -> Table:
 @app.command()
 def up(plan: Path = typer.Option(DEFAULT_PLAN, "--plan", "-p", help=_PLAN_HELP),
        service: list[str] = typer.Option(None, "--service", "-s", help=_SERVICES_HELP),
-       no_users: bool = typer.Option(False, "--no-users", help="do not create the inventory's mailboxes")) -> None:
+       no_users: bool = typer.Option(False, "--no-users", help="do not create the inventory's mailboxes"),
+       rtt_ms: float = typer.Option(None, "--rtt-ms", min=0, help="put a WAN proxy adding this round-trip time in "
+                                    "front of both IMAP servers (until `sandbox down`)"),
+       bandwidth_kbps: float = typer.Option(None, "--bandwidth-kbps", min=1, help="with the WAN: per connection "
+                                            "and direction")) -> None:
     """Start the sandbox (already running services are left alone) and create the inventory's mailboxes."""
     console = Console()
     with handle_errors(console):
         loaded = load_plan(plan)
+        if (rtt_ms is not None or bandwidth_kbps is not None) and loaded.sandbox is not None:
+            wan_request(loaded, Path(loaded.sandbox.state_dir),
+                        LinkSettings(rtt_ms=rtt_ms or 0.0, bandwidth_kbps=bandwidth_kbps))
         box = Sandbox(loaded)
         rows = box.up(service or None)
         if not no_users:

@@ -9,6 +9,7 @@ import secrets
 import signal
 import ssl
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Protocol, Sequence
@@ -26,7 +27,7 @@ from imapclient.exceptions import IMAPClientError
 from cutover.errors import SandboxError, SecretError
 from cutover.operators import new_secret
 from cutover.plan import Plan
-from cutover.sandbox import _dns, _webmail
+from cutover.sandbox import _dns, _wan, _webmail
 from cutover.sandbox._ca import CertKind, SandboxCA
 from cutover.sandbox._dovecot import DovecotInstance, DovecotPaths, ensure_mail_user
 from cutover.sandbox._imap import open_as
@@ -103,11 +104,15 @@ class Sandbox:
         self.run_dir = self.state_dir / "run"
         self.ports = self._ports(plan)
         self._logins: dict[tuple[str, str], str] = {}  # (side, address) -> login name on that side
+        # A WAN proxy on the plan's IMAP ports, the Dovecots behind it (see _wan): from the plan, or left by
+        # `sandbox up --rtt-ms` (its settings file lives until `sandbox down`).
+        self.wan = _wan.link_for(plan, self.state_dir)
+        behind = _wan.BEHIND_OFFSET if self.wan is not None else 0
         good = self.ca.server_pair("good")
         submission = {"aruba": plan.source.smtp, "infocert": plan.target.smtp}
         self.dovecots = {
             name: DovecotInstance(
-                name, self.ports[name],
+                name, self.ports[name] + behind,
                 DovecotPaths(self.state_dir / "dovecot" / name, self.state_dir / "mail" / name, self.logs / f"{name}.log"),
                 good.cert, good.key,
                 # the plan's SMTP endpoint on this machine is served by this Dovecot's submission service
@@ -170,13 +175,20 @@ class Sandbox:
             return _Service(name, "https", "nginx", self.ports[name], conf, self.logs / "webmail.log", pid_file,
                             ("/usr/sbin/nginx", "-e", str(self.logs / "webmail-error.log"),
                              "-p", str(self._webmail_dir()), "-c", str(conf)))
-        raise SandboxError(f"unknown sandbox service {name!r}; known: {', '.join(SERVICE_NAMES)}")
+        if name == "wan" and self.wan is not None:
+            return _Service(name, "wan-proxy", "cutover.sandbox._wan", self.wan.routes[0].listen_port,
+                            self.wan.config_file, self.logs / "wan.log", pid_file,
+                            (sys.executable, "-m", "cutover.sandbox._wan", str(self.wan.config_file)))
+        raise SandboxError(f"unknown sandbox service {name!r}; known: {', '.join(self._all_names())}")
+
+    def _all_names(self) -> tuple[str, ...]:
+        return SERVICE_NAMES + (("wan",) if self.wan is not None else ())
 
     def _names(self, services: Iterable[str] | None) -> list[str]:
-        names = list(SERVICE_NAMES) if services is None else list(services)
+        names = list(self._all_names()) if services is None else list(services)
         for n in names:
             self._service(n)  # validates the name
-        return [n for n in SERVICE_NAMES if n in names]
+        return [n for n in self._all_names() if n in names]
 
     # ----- state and secrets --------------------------------------------------------------------
     def _prepare_state(self) -> None:
@@ -266,6 +278,8 @@ class Sandbox:
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "unbound.conf").write_text(_dns.unbound_config(
                 directory, self.ports["resolver"], self.plan.dns.zone, [self.ports["ns1"], self.ports["ns2"]]))
+        elif name == "wan" and self.wan is not None:
+            self.wan.write_config()
         elif name == "webmail":
             directory = self._webmail_dir()
             _webmail.write_nginx(directory, self.ports["webmail"], self.logs)
@@ -338,7 +352,10 @@ class Sandbox:
         names = self._names(services)
         for n in reversed(names):
             self._stop(n)
-        return self.status(names)
+        statuses = self.status(names)
+        if services is None and self.wan is not None and self.plan.sandbox and self.plan.sandbox.wan is None:
+            self.wan.forget()  # a WAN asked for by `sandbox up --rtt-ms` lasts until the sandbox is down
+        return statuses
 
     def _stop(self, name: str) -> None:
         """Stop our process for ``name``; returns once it and its children have exited and its port is free."""
@@ -595,7 +612,8 @@ class Sandbox:
         """An IMAPClient logged in as ``address`` through the sandbox admin master user (close it after use)."""
         name = "aruba" if _side_key(side) == "source" else "infocert"
         try:
-            return open_as("127.0.0.1", self.ports[name], self.ca_file, user=self.login_name(side, address), master=ADMIN_USER,
+            # straight to the Dovecot (behind the WAN proxy, when there is one): seeding is not what is measured
+            return open_as("127.0.0.1", self.dovecots[name].port, self.ca_file, user=self.login_name(side, address), master=ADMIN_USER,
                            master_password=self._admin_password())
         except (IMAPClientError, OSError) as exc:
             raise SandboxError(f"sandbox {name}: cannot open a session for {address} "
