@@ -7,7 +7,11 @@ processes; wall time, messages/s, MB/s and peak RSS (/usr/bin/time, per process)
 
     ratio vs dsync full: X    (peer wall time / pec-cutover wall time; above 1 = pec-cutover is faster)
 
+With ``--rtt-ms 20`` every tool (pec-cutover, mbsync, dsync's imapc side) reaches the IMAP servers through the
+sandbox's WAN proxy (``cutover.sandbox._wan``) and the lines read ``ratio vs mbsync full @20ms: X``.
+
 Usage: .venv/bin/python bench/copy_bench.py [--mailboxes 20] [--messages 500] [--parallel 4] [--base-port 35000]
+       [--rtt-ms 20]
 """
 
 from __future__ import annotations
@@ -182,7 +186,6 @@ def dsync_config(work: Path, plan: Plan, sandbox: Sandbox) -> Path | None:
         imapc_host = {plan.source.imap.host}
         imapc_port = {plan.source.imap.port}
         imapc_ssl = imaps
-        imapc_user = %u
         imapc_master_user = {ADMIN_USER}
         imapc_password = {admin_pw}
         imapc_features = rfc822.size fetch-headers
@@ -202,7 +205,9 @@ def dsync_config(work: Path, plan: Plan, sandbox: Sandbox) -> Path | None:
 
 
 def dsync(conf: Path, mailboxes: list[Mailbox]) -> list[list[str]]:
-    return [["doveadm", "-c", str(conf), "backup", "-R", "-u", mb.address, "imapc:"] for mb in mailboxes]
+    # -u: the member on the target's Dovecot (its InfoCert login); imapc_user: its login on the source
+    return [["doveadm", "-c", str(conf), "-o", f"imapc_user={mb.login('source')}", "backup", "-R",
+             "-u", mb.login("target"), "imapc:"] for mb in mailboxes]
 
 
 def mbsync_config(work: Path, plan: Plan, mailboxes: list[Mailbox]) -> Path | None:
@@ -216,7 +221,8 @@ def mbsync_config(work: Path, plan: Plan, mailboxes: list[Mailbox]) -> Path | No
             pw = mb.password("source" if side == "src" else "target").reveal()
             # mbsync 1.4 matches the certificate against DNS names only (not IP SANs): use the cert's DNS name
             host = "localhost" if prov.imap.host == "127.0.0.1" else prov.imap.host
-            lines += [f"IMAPAccount {side}{i}", f"Host {host}", f"Port {prov.imap.port}", f"User {mb.address}",
+            login = mb.login("source" if side == "src" else "target")  # InfoCert: the user ID, not the address
+            lines += [f"IMAPAccount {side}{i}", f"Host {host}", f"Port {prov.imap.port}", f"User {login}",
                       f'Pass "{pw}"', "SSLType IMAPS", f"CertificateFile {prov.ca_bundle}", "AuthMechs PLAIN", "",
                       f"IMAPStore {side}{i}", f"Account {side}{i}", ""]
         lines += [f"Channel ch{i}", f"Far :src{i}:", f"Near :tgt{i}:", "Patterns *", "Create Near", "Sync Pull",
@@ -238,6 +244,8 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--base-port", type=int, default=35000)
     ap.add_argument("--big-attachments", type=int, default=1)
+    ap.add_argument("--rtt-ms", type=float, default=0.0,
+                    help="every tool reaches both IMAP servers through the sandbox's WAN proxy with this RTT")
     ap.add_argument("--keep", action="store_true", help="leave the temp dir (sandbox stopped) for inspection")
     args = ap.parse_args()
 
@@ -248,6 +256,9 @@ def main() -> int:
     data = yaml.safe_load(env_paths.plan.read_text())
     # the benchmark's own copy settings: as many mailboxes in parallel as the peers get, 8 MB batches
     data["copy"] = {**(data.get("copy") or {}), "batch_bytes": 8 * 1024 * 1024, "mailboxes_in_parallel": args.parallel}
+    if args.rtt_ms:
+        # the WAN proxy on the plan's IMAP ports, the Dovecots behind it: every tool goes through it
+        data["sandbox"] = {**data["sandbox"], "wan": {"rtt_ms": args.rtt_ms}}
     env_paths.plan.write_text(yaml.safe_dump(data, allow_unicode=True))
     # the same with ``verify: size`` (trust APPENDUID + sizes, no read-back): shown for information only
     size_plan = env_paths.plan.with_name("plan-verify-size.yaml")
@@ -258,13 +269,14 @@ def main() -> int:
     sandbox = Sandbox(plan)
     runs: list[Run] = []
     try:
-        sandbox.up(["aruba", "infocert"])
+        sandbox.up(["aruba", "infocert"] + (["wan"] if args.rtt_ms else []))
         mailboxes = list(load_inventory(plan).mailboxes)
         sandbox.ensure_users(mailboxes)
         t = time.monotonic()
         seeded = seed(plan, mailboxes, args.messages, big_attachments=args.big_attachments, sandbox=sandbox)
         print(f"corpus: {args.mailboxes} mailboxes x {args.messages} messages = {seeded.messages} messages, "
-              f"{seeded.bytes / 1e6:.0f} MB (seeded in {time.monotonic() - t:.0f} s); {args.parallel} mailboxes in parallel")
+              f"{seeded.bytes / 1e6:.0f} MB (seeded in {time.monotonic() - t:.0f} s); {args.parallel} mailboxes in parallel"
+              + (f"; every tool through a WAN of {args.rtt_ms:g} ms RTT" if args.rtt_ms else ""))
         delta_per_mailbox = max(1, args.messages // 100)
 
         tools = [("pec-cutover", lambda: pec_cutover(env_paths.plan)), ("pec/size", lambda: pec_cutover(size_plan))]
@@ -308,15 +320,16 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     by = {(r.tool, r.kind): r for r in runs}
+    at = f" @{args.rtt_ms:g}ms" if args.rtt_ms else ""
     print()
     for peer in ("dsync", "mbsync"):
         for kind in ("full", "delta"):
             ours, theirs = by.get(("pec-cutover", kind)), by.get((peer, kind))
             if ours and theirs and ours.ok and theirs.ok:
-                print(f"ratio vs {peer} {kind}: {theirs.wall / ours.wall:.2f}")
+                print(f"ratio vs {peer} {kind}{at}: {theirs.wall / ours.wall:.2f}")
             else:
                 why = "did not run" if not theirs else ("failed: " + theirs.note if not theirs.ok else "pec-cutover failed")
-                print(f"ratio vs {peer} {kind}: n/a ({why})")
+                print(f"ratio vs {peer} {kind}{at}: n/a ({why})")
     print(json.dumps([r.__dict__ for r in runs]), file=sys.stderr)
     return 0
 
