@@ -87,7 +87,11 @@ class _ResumingContext:
             kwargs["session"] = session
         try:
             return self._tls.context.wrap_socket(sock, *args, **kwargs)
-        except ValueError:  # a session the context will not take: a full handshake
+        except ValueError as exc:
+            # A session the context will not take is refused before the handshake: go on with a full one. An
+            # SSLCertVerificationError is a ValueError too, and must stay what it is.
+            if isinstance(exc, ssl.SSLError) or "session" not in kwargs:
+                raise
             kwargs.pop("session", None)
             return self._tls.context.wrap_socket(sock, *args, **kwargs)
 
