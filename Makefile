@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LC_ALL := C.UTF-8
 export LANG := C.UTF-8
 
-.PHONY: setup system venv test rehearsal bench sandbox-down clean
+.PHONY: setup system venv test rehearsal bench bench-scale sandbox-down clean
 
 setup: system venv
 
@@ -35,6 +35,10 @@ rehearsal: setup
 
 bench: setup
 	$(BIN)/python bench/copy_bench.py $(BENCH_ARGS)
+
+# 1,200 mailboxes x 20 messages, a real Prefect server: readiness, prestage, final deltas (CLI, flow, @20ms), mbsync
+bench-scale: setup
+	$(BIN)/python bench/scale_bench.py $(BENCH_SCALE_ARGS)
 
 sandbox-down:
 	$(BIN)/pec-cutover sandbox down
