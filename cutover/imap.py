@@ -245,12 +245,21 @@ def map_imap_errors(mailbox: str, server: str, *, side: str = "", at_login: bool
         raise _mapped(mailbox, server, exc, side=side, at_login=at_login) from None
 
 
+# OpenSSL's words for a stream that stopped (a cut link), as opposed to a TLS disagreement.
+_DROPPED_TLS = ("EOF", "SHUTDOWN_WHILE_IN_INIT", "CONNECTION RESET", "BROKEN PIPE")
+
+
 def _mapped(mailbox: str, server: str, exc: BaseException, *, side: str, at_login: bool) -> MailboxError:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return TlsFailed(mailbox, f"certificate not trusted: {exc.verify_message}", server=server)
     if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
         # The server closed the TLS stream (restarted, or went away mid-session): retryable, not a TLS problem.
         return ConnectionLost(mailbox, f"connection lost ({exc.__class__.__name__})", server=server)
+    if isinstance(exc, ssl.SSLSyscallError) or (isinstance(exc, ssl.SSLError) and any(
+            word in f"{exc.reason or ''} {exc}".upper() for word in _DROPPED_TLS)):
+        # The link dropped during the handshake or a record: not the CA bundle, not the certificate.
+        return ConnectionLost(mailbox, f"connection lost during TLS ({exc.reason or exc.__class__.__name__})",
+                              server=server)
     if isinstance(exc, ssl.SSLError):
         return TlsFailed(mailbox, f"TLS failed: {exc.reason or exc.__class__.__name__}", server=server)
     if isinstance(exc, ConnectionRefusedError):

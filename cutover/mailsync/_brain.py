@@ -173,17 +173,25 @@ class MailboxBrain:
                 r.error += f" ({r.refused} of them skipped: refused by the target)"
 
 
+# However much each attempt moves forward, one run gives up after this many times copy.retries lost connections.
+_MAX_LOST_FACTOR = 10
+
+
 def run_with_retries(brain: MailboxBrain) -> None:
     """Run ``brain`` until it finishes or fails; every failure goes into the report.
 
     A lost connection is retried (``copy.retries`` times, exponential backoff from ``copy.retry_backoff_s``); a
     "too many / slow down" answer (:class:`Throttled`) has a budget of its own (``copy.throttle_retries``,
     jittered waits from ``copy.throttle_backoff_s`` up to ``copy.throttle_backoff_max_s``, each wait shown in
-    the progress); both resume from the ledger. Every other failure is reported at once."""
+    the progress); both resume from the ledger. An attempt that moved the mailbox forward (rows copied, matched
+    or verified) gives the lost-connection budget back, and every lost connection halves the batches of the next
+    attempt: a link that drops every N bytes converges. Every other failure is reported at once; the report
+    counts what the run appended even when it ends failed."""
     ctx, report = brain.ctx, brain.report
     settings = ctx.settings
-    attempt = throttled = 0
+    attempt = throttled = lost = 0
     while True:
+        advanced = ctx.state.advanced
         try:
             brain.run()
             break
@@ -198,13 +206,19 @@ def run_with_retries(brain: MailboxBrain) -> None:
             ctx.progress.waiting(ctx.address, delay, exc.detail)
             time.sleep(delay)
         except ConnectionLost as exc:
-            if attempt >= settings.retries:
+            if ctx.state.advanced > advanced:
+                # This attempt moved the mailbox forward (appended, matched or verified something, all in the
+                # ledger): a link that drops now and then is not a dead server, so the budget starts again.
+                attempt = 0
+            lost += 1
+            if attempt >= settings.retries or lost > _MAX_LOST_FACTOR * max(1, settings.retries):
                 fail(report, exc, attempts=attempt + throttled + 1)
                 break
+            ctx.shrink_batches()  # smaller batches next time: what a cut link carries between two drops
             delay = settings.retry_backoff_s * (2 ** attempt)
             attempt += 1
-            log.warning("connection lost, retrying address=%s attempt=%d of=%d delay_s=%.1f detail=%s",
-                        ctx.address, attempt, settings.retries, delay, exc.detail)
+            log.warning("connection lost, retrying address=%s attempt=%d of=%d delay_s=%.1f batch_bytes=%d "
+                        "detail=%s", ctx.address, attempt, settings.retries, delay, ctx.batch_bytes, exc.detail)
             time.sleep(delay)
         except MailboxError as exc:
             fail(report, exc)
@@ -217,6 +231,8 @@ def run_with_retries(brain: MailboxBrain) -> None:
             report.status, report.reason = "failed", "error"
             report.error = f"{ctx.address}: unexpected {exc.__class__.__name__}: {str(exc)[:200]}"
             break
+    if report.status == "failed" and not ctx.dry_run and not ctx.verify_only:
+        report.copied = ctx.copied_total  # what this run really appended, even when it ends failed
 
 
 def fail(report: MailboxReport, exc: MailboxError, *, attempts: int = 1) -> None:

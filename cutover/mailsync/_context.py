@@ -83,3 +83,18 @@ class MailboxContext:
         # (target folder, UIDVALIDITY) -> target UIDs present when this run first listed it (across attempts):
         # a message under any other UID arrived during this run (see _verify.duplicates).
         self.target_before: dict[tuple[str, int], frozenset[int]] = {}
+        # After a lost connection the next attempt moves smaller batches (halved each time, down to one message):
+        # a link that drops every N bytes still carries every message smaller than N (see _brain.run_with_retries).
+        self.batch_shrink = 0
+
+    @property
+    def batch_messages(self) -> int:
+        return max(1, self.settings.batch_messages >> self.batch_shrink)
+
+    @property
+    def batch_bytes(self) -> int:
+        return max(1, self.settings.batch_bytes >> self.batch_shrink)
+
+    def shrink_batches(self) -> None:
+        if self.batch_messages > 1:
+            self.batch_shrink += 1

@@ -241,8 +241,8 @@ def unknown_twins(ctx: MailboxContext, dst: IMAPClient, fp: FolderPlan) -> dict[
     pool: dict[str, list[int]] = defaultdict(list)
     if candidates:
         with map_imap_errors(ctx.address, ctx.dst_server):
-            for tuid, sha in ops.digests(dst, candidates, tlisting, ctx.settings.batch_messages,
-                                         ctx.settings.batch_bytes):
+            for tuid, sha in ops.digests(dst, candidates, tlisting, ctx.batch_messages,
+                                         ctx.batch_bytes):
                 pool[sha].append(tuid)
     return pool
 

@@ -28,6 +28,9 @@ class MailboxState:
         self.ledger = ledger
         self.address = address
         self.direction = direction
+        # rows turned copied/matched/verified by this object: a retry after a lost connection that moved this
+        # forward gets a fresh retry budget (see _brain.run_with_retries)
+        self.advanced = 0
 
     # --- reading ------------------------------------------------------------------------------------
     def rows(self, folder: str, uidvalidity: int) -> dict[int, MessageRow]:
@@ -67,6 +70,7 @@ class MailboxState:
     def record_matched(self, rows: list[MessageRow]) -> None:
         """Twins found on the target by SHA-256: done without an APPEND."""
         self.ledger.record_done(self.address, self.direction, rows, "matched")
+        self.advanced += len(rows)
 
     def record_pending(self, rows: list[MessageRow]) -> None:
         """Committed before the APPEND: a crash after it leaves rows to resolve by SHA-256, never a blind resend."""
@@ -80,6 +84,7 @@ class MailboxState:
                 for r, (v, u) in zip(rows, appended) if u is not None]
         if done:
             self.ledger.record_done(self.address, self.direction, done, "copied")
+            self.advanced += len(done)
         return done
 
     def forget_refused(self, folder: str, uidvalidity: int, uids: list[int]) -> None:
@@ -90,6 +95,7 @@ class MailboxState:
         """Pending rows found on the target by SHA-256 in the same run (a target without UIDPLUS): copied,
         and verified (their digest was read from the target)."""
         self.ledger.record_done(self.address, self.direction, rows, "copied")
+        self.advanced += len(rows)
 
     # --- skipped messages ---------------------------------------------------------------------------
     def record_refusal(self, folder: str, uidvalidity: int, uid: int, size: int, sha256: str, reason: str) -> None:
@@ -118,6 +124,7 @@ class MailboxState:
 
     def mark_verified(self, folder: str, uidvalidity: int, uids: list[int]) -> None:
         self.ledger.mark_verified(self.address, self.direction, folder, uidvalidity, uids)
+        self.advanced += len(uids)
 
     def remember_snapshot(self, folder: str, src_snapshot: list[int] | None, tgt_snapshot: list[int] | None,
                           verified: int) -> None:

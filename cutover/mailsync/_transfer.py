@@ -43,7 +43,7 @@ def fetch_pipeline(ctx: MailboxContext, src: IMAPClient, folder: str, uidvalidit
     """Batches fetched by a reader thread on the source session while the caller appends the previous one."""
     if not todo:
         return
-    batches = ops.plan_batches(todo, listing, ctx.settings.batch_messages, ctx.settings.batch_bytes)
+    batches = ops.plan_batches(todo, listing, ctx.batch_messages, ctx.batch_bytes)
     handoff: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
@@ -232,7 +232,7 @@ def confirm_by_digest(ctx: MailboxContext, dst: IMAPClient, fp: FolderPlan, unco
         sizes = {r.size for r in unconfirmed}
         candidates = sorted(u for u, size in now.sizes.items() if u not in before and u not in claimed and size in sizes)
         pool: dict[str, list[int]] = {}
-        for tuid, sha in ops.digests(dst, candidates, now.sizes, ctx.settings.batch_messages, ctx.settings.batch_bytes):
+        for tuid, sha in ops.digests(dst, candidates, now.sizes, ctx.batch_messages, ctx.batch_bytes):
             pool.setdefault(sha, []).append(tuid)
     found = []
     for r in unconfirmed:

@@ -9,7 +9,8 @@ read-back runs on a second target session right after each APPEND, overlapping t
 anything it did not read is read at the end as before. A target message that appeared during this run, that
 no ledger row claims and whose SHA-256 is that of a copied/matched message is an extra copy: the mailbox
 fails (``duplicates``), and stays failed while that UID is there (recorded as an event); older unclaimed
-target mail is not judged. Verified rows are marked so a delta does not read them again: a message under a
+target mail is not judged. Verified rows are marked as their digests come back (a link cut mid-read-back loses
+nothing: the next attempt or run reads back only what is still unread), so a delta does not read them again: a message under a
 given UID and UIDVALIDITY never changes (RFC 3501), so the recorded digest of an unchanged source UID stays
 valid. ``verify_only`` runs trust nothing and compare the multisets of digests of both sides
 (:func:`verify_full`).
@@ -132,8 +133,8 @@ class ReadBack:
                             else:
                                 client.noop()  # let the session see the UIDs appended since
                             sizes = dict(uids_sizes)
-                            got = dict(ops.digests(client, sorted(sizes), sizes, settings.batch_messages,
-                                                   settings.batch_bytes))
+                            got = dict(ops.digests(client, sorted(sizes), sizes, ctx.batch_messages,
+                                                   ctx.batch_bytes))
                         with self._lock:
                             self._results[selected].update(got)
                     except Exception as exc:
@@ -186,26 +187,45 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
         else:
             to_read[r.tgt_uid] = r  # type: ignore[index]
     mismatched: list[int] = []
+    marked: set[int] = set()  # source UIDs marked verified as their digest came back
+
+    def settle(got: dict[int, str]) -> None:
+        """Record read-back digests as they arrive (durable progress: a cut link does not lose them, and the
+        next attempt or run reads back only what is still unread)."""
+        good = [to_read[t].src_uid for t, sha in got.items() if sha == to_read[t].sha256]
+        bad = [to_read[t].src_uid for t, sha in got.items() if sha != to_read[t].sha256]
+        if good:
+            state.mark_verified(sname, uidvalidity, good)
+            marked.update(good)
+            trusted.extend(good)
+        if bad:
+            state.mark_mismatch(sname, uidvalidity, bad)
+            mismatched.extend(bad)
+
     if to_read:
         seen = {tuid: early[tuid] for tuid in to_read if tuid in early}
+        settle(seen)
         rest = sorted(tuid for tuid in to_read if tuid not in seen)
         if rest:
             with map_imap_errors(a, ctx.dst_server):
                 if listed_before:
                     # the session is on another folder since (verification follows the copy of every folder)
                     _reselect(ctx, dst, tname, tuidv)
-                for tuid, sha in ops.digests(dst, rest, tlisting, settings.batch_messages, settings.batch_bytes):
-                    seen[tuid] = sha
-        for tuid, r in to_read.items():
-            if seen.get(tuid) == r.sha256:
-                trusted.append(r.src_uid)
-            else:
-                mismatched.append(r.src_uid)
+                got: dict[int, str] = {}
+                for tuid, sha in ops.digests(dst, rest, tlisting, ctx.batch_messages, ctx.batch_bytes):
+                    seen[tuid] = got[tuid] = sha
+                    if len(got) >= ctx.batch_messages:
+                        settle(got)
+                        got = {}
+                settle(got)
+        gone = [r.src_uid for tuid, r in to_read.items() if tuid not in seen]  # vanished from the target
+        if gone:
+            state.mark_mismatch(sname, uidvalidity, gone)
+            mismatched.extend(gone)
     if mismatched:
-        state.mark_mismatch(sname, uidvalidity, mismatched)
         fr.notes.append(f"{len(mismatched)} target copy(ies) differ from the source; they will be copied again")
         missing += len(mismatched)
-    state.mark_verified(sname, uidvalidity, [u for u in trusted if not rows[u].verified])
+    state.mark_verified(sname, uidvalidity, [u for u in trusted if not rows[u].verified and u not in marked])
     pending = Counter(r.sha256 for r in rows.values() if r.state == "pending")
     extra = duplicates(ctx, dst, sname, tname, target, pending)
     if extra:
@@ -245,8 +265,8 @@ def duplicates(ctx: MailboxContext, dst: IMAPClient, sname: str, tname: str, tar
         unconfirmed = Counter(pending)  # appended without APPENDUID: a copy of each may be here, once
         with map_imap_errors(a, ctx.dst_server):
             _reselect(ctx, dst, tname, tuidv)
-            for u, sha in ops.digests(dst, candidates, tlisting, ctx.settings.batch_messages,
-                                      ctx.settings.batch_bytes):
+            for u, sha in ops.digests(dst, candidates, tlisting, ctx.batch_messages,
+                                      ctx.batch_bytes):
                 if unconfirmed[sha] > 0:
                     unconfirmed[sha] -= 1
                 elif sha in digests:
@@ -264,14 +284,14 @@ def verify_full(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, sname: st
     s = ctx.settings
     with map_imap_errors(ctx.address, ctx.src_server):
         ops.select(src, sname)
-        src_digests = Counter(sha for _, sha in ops.digests(src, sorted(listing), listing, s.batch_messages, s.batch_bytes))
+        src_digests = Counter(sha for _, sha in ops.digests(src, sorted(listing), listing, ctx.batch_messages, ctx.batch_bytes))
     ctx.progress.add(ctx.address, len(listing), fr.bytes)
     dst_digests: Counter = Counter()
     if exists_on_target:
         with map_imap_errors(ctx.address, ctx.dst_server):
             tlisting = ops.sizes(dst, tname).sizes
             dst_digests = Counter(sha for _, sha in ops.digests(dst, sorted(tlisting), tlisting,
-                                                                s.batch_messages, s.batch_bytes))
+                                                                ctx.batch_messages, ctx.batch_bytes))
     fr.missing = sum((src_digests - dst_digests).values())
     fr.verified = fr.missing == 0
     fr.skipped = fr.messages - fr.missing

@@ -35,6 +35,7 @@ class LinkSettings:
     cut_after_bytes: int | None = None  # drop the connection once it carried this many bytes
     cut_side: str = "both"  # which bytes count toward the cut: both, up (client -> server), down
     cut_connections: int | None = None  # cut only the next N connections (None: every one)
+    cut_routes: tuple[str, ...] | None = None  # cut only connections to these routes ("aruba", "infocert")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,10 @@ class WanConfig:
     @classmethod
     def read(cls, path: Path) -> "WanConfig":
         data = json.loads(path.read_text())
-        return cls([Route(**r) for r in data["routes"]], LinkSettings(**data.get("link") or {}))
+        link = dict(data.get("link") or {})
+        if link.get("cut_routes") is not None:
+            link["cut_routes"] = tuple(link["cut_routes"])
+        return cls([Route(**r) for r in data["routes"]], LinkSettings(**link))
 
 
 class WanLink:
@@ -139,8 +143,8 @@ class _Settings:
         self.config = WanConfig.read(path)
         self._cuts_left: int | None = self.config.link.cut_connections
 
-    def current(self) -> tuple[LinkSettings, bool]:
-        """The link for a new connection and whether this connection is to be cut."""
+    def current(self, route: str) -> tuple[LinkSettings, bool]:
+        """The link for a new connection to ``route`` and whether this connection is to be cut."""
         try:
             st = self.path.stat()
             stamp = (st.st_mtime_ns, st.st_size)
@@ -151,7 +155,7 @@ class _Settings:
         except (OSError, ValueError, TypeError, KeyError):
             pass  # keep the last good settings
         link = self.config.link
-        cut = link.cut_after_bytes is not None
+        cut = link.cut_after_bytes is not None and (link.cut_routes is None or route in link.cut_routes)
         if cut and self._cuts_left is not None:
             cut = self._cuts_left > 0
             self._cuts_left = max(0, self._cuts_left - 1)
@@ -228,7 +232,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dire
 
 async def _connection(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, route: Route,
                       settings: _Settings) -> None:
-    link, cut_this = settings.current()
+    link, cut_this = settings.current(route.name)
     try:
         server_r, server_w = await asyncio.open_connection("127.0.0.1", route.upstream_port)
     except OSError:
