@@ -143,20 +143,18 @@ class Session(IMAPClient):
 
 
 def connect(plan: Plan, side: Side, mailbox: Mailbox, *, timeout: float | None = None, wait_for_slot: bool = True,
-            capped: bool = True) -> IMAPClient:
+            capped: bool = True, slot: "_Slot | None" = None) -> IMAPClient:
     """Open and authenticate an IMAP session for ``mailbox`` on ``side`` with its login name on that side;
     raise a MailboxError family on failure.
 
     The session takes a place in the provider's process-wide cap (``max_connections``), waiting for one, or,
-    with ``wait_for_slot=False``, raising :class:`NoSessionSlot` at once. ``capped=False`` is only for the
-    readiness probe that looks for the provider's own limit."""
+    with ``wait_for_slot=False``, raising :class:`NoSessionSlot` at once; ``slot``: a place taken before with
+    :func:`reserve` (given back on failure as on LOGOUT). ``capped=False`` is only for the readiness probe that
+    looks for the provider's own limit."""
     provider = plan.provider(side)
     where = f"{provider.name} {provider.imap}"
-    cap = session_cap(provider) if capped else None
-    if cap is not None and not cap.acquire(blocking=wait_for_slot):
-        raise NoSessionSlot(mailbox.address, f"all {cap.limit} sessions the plan allows to {provider.name} are open "
-                            "in this process", server=where)
-    slot = _Slot(cap)
+    if slot is None:
+        slot = reserve(plan, side, mailbox, wait_for_slot=wait_for_slot) if capped else _Slot(None)
     try:
         with map_imap_errors(mailbox.address, where, side=side, at_login=True):
             client, tls = _open(provider, timeout)
@@ -181,6 +179,17 @@ def connect(plan: Plan, side: Side, mailbox: Mailbox, *, timeout: float | None =
     except BaseException:
         slot()
         raise
+
+
+def reserve(plan: Plan, side: Side, mailbox: Mailbox, *, wait_for_slot: bool = True) -> "_Slot":
+    """Take a place in ``side``'s session cap now (for a :func:`connect` with ``slot=`` later, e.g. on another
+    thread, keeping the order in which a caller takes the providers' caps)."""
+    provider = plan.provider(side)
+    cap = session_cap(provider)
+    if not cap.acquire(blocking=wait_for_slot):
+        raise NoSessionSlot(mailbox.address, f"all {cap.limit} sessions the plan allows to {provider.name} are open "
+                            "in this process", server=f"{provider.name} {provider.imap}")
+    return _Slot(cap)
 
 
 @contextlib.contextmanager

@@ -9,13 +9,14 @@ every failure into the report: a lost connection is retried from the ledger, the
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Callable
 
 from imapclient import IMAPClient
 
 from cutover.errors import ConnectionLost, LedgerError, MailboxError, Throttled
-from cutover.imap import connect
+from cutover.imap import connect, reserve
 from cutover.limits import throttle_delay
 from cutover.mailsync import _imapops as ops
 from cutover.mailsync._context import MailboxContext
@@ -38,28 +39,33 @@ class MailboxBrain:
 
     def run(self) -> None:
         ctx = self.ctx
-        # Sessions are always opened source provider first, whatever the direction: every thread takes the
-        # providers' session caps in one order, so a forward and a reverse copy never wait on each other.
-        first = ops.quiet(connect(ctx.plan, "source", ctx.mailbox))
+        # The providers' session caps are always taken source provider first, whatever the direction: a forward
+        # and a reverse copy never wait on each other. Once the source place is held, the target session opens
+        # on a thread of its own while the source one does (TLS and login round trips overlap).
+        slot = reserve(ctx.plan, "source", ctx.mailbox)
+        opening = _Opening(ctx.plan, "target", ctx.mailbox)
+        try:
+            first = ops.quiet(connect(ctx.plan, "source", ctx.mailbox, slot=slot))
+        except BaseException:
+            opening.discard()
+            raise
         src = first if ctx.src_side == "source" else None
         dst = first if ctx.dst_side == "source" else None
+        second = None
         try:
-            second = ops.quiet(connect(ctx.plan, "target", ctx.mailbox))
+            second = ops.quiet(opening.result())
             src, dst = (src, second) if src is not None else (second, dst)
+            src.normalise_times = False  # keep INTERNALDATE's own offset, byte for byte
+            dst.normalise_times = False
+            self.readback = ReadBack.if_affordable(ctx)
             try:
-                src.normalise_times = False  # keep INTERNALDATE's own offset, byte for byte
-                dst.normalise_times = False
-                self.readback = ReadBack.if_affordable(ctx)
-                try:
-                    self._run(src, dst)
-                finally:
-                    if self.readback is not None:
-                        self.readback.close()
-                        self.readback = None
+                self._run(src, dst)
             finally:
-                ops.logout(second)
+                if self.readback is not None:
+                    self.readback.close()
+                    self.readback = None
         finally:
-            ops.logout(first)
+            _logout_both(first, second)
 
     def _run(self, src: IMAPClient, dst: IMAPClient) -> None:
         ctx = self.ctx
@@ -175,6 +181,46 @@ class MailboxBrain:
 
 # However much each attempt moves forward, one run gives up after this many times copy.retries lost connections.
 _MAX_LOST_FACTOR = 10
+
+
+class _Opening:
+    """``connect`` on a thread of its own: the target session opens while the source one does."""
+
+    def __init__(self, plan, side: str, mailbox) -> None:
+        self._client: IMAPClient | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._open, args=(plan, side, mailbox), daemon=True,
+                                        name=f"open-{side}-{mailbox.address}")
+        self._thread.start()
+
+    def _open(self, plan, side: str, mailbox) -> None:
+        try:
+            self._client = connect(plan, side, mailbox)  # type: ignore[arg-type]
+        except BaseException as exc:  # raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> IMAPClient:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._client  # type: ignore[return-value]
+
+    def discard(self) -> None:
+        """The caller gives up (the other session failed): wait, and log out if it opened."""
+        self._thread.join()
+        if self._client is not None:
+            ops.logout(self._client)
+
+
+def _logout_both(first: IMAPClient, second: IMAPClient | None) -> None:
+    """LOGOUT both sessions at once (one round trip, not two); never raises."""
+    if second is None:
+        ops.logout(first)
+        return
+    other = threading.Thread(target=ops.logout, args=(second,), daemon=True)
+    other.start()
+    ops.logout(first)
+    other.join()
 
 
 def run_with_retries(brain: MailboxBrain) -> None:
