@@ -61,9 +61,8 @@ def flow_argv(flow: str, plan_path: Path) -> list[str]:
 def mbsync_prefixed(work: Path, plan, mailboxes) -> Path:
     """mbsync's config (as copy_bench's) writing into ``mbsync/`` on the target: its copies never mix with ours."""
     conf = cb.mbsync_config(work, plan, mailboxes)
-    text = conf.read_text().replace("IMAPStore tgt", "IMAPStore tgt")
     out = []
-    for line in text.splitlines():
+    for line in conf.read_text().splitlines():
         out.append(line)
         if line.startswith("Account tgt"):
             out.append("Path mbsync/")
