@@ -25,7 +25,9 @@ from cutover.secrets import Secret
 
 PLAYBOOK_DIR = Path(__file__).resolve().parent.parent / "playbooks"
 REPORT_TASK = "pec-cutover report"  # the task in playbooks/tasks/update_rrsets.yml whose events carry the results
+DATA_TASK = "pec-cutover data"  # tasks of other playbooks (roles/pec_client) whose ``msg`` is a result as data
 KEEP_ARTIFACTS = 10
+_ENV_FILES = ("extravars", "envvars", "cmdline", "passwords", "settings", "ssh_key")
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,11 @@ def run_playbook(
     pdd = private_data_dir(plan)
     pdd.mkdir(parents=True, exist_ok=True)
     os.chmod(pdd, 0o700)
+    # Without suppress_env_files the runner writes the first run's extravars, envvars and cmdline to env/ and
+    # feeds them to every later run: a variable only an earlier playbook set (or its --check) would leak into
+    # this one. Files left there by an earlier version are removed.
+    for name in _ENV_FILES:
+        (pdd / "env" / name).unlink(missing_ok=True)
     started = time.monotonic()
     with _secret_workspace(secrets) as (workdir, vars_file):
         cmdline = " ".join(x for x in ("--check" if check else "", "--diff" if diff else "") if x)
@@ -106,6 +113,7 @@ def run_playbook(
                 envvars=_envvars(workdir),
                 cmdline=cmdline or None,
                 rotate_artifacts=KEEP_ARTIFACTS,
+                suppress_env_files=True,
                 quiet=True,
                 timeout=timeout_s,
             )
