@@ -23,9 +23,10 @@ from cryptography import x509
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
+from cutover.dnsrecords import txt_rdata, wanted_records
 from cutover.errors import SandboxError, SecretError
 from cutover.plan import Plan
-from cutover.sandbox import _dns, _webmail
+from cutover.sandbox import _dns, _relay, _webmail
 from cutover.sandbox._ca import CertKind, SandboxCA
 from cutover.sandbox._dovecot import DovecotInstance, DovecotPaths, ensure_mail_user
 from cutover.sandbox._imap import open_as
@@ -217,8 +218,12 @@ class Sandbox:
 
     # ----- configuration ------------------------------------------------------------------------
     def _zone_data(self) -> _dns.ZoneData:
-        return _dns.ZoneData(self.plan.dns.zone, sorted(self.plan.source.mx_set), self.plan.dns.ttl.normal,
-                             self.plan.dns.tsig.name, self.plan.dns.tsig.algorithm)
+        # The zone starts as the source provider publishes it: its MX and the records that follow it.
+        ttl = self.plan.dns.ttl.normal
+        records = tuple(f"{r.name} {ttl} IN {r.rdtype} {txt_rdata(r.value) if r.kind == 'spf' else r.value}"
+                        for r in wanted_records(self.plan, "source") if r.value is not None)
+        return _dns.ZoneData(self.plan.dns.zone, sorted(self.plan.source.mx_set), ttl,
+                             self.plan.dns.tsig.name, self.plan.dns.tsig.algorithm, records)
 
     def _write_config(self, name: str, *, held: bool = False) -> None:
         if name in self.dovecots:
