@@ -229,5 +229,12 @@ def access_gate(*, webmail: list[CheckResult], canaries: list[CheckResult], unve
     return decide("access", rules, gates, list(webmail) + list(canaries))
 
 
-__all__ = ["Verdict", "RuleOutcome", "Decision", "decide", "dns_gate", "access_gate", "fraction_rule",
+def clients_gate(clients: Sequence[CheckResult], gates: Gates) -> Decision:
+    """After the PEC clients' switch: every client on the new provider and proven working (no client reported:
+    no evidence, HOLD)."""
+    rule = fraction_rule("every PEC client switched and working", clients, 1.0, "PEC clients")
+    return decide("clients", [rule], gates, list(clients))
+
+
+__all__ = ["Verdict", "RuleOutcome", "Decision", "decide", "dns_gate", "access_gate", "clients_gate", "fraction_rule",
            "at_most_rule", "propagation_rule", "check_rule"]

@@ -130,3 +130,7 @@ class DnsChangeError(CutoverError):
 
 class AnsibleError(CutoverError):
     """ansible-runner could not run a playbook."""
+
+
+class ClientsError(CutoverError):
+    """The PEC clients' switch could not run (no client section, a secret missing, Ansible could not start)."""
