@@ -1,4 +1,4 @@
-"""The cutover day: freeze → DNS switch → gate → final delta → accessibility → gate → complete.
+"""The cutover day: freeze → DNS switch → gate → PEC clients → gate → final delta → accessibility → gate → complete.
 
 A NO-GO rolls back at once (plan ``on_nogo: rollback``) or pauses the run for a human (``on_nogo: ask``).
 """
@@ -15,6 +15,7 @@ from checks.gates import Decision, access_gate
 from checks.imap import canary_logins, endpoints_reachable
 from checks.webmail import webmail_checks
 from cutover import freeze
+from cutover.clients import surroundings
 from cutover.errors import FreezeError
 from cutover.inventory import Inventory, load_inventory
 from cutover.ledger import Ledger
@@ -23,6 +24,7 @@ from cutover.plan import Plan, load_plan
 from cutover.report import Phase, RunReport, checks_summary
 from cutover.results import CheckResult
 from flows._artifacts import log, publish_report, run_id
+from flows._clients import clients_decision, switch_clients_task
 from flows._copy import copy_all
 from flows._dns import dns_checks, dns_decision, set_ttl_task, switch_mx_task
 from flows.gate import apply_gate
@@ -86,6 +88,20 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             return _roll_back(plan_path, plan, report, decisions, operator, "DNS gate: " + decision.summary())
         freeze.require_held(plan, me)
 
+        clients = None
+        if plan.clients is not None:
+            def clients_round() -> tuple[Decision, list[CheckResult], list[str]]:
+                nonlocal clients
+                clients = switch_clients_task(plan, "target")
+                return clients_decision(plan, clients), clients.results(), [clients.markdown()]
+
+            action, decision = _checks_and_gate(report, f"PEC clients to {plan.target.name} and gate", clients_round,
+                                                plan, decisions, overridden)
+            if action == "rollback":
+                done = True
+                return _roll_back(plan_path, plan, report, decisions, operator, "clients gate: " + decision.summary())
+            freeze.require_held(plan, me)
+
         with report.phase("final delta copy") as phase:
             copy = copy_all(plan_path, plan, list(inventory), direction="forward", label="final-delta")
             phase.lines.append(f"{copy.verified_count}/{len(copy.mailboxes)} mailboxes verified; "
@@ -122,7 +138,7 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
                           "mailboxes verified" + (f"; NO-GO OVERRIDDEN at gate(s) {', '.join(overridden)} by a human "
                                                   "decision (see gate decisions)" if overridden else ""))
         return {"verdict": "GO", "overridden": overridden, "decisions": decisions, "verified": copy.verified_count,
-                "report": _timings(report)}
+                "report": _timings(report), "surroundings": surroundings(plan, "target", clients)}
     finally:
         if holding and switched and not done:
             freeze.keep_after_failure(plan, me, "cutover failed after the MX switch: check `pec-cutover dns status`, "
@@ -136,15 +152,17 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
         publish_report(plan, report, "cutover-report")
 
 
-def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tuple[Decision, list[CheckResult]]],
-                     plan: Plan, decisions: list[str], overridden: list[str]) -> tuple[str, Decision]:
-    """Run the checks and apply their gate, again for as long as the operator answers 'retry'."""
+def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tuple], plan: Plan,
+                     decisions: list[str], overridden: list[str]) -> tuple[str, Decision]:
+    """Run the checks (-> decision, evidence[, markdown sections]) and apply their gate, again for as long as the
+    operator answers 'retry'."""
     attempt = 0
     while True:
         attempt += 1
         with report.phase(f"{title} (attempt {attempt})") as phase:
-            decision, evidence = run_checks()
+            decision, evidence, *sections = run_checks()
             phase.checks += evidence
+            phase.sections += [section for group in sections for section in group]
             phase.sections.append(decision.markdown())
             action = apply_gate(decision, attempt=attempt, pause_timeout_s=plan.gates.pause_timeout_s, decisions=decisions)
             phase.lines.append(decisions[-1])

@@ -1,4 +1,5 @@
-"""Readiness (days before): every mailbox logged in on both providers; who must act, and why."""
+"""Readiness (days before): every mailbox logged in on both providers; who must act, and why. With PEC clients in
+the plan: every client host reached by Ansible, and what the day's switch would change (check mode)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from checks.readiness import ReadinessReport, readiness as probe_readiness
+from cutover.errors import ClientsError
 from cutover.inventory import Inventory, load_inventory
 from cutover.plan import Plan, load_plan
 from cutover.report import RunReport
 from flows._artifacts import publish_markdown, publish_report, publish_table, run_id
+from flows._clients import preview_clients_task
 
 DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
 
@@ -33,9 +36,25 @@ def readiness(plan_path: str = DEFAULT_PLAN) -> dict:
             result.write_csv(csv_path)
             phase.lines.append(f"CSV for the members who must act: {csv_path}")
         phase.sections.append(result.markdown())
+    clients_line = ""
+    if plan.clients is not None:
+        with report.phase(f"PEC client hosts: reachable, the switch to {plan.target.name} in check mode") as phase:
+            try:
+                preview = preview_clients_task(plan)
+            except ClientsError as exc:  # a missing secret is an action for the operator, like a member's
+                clients_line = f"PEC clients: {exc}"
+                phase.status = "failed"
+            else:
+                clients_line = "PEC clients: " + preview.summary()
+                phase.checks += preview.results()
+                phase.sections.append(preview.markdown())
+                if not preview.ok:
+                    phase.status = "failed"
+            phase.lines.append(clients_line)
     publish_table(result.rows(), "readiness-mailboxes", "readiness per mailbox")
-    report.verdict = "all mailboxes ready" if summary.get("ready", 0) == len(inventory) else \
-        f"{len(inventory) - summary.get('ready', 0)} mailboxes need action"
+    report.verdict = ("all mailboxes ready" if summary.get("ready", 0) == len(inventory) else
+                      f"{len(inventory) - summary.get('ready', 0)} mailboxes need action") + \
+        (f"; {clients_line}" if clients_line else "")
     publish_report(plan, report, "readiness-report")
     publish_markdown(result.markdown(), "readiness-summary", "who must act")
     return summary

@@ -1,6 +1,8 @@
-"""Rollback (from a gate, or by hand at any time): MX back to the source, DNS verified, new mail copied back.
+"""Rollback (from a gate, or by hand at any time): PEC clients back to the source first, then the MX and its
+records, DNS verified, new mail copied back.
 
-Safe to run twice: the MX change is idempotent and the ledger remembers what was already copied back.
+Safe to run twice: the clients' and the MX change are idempotent and the ledger remembers what was already copied
+back. A step that fails does not stop the next (the clients failing must not keep the MX on the target).
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from prefect import flow
 
 from checks.gates import Verdict
 from cutover import freeze
-from cutover.errors import CutoverError
+from cutover.clients import surroundings
+from cutover.errors import ClientsError, CutoverError
 from cutover.inventory import load_inventory
 from cutover.plan import load_plan
 from cutover.report import RunReport, checks_summary
 from flows._artifacts import log, publish_report, run_id
+from flows._clients import clients_decision, switch_clients_task
 from flows._copy import copy_all
 from flows._dns import dns_checks, dns_decision, switch_mx_task
 
@@ -31,7 +35,25 @@ def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", op
         with report.phase("take the freeze") as phase:
             held = freeze.acquire(plan, "rollback", me, note=f"{operator}: {reason}")
             phase.lines.append(f"freeze held by this rollback ({held.took_over or 'was free'})")
-        with report.phase(f"MX back to {plan.source.name}") as phase:
+        clients = None
+        clients_ok = True
+        if plan.clients is not None:
+            with report.phase(f"PEC clients back to {plan.source.name}") as phase:
+                try:
+                    clients = switch_clients_task(plan, "source")
+                except ClientsError as exc:  # the MX must still go back
+                    clients_ok = False
+                    phase.status = "failed"
+                    phase.lines.append(f"could not run: {exc}")
+                else:
+                    verdict = clients_decision(plan, clients)
+                    clients_ok = verdict.go
+                    phase.checks += clients.results()
+                    phase.lines.append(clients.summary())
+                    phase.sections += [clients.markdown(), verdict.markdown()]
+                    if not clients_ok:
+                        phase.status = "failed"
+        with report.phase(f"MX and records back to {plan.source.name}") as phase:
             change = switch_mx_task(plan, "source")
             phase.lines.append(f"changed: {change.changed}; serial {change.serial_before} → {change.serial_after}")
             phase.lines.append(f"MX now: {change.records_after}")
@@ -50,14 +72,16 @@ def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", op
             phase.sections.append(copy.markdown())
             if not copy.ok:
                 phase.status = "failed"
-        ok = decision.verdict is Verdict.GO and copy.ok
-        report.verdict = ("ROLLED BACK: MX on the source everywhere, new mail copied back and verified" if ok else
-                          "ROLLBACK INCOMPLETE: see the failed phases")
+        ok = decision.verdict is Verdict.GO and copy.ok and clients_ok
+        report.verdict = ("ROLLED BACK: PEC clients, MX and records on the source everywhere, new mail copied back "
+                          "and verified" if ok else "ROLLBACK INCOMPLETE: see the failed phases")
         outcome = {"verdict": "rolled-back" if ok else "incomplete", "copied_back": sum(m.copied for m in copy.mailboxes),
-                   "dns": str(decision.verdict)}
+                   "dns": str(decision.verdict), "surroundings": surroundings(plan, "source", clients)}
         if not ok:
             raise CutoverError(f"rollback incomplete: DNS {decision.verdict}, "
-                               f"{copy.unverified_count} mailbox(es) not verified; run the rollback again")
+                               f"{copy.unverified_count} mailbox(es) not verified"
+                               + ("" if clients_ok else ", PEC clients not all back and working")
+                               + "; run the rollback again")
         return outcome
     finally:
         if freeze.release(plan, me):

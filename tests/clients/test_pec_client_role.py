@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from checks.gates import Verdict, clients_gate
 from cutover.ansible_bridge import private_data_dir
@@ -150,3 +151,23 @@ def test_a_missing_secret_is_one_clear_error_before_anything_runs(clients_env, t
         switch_clients(broken, "target")
     assert str(err.value).startswith("clients.accounts.protocollo.target.secret: ")
     assert "PEC_TEST_NO_SUCH" in str(err.value)
+
+
+def test_an_unreachable_client_host_is_a_result_not_a_crash(clients_env, tmp_path) -> None:
+    plan = clients_env.plan
+    hosts = yaml.safe_load(plan.dns.ansible_inventory.read_text())
+    # A host Ansible must reach over SSH where nothing listens (port 1 on loopback).
+    hosts["all"]["children"]["pec_clients"]["hosts"]["archivio"] = {
+        "ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_connection": "ssh", "ansible_user": "nobody",
+        "pec_client_apps": [{"name": "archivio", "account": "protocollo", "config": str(tmp_path / "pec.ini")}]}
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump(hosts).replace("{{ inventory_dir }}", str(plan.dns.ansible_inventory.parent)))
+    with_archivio = plan.model_copy(update={"dns": plan.dns.model_copy(update={"ansible_inventory": inventory})})
+
+    preview = switch_clients(with_archivio, "target", dry_run=True)
+    assert not preview.ok
+    assert {c.client for c in preview.clients} == {"protocollo", "postfix relay"}  # the others were reached
+    [unreachable] = [r for r in preview.results() if not r.ok]
+    assert unreachable.target == "archivio" and unreachable.reason == "unreachable"
+    assert "1 NOT reachable" in preview.summary()
+    assert not (tmp_path / "pec.ini").exists()
