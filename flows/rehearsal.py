@@ -267,6 +267,10 @@ def _phases(result: dict) -> None:
     console.print(table)
     for decision in result.get("decisions", []):
         console.print(f"gate: {decision}")
+    # What moved with the MX (issue 18): after GO on the target, after a rollback back on the source.
+    from cutover.clients import surroundings_line
+    if moved := result.get("surroundings") or (result.get("rollback") or {}).get("surroundings"):
+        console.print(surroundings_line(moved))
 
 
 def _status(box: Sandbox) -> None:

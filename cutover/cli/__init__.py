@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cutover.cli import clients as clients_cli
 from cutover.cli import copy as copy_cli
 from cutover.cli import dns as dns_cli
 from cutover.cli import sandbox as sandbox_cli
@@ -34,6 +35,7 @@ plan_app = typer.Typer(help="Validate and show a cutover plan.", no_args_is_help
 app.add_typer(plan_app, name="plan")
 app.add_typer(sandbox_cli.app, name="sandbox", help="Start, stop, seed and inspect the local sandbox servers.")
 app.add_typer(dns_cli.app, name="dns", help="Show and change the domain's MX and TTLs (Ansible + checks).")
+app.add_typer(clients_cli.app, name="clients", help="Point the organisation's PEC clients at a provider (Ansible).")
 app.command(name="copy", help="Copy mailboxes from source to target, verified and resumable.")(copy_cli.copy)
 
 
