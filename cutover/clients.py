@@ -117,14 +117,17 @@ class ClientsChange:
         return out
 
     def summary(self) -> str:
-        """One line: how many clients are on the provider and working."""
-        total = len(self.results())
+        """One line: how many clients are on the provider and working (in check mode: reached, would change)."""
+        hosts = (f"; {len(self.unreachable)} host(s) NOT reachable" if self.unreachable else "") + \
+            (f"; {len(self._silent_failures())} host(s) failed" if self._silent_failures() else "")
         if self.dry_run:
             would = sum(1 for c in self.clients if c.changed)
+            failing = sum(1 for c in self.clients if not c.ok)
             return (f"check mode: {len(self.clients)} clients reached, {would} would change to {self.provider}"
-                    + (f"; {total - self.working} NOT reachable" if total - self.working else ""))
+                    + (f"; {failing} client(s) failed" if failing else "") + hosts)
+        total = len(self.clients)
         return (f"{self.working}/{total} clients switched to {self.provider} and working"
-                + ("" if self.working == total else f"; {total - self.working} NOT working"))
+                + ("" if self.working == total else f"; {total - self.working} NOT working") + hosts)
 
     def markdown(self) -> str:
         text = markdown_table([c.as_row() for c in self.clients]) if self.clients else "_(no client reported)_\n"

@@ -13,6 +13,7 @@ import hashlib
 import json
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -80,8 +81,9 @@ def _assert_on(env, side: str, change: ClientsChange) -> None:
         assert stat.S_IMODE(_files(env)[key].stat().st_mode) == 0o600, key
 
 
-def test_check_mode_then_switch_idempotence_failure_and_rollback(clients_env) -> None:
+def test_check_mode_then_switch_idempotence_failure_and_rollback(clients_env, caplog, capfd) -> None:
     env = clients_env
+    caplog.set_level("DEBUG")
     plan = env.plan
     target_port = plan.target.smtp.port
     before = _digests(env)
@@ -108,7 +110,7 @@ def test_check_mode_then_switch_idempotence_failure_and_rollback(clients_env) ->
     # 3. Idempotent: nothing changes, still proven.
     again = switch_clients(plan, "target")
     assert again.ok and not again.changed and again.diff == ""
-    assert not switch_clients(plan, "target", dry_run=True).changed
+    assert all(c.verified for c in again.clients)
 
     # 4. The target refuses the account's login (a password changed there): both clients fail their check.
     good_password = env.sandbox.client_login("target", "protocollo")[1]
@@ -135,8 +137,9 @@ def test_check_mode_then_switch_idempotence_failure_and_rollback(clients_env) ->
     reports = "".join(c.markdown() + json.dumps(c.to_dict()) for c in (preview, switched, again, failed, back))
     artifacts = [p for p in private_data_dir(plan).rglob("*") if p.is_file()]
     assert any(p.name == "command" for p in artifacts)
+    out, err = capfd.readouterr()
     for secret in env.passwords():
-        assert secret not in reports
+        assert secret not in reports and secret not in caplog.text and secret not in out + err
         for path in artifacts:
             assert secret.encode() not in path.read_bytes(), f"a client password in {path}"
     assert not list(Path(tempfile.gettempdir()).glob("pec-cutover-ansible-*/secret-vars.yml"))
@@ -153,21 +156,32 @@ def test_a_missing_secret_is_one_clear_error_before_anything_runs(clients_env, t
     assert "PEC_TEST_NO_SUCH" in str(err.value)
 
 
-def test_an_unreachable_client_host_is_a_result_not_a_crash(clients_env, tmp_path) -> None:
+def test_check_mode_reaches_a_new_relay_and_reports_an_unreachable_host(clients_env, tmp_path) -> None:
+    """Readiness days before: a relay the role never configured (no sasl_passwd yet) is reached and shows the
+    change; a host Ansible cannot reach (SSH where nothing listens) is a result, not a crash."""
     plan = clients_env.plan
-    hosts = yaml.safe_load(plan.dns.ansible_inventory.read_text())
-    # A host Ansible must reach over SSH where nothing listens (port 1 on loopback).
-    hosts["all"]["children"]["pec_clients"]["hosts"]["archivio"] = {
-        "ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_connection": "ssh", "ansible_user": "nobody",
-        "pec_client_apps": [{"name": "archivio", "account": "protocollo", "config": str(tmp_path / "pec.ini")}]}
+    fresh = tmp_path / "relay"
+    fresh.mkdir()
+    (fresh / "main.cf").write_text("compatibility_level = 3.6\nrelayhost = [smtps.pec.aruba.it]:465\n")
     inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump(hosts).replace("{{ inventory_dir }}", str(plan.dns.ansible_inventory.parent)))
-    with_archivio = plan.model_copy(update={"dns": plan.dns.model_copy(update={"ansible_inventory": inventory})})
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"pec_new": {"hosts": {
+        "nuovo-relay": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                        "pec_client_relay": {"account": "protocollo", "config_directory": str(fresh),
+                                             "listen": "127.0.0.1:1", "maillog": str(fresh / "maillog")}},
+        "archivio": {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_connection": "ssh",
+                     "ansible_user": "nobody",
+                     "pec_client_apps": [{"name": "archivio", "account": "protocollo",
+                                          "config": str(tmp_path / "pec.ini")}]}}}}}}))
+    new = plan.model_copy(update={"dns": plan.dns.model_copy(update={"ansible_inventory": inventory}),
+                                  "clients": plan.clients.model_copy(update={"group": "pec_new"})})
 
-    preview = switch_clients(with_archivio, "target", dry_run=True)
-    assert not preview.ok
-    assert {c.client for c in preview.clients} == {"protocollo", "postfix relay"}  # the others were reached
+    preview = switch_clients(new, "target", dry_run=True)
+    [relay] = preview.clients
+    assert relay.host == "nuovo-relay" and relay.changed and relay.ok and relay.verified is None
+    assert "-relayhost = [smtps.pec.aruba.it]:465" in relay.diff.splitlines()
+    assert f"+relayhost = [localhost]:{plan.target.smtp.port}" in relay.diff.splitlines()
     [unreachable] = [r for r in preview.results() if not r.ok]
     assert unreachable.target == "archivio" and unreachable.reason == "unreachable"
-    assert "1 NOT reachable" in preview.summary()
+    assert not preview.ok and preview.summary().endswith("; 1 host(s) NOT reachable")
+    assert sorted(p.name for p in fresh.iterdir()) == ["main.cf"]  # nothing written, not even the secret
     assert not (tmp_path / "pec.ini").exists()

@@ -64,11 +64,13 @@ def _served(port: int, name: str, rdtype: str) -> set[str]:
     return {r.to_text() for rrset in answer.answer if rrset.rdtype.name == rdtype for r in rrset}
 
 
-def test_a_client_failing_after_the_switch_is_a_no_go_and_the_rollback_restores_every_client(day, prefect_db) -> None:
+def test_a_client_failing_after_the_switch_is_a_no_go_and_the_rollback_restores_every_client(day, prefect_db,
+                                                                                              caplog) -> None:
     from flows.cutover_day import cutover
     from flows.readiness import readiness
 
     env, plan, box = day
+    caplog.set_level("DEBUG")
     # Days before: readiness reaches every client host with Ansible and shows the switch in check mode.
     readiness(plan_path=str(env.plan))
     [ready] = list(plan.reports_dir.glob("readiness-report-*.md"))
@@ -111,8 +113,9 @@ def test_a_client_failing_after_the_switch_is_a_no_go_and_the_rollback_restores_
         assert _served(server.port, "_submissions._tcp.pec.fnofi.it.", "SRV") == {"0 1 465 smtps.pec.aruba.it."}
         assert _served(server.port, "webmail.pec.fnofi.it.", "CNAME") == {"webmail.pec.it."}
 
-    # The clients' passwords are nowhere in Prefect's database or the reports.
+    # The clients' passwords are nowhere in Prefect's database, the reports or the logs.
     secrets = [good, box.client_login("source", "protocollo")[1]]
+    assert not [s for s in secrets if s in caplog.text]
     stored = b"".join(p.read_bytes() for p in [*prefect_db.parent.glob(prefect_db.name + "*"),
                                                *plan.reports_dir.glob("*")])
     for secret in secrets:
