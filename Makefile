@@ -4,6 +4,8 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
+# The suite waits on real servers far more than it computes: three workers, one test file each at a time.
+PYTEST_ARGS ?= -n 3 --dist loadfile
 BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false

@@ -119,6 +119,9 @@ def readiness(plan: Path = PlanOption,
                       escape(row["action"]), escape(row["detail"]))
     if table.row_count:
         console.print(table)
+    for profile in report.providers:
+        for line in profile.lines():
+            console.print(escape(line), soft_wrap=True)
     summary = report.summary()
     console.print(", ".join(f"{k}: {v}" for k, v in summary.items() if v or k in ("ready", "total")))
     if path is not None:

@@ -29,6 +29,7 @@ import dns.rrset
 
 from cutover.dnschange import ttl_low_since
 from cutover.dnsrecords import WantedRecord, is_spf, wanted_records
+from cutover.ttl import ttl_to_wait
 from cutover.plan import DnsServer, Plan
 from cutover.results import CheckResult
 
@@ -428,8 +429,11 @@ def ttl_preflight(plan: Plan, *, now: datetime | None = None) -> CheckResult:
     resolvers must all hold the MX for no longer than the cutover TTL.
     """
     now = now or datetime.now(timezone.utc)
-    cutover, old = plan.dns.ttl.cutover, plan.dns.ttl.normal
-    base = dict(name="TTL pre-flight", expected=f"MX TTL {cutover}s for ≥ {old}s", target=str(plan.dns.primary))
+    # Wait the TTL the zone actually served (recorded at readiness and `dns ttl --lower`), not the configured one.
+    wait = ttl_to_wait(plan)
+    cutover, old = plan.dns.ttl.cutover, wait.seconds
+    base = dict(name="TTL pre-flight", expected=f"MX TTL {cutover}s for ≥ {old}s ({wait.reason})",
+                target=str(plan.dns.primary))
     reply = _ask(plan.dns.primary, _zone_fqdn(plan), dns.rdatatype.MX, timeout=plan.dns.timeout_s, recursive=False)
     if not reply.ok:
         return CheckResult(ok=False, observed=f"no answer: {reply.reason}", reason=reply.reason, detail=reply.error,

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from imapclient import IMAPClient
 
-from cutover.errors import AuthFailed, ConnectionLost, MailboxError, SecretError, TlsFailed
+from cutover.errors import AuthFailed, ConnectionLost, MailboxError, SecretError, Throttled, TlsFailed
 from cutover.imap import session, ssl_context
 from cutover.inventory import Inventory, Mailbox
 from cutover.plan import Endpoint, Plan, Provider
@@ -34,6 +34,8 @@ def failure_reason(exc: BaseException) -> str:
         return "auth-failure"
     if isinstance(exc, TlsFailed):
         return "tls-failure"
+    if isinstance(exc, Throttled):
+        return "throttled"
     if isinstance(exc, ConnectionLost):
         # ConnectionLost carries no sub-kind; cutover.imap writes these two details verbatim.
         if "refused" in exc.detail:

@@ -10,6 +10,7 @@ target-missing     the mailbox does not exist on the target
 over-quota         the source mailbox uses more than the target mailbox may hold
 unreachable        a server did not answer (refused, timed out, dropped)
 tls-failure        the TLS handshake or the certificate failed
+throttled          the provider said "too many / slow down" (a connection or rate limit): not the member's doing
 =================  =======================================================================================
 
 IMAP servers answer "wrong password" and "no such user" the same way. To tell them apart on the target, give
@@ -28,20 +29,23 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Protocol
 
 from imapclient import IMAPClient
 
-from cutover.errors import AuthFailed, ConnectionLost, MailboxError, SecretError, TlsFailed
+from checks.providers import ProviderProfile, provider_profile
+from cutover.errors import AuthFailed, ConnectionLost, MailboxError, SecretError, Throttled, TlsFailed
 from cutover.imap import Side, session
 from cutover.inventory import Inventory, Mailbox
 from cutover.plan import Plan
 from cutover.results import CheckResult, markdown_table
 
-Status = Literal["ready", "bad-credentials", "target-missing", "over-quota", "unreachable", "tls-failure", "no-secret"]
+Status = Literal["ready", "bad-credentials", "target-missing", "over-quota", "unreachable", "tls-failure", "no-secret",
+                 "throttled"]
 STATUSES: tuple[Status, ...] = ("ready", "bad-credentials", "target-missing", "over-quota", "unreachable", "tls-failure",
-                                "no-secret")
-CSV_COLUMNS = ("address", "status", "side", "action", "detail", "source_used_mb", "target_used_mb", "target_limit_mb")
+                                "no-secret", "throttled")
+CSV_COLUMNS = ("address", "status", "side", "action", "detail", "source_used_mb", "target_used_mb", "target_limit_mb",
+               "source_login", "target_login", "to_copy_mb", "headroom_mb")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class MailboxReadiness:
     source: SideProbe
     target: SideProbe
     duration_s: float = 0.0
+    logins: tuple[tuple[str, str], ...] = ()  # (side, login) where the login is not the address
+    to_copy_kib: int | None = None  # what is still to copy (source use less what the ledger has on the target)
 
     @property
     def ready(self) -> bool:
@@ -82,6 +88,10 @@ class MailboxReadiness:
             "source_used_mb": _mb(self.source.used_kib),
             "target_used_mb": _mb(self.target.used_kib),
             "target_limit_mb": _mb(self.target.limit_kib),
+            "source_login": dict(self.logins).get("source", ""),
+            "target_login": dict(self.logins).get("target", ""),
+            "to_copy_mb": _mb(self.to_copy_kib),
+            "headroom_mb": _mb(_headroom(self.target, self.to_copy_kib)),
         }
 
     def as_result(self) -> CheckResult:
@@ -98,6 +108,7 @@ class ReadinessReport:
     mailboxes: list[MailboxReadiness]
     source_name: str = "source"
     target_name: str = "target"
+    providers: tuple[ProviderProfile, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -135,14 +146,26 @@ class ReadinessReport:
         if counts:
             head += f"Not ready: {counts}.\n\n"
         rows = [m.row() for m in self.not_ready()]
-        return head + (markdown_table(rows) if rows else "Every mailbox is ready.\n")
+        body = head + (markdown_table(rows) if rows else "Every mailbox is ready.\n")
+        if self.providers:
+            body += "\n#### Providers\n\n" + "\n".join(line for p in self.providers for line in p.lines()) + "\n"
+        return body
 
 
 ProgressFn = Callable[[int, int, MailboxReadiness], None]
 
 
-def readiness(plan: Plan, inventory: Inventory, *, on_progress: ProgressFn | None = None) -> ReadinessReport:
-    """Probe every mailbox on both sides, ``min(source, target).max_connections`` mailboxes at a time."""
+class CopiedBytes(Protocol):
+    """What readiness needs from the copy ledger (duck-typed so checks/ does not depend on it)."""
+
+    def done_bytes(self, address: str) -> int: ...
+
+
+def readiness(plan: Plan, inventory: Inventory, *, on_progress: ProgressFn | None = None,
+              ledger: CopiedBytes | None = None, probe_providers: bool = True) -> ReadinessReport:
+    """Probe every mailbox on both sides, ``min(source, target).max_connections`` mailboxes at a time; then
+    each provider once (capabilities, session limit, round trip: :mod:`checks.providers`), as a member whose
+    login worked there. With ``ledger``, the quota headroom is for what is still to copy."""
     mailboxes = list(inventory)
     workers = max(1, min(plan.source.max_connections, plan.target.max_connections, len(mailboxes)))
     existence_plan = _existence_plan(plan)
@@ -151,7 +174,8 @@ def readiness(plan: Plan, inventory: Inventory, *, on_progress: ProgressFn | Non
 
     def one(mb: Mailbox) -> MailboxReadiness:
         nonlocal done
-        verdict = mailbox_readiness(plan, mb, existence_plan=existence_plan)
+        verdict = mailbox_readiness(plan, mb, existence_plan=existence_plan,
+                                    copied_bytes=ledger.done_bytes(mb.address) if ledger is not None else 0)
         if on_progress is not None:
             with lock:
                 done += 1
@@ -161,19 +185,32 @@ def readiness(plan: Plan, inventory: Inventory, *, on_progress: ProgressFn | Non
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="readiness") as pool:
         verdicts = list(pool.map(one, mailboxes))
     verdicts = _master_refused_everywhere(plan, verdicts)
-    return ReadinessReport(verdicts, plan.source.name, plan.target.name)
+    profiles: list[ProviderProfile] = []
+    if probe_providers:
+        for side in ("source", "target"):
+            member = next((mb for mb, v in zip(mailboxes, verdicts) if getattr(v, side).status == "ready"), None)
+            if member is None:
+                profiles.append(ProviderProfile(side, plan.provider(side).name, False,
+                                                detail="no member could log in here to probe it"))
+            else:
+                profiles.append(provider_profile(plan, side, member))  # type: ignore[arg-type]
+    return ReadinessReport(verdicts, plan.source.name, plan.target.name, tuple(profiles))
 
 
-def mailbox_readiness(plan: Plan, mailbox: Mailbox, *, existence_plan: Plan | None = None) -> MailboxReadiness:
-    """Both sides of one mailbox, classified (see the module doc for the statuses)."""
+def mailbox_readiness(plan: Plan, mailbox: Mailbox, *, existence_plan: Plan | None = None,
+                      copied_bytes: int = 0) -> MailboxReadiness:
+    """Both sides of one mailbox, each logged in with the member's login name there, classified (see the module
+    doc); ``copied_bytes``: what the ledger says is already on the target (not needed again in its quota)."""
     started = time.monotonic()
     source = probe_side(plan, "source", mailbox)
     target = probe_side(plan, "target", mailbox)
     if target.status == "bad-credentials":
         target = _tell_missing_from_refused(plan, mailbox, target, existence_plan)
-    status, side, detail = _classify(plan, source, target)
-    return MailboxReadiness(mailbox.address, status, side, _action(plan, status, side, source, target), detail,
-                            source, target, time.monotonic() - started)
+    to_copy = None if source.used_kib is None else max(0, source.used_kib - copied_bytes // 1024)
+    status, side, detail = _classify(plan, source, target, to_copy)
+    return MailboxReadiness(mailbox.address, status, side, _action(plan, status, side, source, target, to_copy),
+                            detail, source, target, time.monotonic() - started, tuple(mailbox.logins_differ().items()),
+                            to_copy)
 
 
 def probe_side(plan: Plan, side: Side, mailbox: Mailbox) -> SideProbe:
@@ -189,6 +226,8 @@ def probe_side(plan: Plan, side: Side, mailbox: Mailbox) -> SideProbe:
         return SideProbe(side, "bad-credentials", exc.detail)
     except TlsFailed as exc:
         return SideProbe(side, "tls-failure", exc.detail)
+    except Throttled as exc:
+        return SideProbe(side, "throttled", exc.detail)
     except (ConnectionLost, MailboxError) as exc:
         return SideProbe(side, "unreachable", exc.detail)
     return SideProbe(side, "ready", "logged in", used, limit)
@@ -258,11 +297,19 @@ def _master_refused_everywhere(plan: Plan, verdicts: list[MailboxReadiness]) -> 
                            f"the {plan.target.name} master user was refused for every mailbox: check target.auth")
         status, side, detail = _classify(plan, v.source, target)
         fixed.append(MailboxReadiness(v.address, status, side, _action(plan, status, side, v.source, target), detail,
-                                      v.source, target, v.duration_s))
+                                      v.source, target, v.duration_s, v.logins))
     return fixed
 
 
-def _classify(plan: Plan, source: SideProbe, target: SideProbe) -> tuple[Status, str, str]:
+def _headroom(target: SideProbe, to_copy_kib: int | None) -> int | None:
+    """KiB left on the target's quota once what is still to copy is there (negative: it does not fit)."""
+    if target.limit_kib is None or to_copy_kib is None:
+        return None
+    return target.limit_kib - (target.used_kib or 0) - to_copy_kib
+
+
+def _classify(plan: Plan, source: SideProbe, target: SideProbe,
+              to_copy_kib: int | None = None) -> tuple[Status, str, str]:
     """The mailbox status: the source's problem first (nothing moves without it), then the target's, then quota."""
     if source.status != "ready" and target.status != "ready":
         if source.status == target.status and source.status in ("unreachable", "tls-failure"):
@@ -272,14 +319,18 @@ def _classify(plan: Plan, source: SideProbe, target: SideProbe) -> tuple[Status,
         return source.status, "source", source.detail
     if target.status != "ready":
         return target.status, "target", target.detail
-    if source.used_kib is not None and target.limit_kib is not None and source.used_kib > target.limit_kib:
+    to_copy = source.used_kib if to_copy_kib is None else to_copy_kib
+    headroom = _headroom(target, to_copy)
+    if headroom is not None and headroom < 0:
         return ("over-quota", "target",
-                f"{plan.source.name} uses {_mb(source.used_kib)} MB, {plan.target.name} allows {_mb(target.limit_kib)} MB")
-    quota = "" if target.limit_kib is None else f"; fits the {plan.target.name} quota"
+                f"{_mb(to_copy)} MB still to copy from {plan.source.name}, {plan.target.name} has "
+                f"{_mb((target.limit_kib or 0) - (target.used_kib or 0))} MB free of {_mb(target.limit_kib)} MB")
+    quota = "" if headroom is None else f"; fits the {plan.target.name} quota ({_mb(headroom)} MB to spare)"
     return "ready", "", f"both logins work{quota}"
 
 
-def _action(plan: Plan, status: Status, side: str, source: SideProbe, target: SideProbe) -> str:
+def _action(plan: Plan, status: Status, side: str, source: SideProbe, target: SideProbe,
+            to_copy_kib: int | None = None) -> str:
     src, dst = plan.source.name, plan.target.name
     provider = src if side == "source" else dst if side == "target" else f"{src} and {dst}"
     if status == "ready":
@@ -295,13 +346,17 @@ def _action(plan: Plan, status: Status, side: str, source: SideProbe, target: Si
     if status == "target-missing":
         return f"ask {dst} to create the mailbox, then run readiness again"
     if status == "over-quota":
-        return (f"ask {dst} for at least {_mb(source.used_kib)} MB of quota, or the member to archive old mail "
+        need = (target.used_kib or 0) + (source.used_kib if to_copy_kib is None else to_copy_kib)
+        return (f"ask {dst} for at least {_mb(need)} MB of quota, or the member to archive old mail "
                 f"on {src}")
     if status == "no-secret":
         return (f"operator: put the member's {provider} password where the inventory's {side}_secret points "
                 "(or fix the reference); nothing for the member to do")
     if status == "tls-failure":
         return f"check the {provider} server name and the CA bundle in the plan (TLS is never switched off)"
+    if status == "throttled":
+        return (f"operator: {provider} limits sessions or traffic; lower its max_connections in the plan or run "
+                "readiness again later (nothing for the member to do)")
     return f"check that {provider} is reachable (network, firewall, provider status), then run readiness again"
 
 

@@ -94,8 +94,8 @@ def _credentials(plan: Plan, mailbox: Mailbox) -> tuple[str, str, str]:
     """(authzid, authcid, password) for SASL PLAIN."""
     auth = plan.target.auth
     if auth.mode == "master":
-        return mailbox.address, auth.master_user or "", plan.secret(auth.master_secret or "").reveal()
-    return "", mailbox.address, mailbox.password("target").reveal()
+        return mailbox.login("target"), auth.master_user or "", plan.secret(auth.master_secret or "").reveal()
+    return "", mailbox.login("target"), mailbox.password("target").reveal()
 
 
 __all__ = ["smtp_logins", "smtp_login"]

@@ -113,7 +113,7 @@ def set_ttl(plan: Plan, level: TtlLevel, *, dry_run: bool = False) -> DnsChange:
     change = _apply(plan, f"set {what} to {level} ({ttl}s)", playbook, extravars, before, dry_run=dry_run)
     if not dry_run:
         append_journal(plan, {"action": "set_ttl", "level": level, "ttl": ttl, "changed": change.changed,
-                              "serial": change.serial_after})
+                              "serial": change.serial_after, "ttl_before": before.mx_ttl})
     return change
 
 

@@ -52,6 +52,14 @@ class DeploymentError(CutoverError):
     """A deployment cannot be found, scheduled or served on the Prefect server."""
 
 
+class OperatorError(CutoverError):
+    """An operator is unknown to the plan or did not prove who they are (wrong or expired one-time code)."""
+
+
+class ServerLockError(CutoverError):
+    """The Prefect server would start, or a client would talk to it, without the protection the plan asks for."""
+
+
 class FreezeError(CutoverError):
     """The change freeze forbids this run (outside the window, or another run holds the freeze)."""
 
@@ -82,6 +90,16 @@ class AuthFailed(MailboxError):
 
     reason = "bad-credentials"
     hint = "password changed, or 2FA still on: ask the member to switch 2FA off and confirm the password"
+    # 2FA exists on the source (Aruba: IMAP needs 2FA off or an app password); on the target a refusal means a
+    # wrong login name (InfoCert logs mail clients in with the User ID) or password.
+    target_hint = ("wrong login name or password: InfoCert-style providers take the User ID, not the address "
+                   "(the inventory's target_login); ask the member to confirm the password")
+
+    def __init__(self, mailbox: str, detail: str, *, server: str = "", side: str = "source"):
+        self.side = side
+        if side == "target":
+            self.hint = self.target_hint
+        super().__init__(mailbox, detail, server=server)
 
 
 class TlsFailed(MailboxError):
@@ -116,6 +134,15 @@ class ConnectionLost(MailboxError):
 
     reason = "unreachable"
     hint = "the server went away; run again, the copy resumes where it stopped"
+
+
+class Throttled(MailboxError):
+    """The provider said "too many" or "slow down" (BYE at greeting or login, NO [UNAVAILABLE]/[LIMIT]/[INUSE],
+    [THROTTLED], a connection limit): retried with bounded, jittered backoff before this is reported."""
+
+    reason = "throttled"
+    hint = ("the provider limits connections or traffic: lower max_connections (or the rate limits) for it in "
+            "the plan, or run again later; the copy resumes where it stopped")
 
 
 class VerificationFailed(MailboxError):

@@ -179,6 +179,19 @@ def require_held(plan: Plan, run_id: str) -> None:
                           "a rollback was started by hand; stopping here")
 
 
+def stale_reason(plan: Plan, run_id: str) -> str | None:
+    """Why a run coming back from a pause must not act (another run holds the freeze, or it was lifted), or None.
+
+    A cutover paused at a gate may be answered, or time out, long after a rollback by hand took its freeze and
+    a newer cutover started: acting then (rolling back, continuing) would change the domain under the newer run."""
+    holder = current(plan)
+    if holder is not None and holder.run_id == run_id:
+        return None
+    now = f"{holder.describe()} holds the change freeze now" if holder else "the change freeze was lifted meanwhile"
+    return (f"stale run {run_id}: {now}; this run no longer decides anything and stops without acting "
+            "(see `pec-cutover history` for the run in charge)")
+
+
 def ensure_not_frozen(plan: Plan, action: str) -> None:
     """Refuse a changing action while a cutover or rollback holds the freeze."""
     holder = current(plan)

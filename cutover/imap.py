@@ -1,6 +1,8 @@
 """IMAP sessions with verified TLS and the plan's auth mode; library errors mapped to MailboxError families.
 
-Used by the copy engine, the access checks and readiness, so a login behaves the same everywhere.
+Used by the copy engine, the access checks and readiness, so a login behaves the same everywhere: with the
+member's login name on that side (``Mailbox.login``), inside the provider's process-wide session cap
+(``cutover.limits``), and with "too many / slow down" answers classified as :class:`Throttled`.
 """
 
 from __future__ import annotations
@@ -9,13 +11,16 @@ import contextlib
 import imaplib
 import socket
 import ssl
+import threading
+import weakref
 from typing import Iterator, Literal
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
-from cutover.errors import AuthFailed, ConnectionLost, MailboxError, SecretError, TlsFailed
+from cutover.errors import AuthFailed, ConnectionLost, MailboxError, SecretError, Throttled, TlsFailed
 from cutover.inventory import Mailbox
+from cutover.limits import SessionCap, is_throttle_answer, session_cap
 from cutover.plan import Plan, Provider
 
 Side = Literal["source", "target"]
@@ -36,19 +41,82 @@ def ssl_context(provider: Provider) -> ssl.SSLContext:
     return ctx
 
 
-def connect(plan: Plan, side: Side, mailbox: Mailbox, *, timeout: float | None = None) -> IMAPClient:
-    """Open and authenticate an IMAP session for ``mailbox`` on ``side``; raise a MailboxError family on failure."""
+class NoSessionSlot(MailboxError):
+    """Every session the plan allows to this provider is open in this process (``wait_for_slot=False``)."""
+
+    reason = "throttled"
+
+
+class _Slot:
+    """Gives one session's place in a :class:`SessionCap` back, once (on LOGOUT, shutdown or garbage collection)."""
+
+    def __init__(self, cap: SessionCap | None) -> None:
+        self._cap = cap
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+
+class Session(IMAPClient):
+    """An IMAPClient that holds a place in its provider's session cap until LOGOUT or shutdown."""
+
+    _slot: _Slot = _Slot(None)
+
+    def logout(self):  # type: ignore[override]
+        try:
+            return super().logout()
+        finally:
+            self._slot()
+
+    def shutdown(self) -> None:
+        try:
+            super().shutdown()
+        finally:
+            self._slot()
+
+
+def connect(plan: Plan, side: Side, mailbox: Mailbox, *, timeout: float | None = None, wait_for_slot: bool = True,
+            capped: bool = True) -> IMAPClient:
+    """Open and authenticate an IMAP session for ``mailbox`` on ``side`` with its login name on that side;
+    raise a MailboxError family on failure.
+
+    The session takes a place in the provider's process-wide cap (``max_connections``), waiting for one, or,
+    with ``wait_for_slot=False``, raising :class:`NoSessionSlot` at once. ``capped=False`` is only for the
+    readiness probe that looks for the provider's own limit."""
     provider = plan.provider(side)
     where = f"{provider.name} {provider.imap}"
-    with map_imap_errors(mailbox.address, where):
-        client = _open(provider, timeout)
-        try:
-            _authenticate(plan, provider, side, client, mailbox)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                client.shutdown()
-            raise
-        return client
+    cap = session_cap(provider) if capped else None
+    if cap is not None and not cap.acquire(blocking=wait_for_slot):
+        raise NoSessionSlot(mailbox.address, f"all {cap.limit} sessions the plan allows to {provider.name} are open "
+                            "in this process", server=where)
+    slot = _Slot(cap)
+    try:
+        with map_imap_errors(mailbox.address, where, side=side, at_login=True):
+            client = _open(provider, timeout)
+            client._slot = slot
+            weakref.finalize(client, slot)  # a session dropped without LOGOUT still gives its place back
+            try:
+                _authenticate(plan, provider, side, client, mailbox)
+            except LoginError as exc:
+                with contextlib.suppress(Exception):
+                    client.shutdown()
+                mapped = _mapped(mailbox.address, where, exc, side=side, at_login=True)
+                if isinstance(mapped, AuthFailed) and mailbox.login(side) != mailbox.address:
+                    mapped = AuthFailed(mailbox.address, f"{mapped.detail} (login name {mailbox.login(side)!r})",
+                                        server=where, side=side)
+                raise mapped from None
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    client.shutdown()
+                raise
+            return client
+    except BaseException:
+        slot()
+        raise
 
 
 @contextlib.contextmanager
@@ -65,7 +133,7 @@ def session(plan: Plan, side: Side, mailbox: Mailbox, *, timeout: float | None =
 def _open(provider: Provider, timeout: float | None) -> IMAPClient:
     ctx = ssl_context(provider)
     implicit = provider.imap.tls == "implicit"
-    client = IMAPClient(
+    client = Session(
         provider.imap.host,
         port=provider.imap.port,
         ssl=implicit,
@@ -78,23 +146,27 @@ def _open(provider: Provider, timeout: float | None) -> IMAPClient:
 
 
 def _authenticate(plan: Plan, provider: Provider, side: Side, client: IMAPClient, mailbox: Mailbox) -> None:
+    login = mailbox.login(side)
     if provider.auth.mode == "master":
         master = plan.secret(provider.auth.master_secret or "")
-        # SASL PLAIN: authcid is the admin/master user, authzid the member's mailbox.
-        client.plain_login(provider.auth.master_user, master.reveal(), authorization_identity=mailbox.address)
+        # SASL PLAIN: authcid is the admin/master user, authzid the member's login name on this side.
+        client.plain_login(provider.auth.master_user, master.reveal(), authorization_identity=login)
     else:
         password = mailbox.password(side).reveal()
         if password.isascii():
-            client.login(mailbox.address, password)
+            client.login(login, password)
         else:
             # LOGIN can only carry ASCII (imaplib would raise UnicodeEncodeError naming a character of the
             # password); SASL PLAIN carries UTF-8, and members do have passwords with è, à, ù.
-            client.plain_login(mailbox.address, password)
+            client.plain_login(login, password)
 
 
 @contextlib.contextmanager
-def map_imap_errors(mailbox: str, server: str) -> Iterator[None]:
-    """Turn socket/TLS/imapclient errors into the project's MailboxError families (messages carry no secrets)."""
+def map_imap_errors(mailbox: str, server: str, *, side: str = "", at_login: bool = False) -> Iterator[None]:
+    """Turn socket/TLS/imapclient errors into the project's MailboxError families (messages carry no secrets).
+
+    "Too many / slow down" answers become :class:`Throttled` wherever they come; at the greeting or the login
+    (``at_login``) a BYE or a dropped connection is one too (Dovecot's per user+IP limit answers so)."""
     try:
         yield
     except (MailboxError, SecretError):
@@ -102,21 +174,37 @@ def map_imap_errors(mailbox: str, server: str) -> Iterator[None]:
     except UnicodeError:
         # The message of a UnicodeError quotes the offending character of what we sent: never pass it on.
         raise AuthFailed(mailbox, "login could not be encoded (a character the server's login cannot carry)",
-                         server=server) from None
-    except LoginError as exc:
-        raise AuthFailed(mailbox, f"login refused: {_server_text(exc)}", server=server) from None
-    except ssl.SSLCertVerificationError as exc:
-        raise TlsFailed(mailbox, f"certificate not trusted: {exc.verify_message}", server=server) from None
-    except ssl.SSLError as exc:
-        raise TlsFailed(mailbox, f"TLS failed: {exc.reason or exc.__class__.__name__}", server=server) from None
-    except ConnectionRefusedError:
-        raise ConnectionLost(mailbox, "connection refused", server=server) from None
-    except (socket.timeout, TimeoutError):
-        raise ConnectionLost(mailbox, "timed out", server=server) from None
-    except (IMAPClientAbortError, imaplib.IMAP4.abort, ConnectionError, EOFError, OSError) as exc:
-        raise ConnectionLost(mailbox, f"connection lost ({exc.__class__.__name__}: {_server_text(exc)})", server=server) from None
-    except IMAPClientError as exc:
-        raise MailboxError(mailbox, f"IMAP error: {_server_text(exc)}", server=server) from None
+                         server=server, side=side or "source") from None
+    except (ssl.SSLError, ConnectionRefusedError, socket.timeout, TimeoutError,
+            IMAPClientError, ConnectionError, EOFError, OSError) as exc:
+        raise _mapped(mailbox, server, exc, side=side, at_login=at_login) from None
+
+
+def _mapped(mailbox: str, server: str, exc: BaseException, *, side: str, at_login: bool) -> MailboxError:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TlsFailed(mailbox, f"certificate not trusted: {exc.verify_message}", server=server)
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        # The server closed the TLS stream (restarted, or went away mid-session): retryable, not a TLS problem.
+        return ConnectionLost(mailbox, f"connection lost ({exc.__class__.__name__})", server=server)
+    if isinstance(exc, ssl.SSLError):
+        return TlsFailed(mailbox, f"TLS failed: {exc.reason or exc.__class__.__name__}", server=server)
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectionLost(mailbox, "connection refused", server=server)
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return ConnectionLost(mailbox, "timed out", server=server)
+    said = _server_text(exc)
+    # imapclient's login() wraps a dropped connection in LoginError ("command: LOGIN => socket error: EOF").
+    dropped = isinstance(exc, (IMAPClientAbortError, imaplib.IMAP4.abort, ConnectionError, EOFError)) or (
+        isinstance(exc, LoginError) and ("socket error" in said or "EOF" in said))
+    # A provider that turns a session away at the greeting or the login ("* BYE ...") is saying "not now",
+    # not "wrong password" and not "no server here".
+    if is_throttle_answer(said) or (at_login and "BYE" in said.upper()):
+        return Throttled(mailbox, f"the server said: {said or exc.__class__.__name__}", server=server)
+    if isinstance(exc, LoginError) and not dropped:
+        return AuthFailed(mailbox, f"login refused: {said}", server=server, side=side or "source")
+    if dropped or (isinstance(exc, OSError) and not isinstance(exc, IMAPClientError)):
+        return ConnectionLost(mailbox, f"connection lost ({exc.__class__.__name__}: {said})", server=server)
+    return MailboxError(mailbox, f"IMAP error: {said}", server=server)
 
 
 def _server_text(exc: BaseException) -> str:

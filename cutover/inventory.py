@@ -1,7 +1,9 @@
 """The mailbox inventory: one CSV per environment (``inventory/<env>/mailboxes.csv``).
 
-Columns: ``address, source_secret, target_secret, canary, notes``. Every problem is reported with its
-line number, all at once; nothing runs on an invalid inventory.
+Columns: ``address, source_secret, target_secret, canary, notes`` and the optional ``source_login``,
+``target_login`` (the name the provider's IMAP login takes; empty: the address. InfoCert Legalmail's mail
+clients log in with the InfoCert User ID, not the PEC address). Every problem is reported with its line
+number, all at once; nothing runs on an invalid inventory.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from cutover.secrets import Secret, SecretRef, parse_ref, resolve
 if TYPE_CHECKING:
     from cutover.plan import Plan
 
-COLUMNS = ("address", "source_secret", "target_secret", "canary", "notes")
+COLUMNS = ("address", "source_secret", "target_secret", "canary", "notes", "source_login", "target_login")
 REQUIRED = ("address",)
 _TRUE = {"yes", "y", "true", "1", "x"}
 _FALSE = {"no", "n", "false", "0", ""}
 # Deliberately strict: PEC addresses are plain local@domain, no quoting, no comments.
+# A login name is sent as an IMAP astring/quoted string and a SASL PLAIN identity: printable, no blanks, no
+# quotes or backslashes (LOGIN would need escaping some servers mishandle), no control characters.
+_LOGIN = re.compile(r"^[A-Za-z0-9._@+=-]{1,128}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._+-]{0,62}[A-Za-z0-9])?@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 
@@ -37,6 +42,16 @@ class Mailbox:
     canary: bool = False
     notes: str = ""
     line: int = 0
+    source_login: str = ""  # empty: the address
+    target_login: str = ""
+
+    def login(self, side: str) -> str:
+        """The name this member logs in with on ``side`` (the inventory's ``<side>_login``, else the address)."""
+        return (self.source_login if side == "source" else self.target_login) or self.address
+
+    def logins_differ(self) -> dict[str, str]:
+        """{side: login} where the login is not the address (for reports)."""
+        return {side: self.login(side) for side in ("source", "target") if self.login(side) != self.address}
 
     @property
     def local_part(self) -> str:
@@ -123,6 +138,7 @@ def read_inventory(path: Path, *, domain: str, need_source_secret: bool = True, 
 
     base_dir = path.resolve().parent
     seen: dict[str, int] = {}
+    logins: dict[tuple[str, str], tuple[int, str]] = {}  # (side, login lowercased) -> (line, address)
     mailboxes: list[Mailbox] = []
     for row in reader:
         line_no = reader.line_num - row_span(row) + 1  # the line the row starts on (quoted notes may span lines)
@@ -140,6 +156,14 @@ def read_inventory(path: Path, *, domain: str, need_source_secret: bool = True, 
             problems.append(f"line {line_no}: {mailbox.address} is a duplicate of line {seen[mailbox.address]}")
             continue
         seen[mailbox.address] = line_no
+        for side in ("source", "target"):
+            key = (side, mailbox.login(side).lower())
+            if key in logins:
+                other_line, other = logins[key]
+                problems.append(f"line {line_no}: {side} login {mailbox.login(side)!r} of {mailbox.address} is also "
+                                f"the {side} login of {other} (line {other_line}); each member logs in with its own name")
+            else:
+                logins[key] = (line_no, mailbox.address)
         mailboxes.append(mailbox)
     if problems:
         raise InventoryError(path, problems)
@@ -178,6 +202,19 @@ def _parse_row(values: dict[str, str], line_no: int, domain: str, base_dir: Path
             refs[column] = None
             problems.append(f"line {line_no}: {column}: {exc}")
 
+    login_values: dict[str, str] = {}
+    for column in ("source_login", "target_login"):
+        raw = values.get(column, "")
+        if not raw:
+            login_values[column] = ""
+            continue
+        login_problem = _login_problem(raw)
+        if login_problem:
+            problems.append(f"line {line_no}: {column} {login_problem}")
+            login_values[column] = ""
+            continue
+        login_values[column] = "" if raw.lower() == address else raw
+
     canary_raw = values.get("canary", "").lower()
     if canary_raw not in _TRUE | _FALSE:
         problems.append(f"line {line_no}: canary {values.get('canary')!r} is not yes/no")
@@ -188,5 +225,21 @@ def _parse_row(values: dict[str, str], line_no: int, domain: str, base_dir: Path
         canary=canary_raw in _TRUE,
         notes=values.get("notes", ""),
         line=line_no,
+        source_login=login_values["source_login"],
+        target_login=login_values["target_login"],
     )
     return mailbox, problems
+
+
+def _login_problem(raw: str) -> str:
+    """Why ``raw`` cannot be a login name ('' when it can). Never quotes a value that looks like a secret."""
+    scheme = raw.split(":", 1)[0].lower() if ":" in raw else ""
+    if scheme in ("env", "file", "prefect"):
+        return ("is a secret reference; a login is a name (e.g. the InfoCert User ID), not a secret: put the "
+                "name itself, and the password reference in the _secret column")
+    bad = sorted({c for c in raw if not _LOGIN.match(c)} - {"."})
+    if bad or not _LOGIN.match(raw):
+        shown = ", ".join(repr(c) if c.isprintable() and not c.isspace() else f"U+{ord(c):04X}" for c in bad)
+        return (f"{raw!r} has character(s) a login name cannot have ({shown or 'too long'}); use letters, digits "
+                "and . _ @ + = - only, at most 128")
+    return ""

@@ -15,6 +15,9 @@ Tables
   ``messages``  per source message (address, direction, source folder, source UIDVALIDITY, source UID):
                 size, SHA-256, target folder, target UIDVALIDITY and UID, state, verified flag, time.
   ``events``    notable facts (UIDVALIDITY reset, ...), for reports.
+  ``refusals``  source messages the target permanently refused (skipped), with the server's words.
+  ``approvals`` an operator's approval of a mailbox's skipped messages (who, why, when): refusals recorded
+                before it no longer count as missing.
 
 Message states
   ``pending``   written and committed *before* the APPEND that carries the message; a pending row after
@@ -70,6 +73,27 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (address, direction, src_folder, src_uidvalidity, src_uid)
 );
 CREATE INDEX IF NOT EXISTS messages_by_target ON messages (address, direction, tgt_folder, tgt_uidvalidity, tgt_uid);
+CREATE TABLE IF NOT EXISTS refusals (
+    address TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    src_folder TEXT NOT NULL,
+    src_uidvalidity INTEGER NOT NULL,
+    src_uid INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (address, direction, src_folder, src_uidvalidity, src_uid)
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    address TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    skipped INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     address TEXT NOT NULL,
     direction TEXT NOT NULL,
@@ -144,6 +168,8 @@ class Ledger:
                 columns = {r[1] for r in conn.execute("PRAGMA table_info(folders)")}
                 if "snapshot" not in columns:  # ledgers written before the delta fast path
                     conn.execute("ALTER TABLE folders ADD COLUMN snapshot TEXT")
+                if "verified_at" not in {r[1] for r in conn.execute("PRAGMA table_info(messages)")}:
+                    conn.execute("ALTER TABLE messages ADD COLUMN verified_at REAL")  # for the evidence bundle
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"ledger {self.path}: cannot be opened ({exc}); check the path and its permissions") from None
 
@@ -297,17 +323,54 @@ class Ledger:
         if not uids:
             return  # no empty transaction: each commit is an fsync
         self._write(
-            "UPDATE messages SET verified=1 WHERE address=? AND direction=? AND src_folder=? AND src_uidvalidity=? AND src_uid=?",
-            [(address, direction, src_folder, src_uidvalidity, u) for u in uids], many=True)
+            "UPDATE messages SET verified=1, verified_at=COALESCE(verified_at, ?) WHERE address=? AND direction=? "
+            "AND src_folder=? AND src_uidvalidity=? AND src_uid=?",
+            [(time.time(), address, direction, src_folder, src_uidvalidity, u) for u in uids], many=True)
 
     def mark_mismatch(self, address: str, direction: str, src_folder: str, src_uidvalidity: int, uids: Iterable[int]) -> None:
         uids = list(uids)
         if not uids:
             return
         self._write(
-            "UPDATE messages SET state='mismatch', verified=0 WHERE address=? AND direction=? AND src_folder=? "
+            "UPDATE messages SET state='mismatch', verified=0, verified_at=NULL WHERE address=? AND direction=? AND src_folder=? "
             "AND src_uidvalidity=? AND src_uid=?",
             [(address, direction, src_folder, src_uidvalidity, u) for u in uids], many=True)
+
+    # --- skipped messages and their approval --------------------------------------------------------
+    def record_refusal(self, address: str, direction: str, src_folder: str, src_uidvalidity: int, src_uid: int,
+                       size: int, sha256: str, reason: str) -> None:
+        now = time.time()
+        self._write(
+            "INSERT INTO refusals VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (address, direction, src_folder, "
+            "src_uidvalidity, src_uid) DO UPDATE SET reason=excluded.reason, last_at=excluded.last_at",
+            (address, direction, src_folder, src_uidvalidity, src_uid, size, sha256, reason[:300], now, now))
+
+    def forget_refusals(self, address: str, direction: str, src_folder: str, src_uidvalidity: int,
+                        uids: Iterable[int]) -> None:
+        """Refusals of messages that are now on the target after all (a later run got them through)."""
+        self._write("DELETE FROM refusals WHERE address=? AND direction=? AND src_folder=? AND src_uidvalidity=? "
+                    "AND src_uid=?", [(address, direction, src_folder, src_uidvalidity, u) for u in uids], many=True)
+
+    def refusals(self, address: str, direction: str = "forward") -> list[tuple[str, int, int, int, str, bool]]:
+        """(folder, UIDVALIDITY, UID, size, reason, approved) of every skipped message of a mailbox."""
+        approved_at = self._read("SELECT MAX(at) FROM approvals WHERE address=? AND direction=?",
+                                 (address, direction))[0][0]
+        rows = self._read("SELECT src_folder, src_uidvalidity, src_uid, size, reason, first_at FROM refusals "
+                          "WHERE address=? AND direction=? ORDER BY src_folder, src_uid", (address, direction))
+        return [(f, v, u, size, reason, approved_at is not None and first <= approved_at)
+                for f, v, u, size, reason, first in rows]
+
+    def approve_skipped(self, address: str, direction: str, operator: str, reason: str) -> int:
+        """Record an operator's approval of every message of ``address`` skipped so far; return how many."""
+        count = len(self.refusals(address, direction))
+        self._write("INSERT INTO approvals VALUES (?,?,?,?,?,?)",
+                    (address, direction, operator, reason, count, time.time()))
+        return count
+
+    def approvals(self, address: str, direction: str = "forward") -> list[tuple[str, str, int, float]]:
+        """(operator, reason, skipped messages approved, time) in order."""
+        return self._read("SELECT operator, reason, skipped, at FROM approvals WHERE address=? AND direction=? "
+                          "ORDER BY at", (address, direction))  # type: ignore[return-value]
 
     # --- queries for checks and reports -----------------------------------------------------------
     def verified_count(self, address: str, folder: str, *, direction: str = "forward") -> int:
@@ -329,6 +392,11 @@ class Ledger:
             sql += " AND state=?"
             params += (state,)
         return int(self._read(sql, params)[0][0])
+
+    def done_bytes(self, address: str, *, direction: str = "forward") -> int:
+        """Bytes of ``address``'s messages already on the other side (copied or matched), for quota headroom."""
+        return int(self._read("SELECT COALESCE(SUM(size), 0) FROM messages WHERE address=? AND direction=? AND "
+                              "state IN ('copied','matched')", (address, direction))[0][0])
 
     def addresses(self) -> Iterator[str]:
         yield from (r[0] for r in self._read("SELECT DISTINCT address FROM messages ORDER BY address"))

@@ -6,6 +6,7 @@ the directory of the plan file, so a plan directory can be moved as a whole.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -168,9 +169,13 @@ class Provider(_Model):
     records: DnsRecords = DnsRecords()
     auth: Auth = Auth()
     ca_bundle: Path | None = None
-    max_connections: int = Field(default=4, ge=1, le=64)
+    max_connections: int = Field(default=4, ge=1, le=64,
+                                 description="hard cap on IMAP sessions to this provider at once (process-wide, and "
+                                             "per provider across flow runs through a Prefect concurrency limit)")
     timeout_s: float = Field(default=30.0, gt=0)
     max_message_bytes: int | None = Field(default=None, gt=0)
+    max_messages_per_s: float | None = Field(default=None, gt=0, description="messages/s to or from this provider, all sessions")
+    max_bytes_per_s: float | None = Field(default=None, gt=0, description="bytes/s to or from this provider, all sessions")
 
     @property
     def mx_set(self) -> frozenset[tuple[int, str]]:
@@ -197,6 +202,9 @@ class Tsig(_Model):
 class Ttl(_Model):
     normal: int = Field(gt=0)
     cutover: int = Field(gt=0)
+    restore_after: timedelta = Field(default=timedelta(days=7), ge=timedelta(0),
+                                     description="after a GO, keep the cutover TTL this long (hypercare: a rollback "
+                                                 "then propagates fast), then `dns ttl --restore`; 0: restore at GO")
 
     @model_validator(mode="after")
     def _lower(self) -> "Ttl":
@@ -284,6 +292,9 @@ class Copy(_Model):
     folder_map: dict[str, str] = Field(default_factory=dict, description="source folder name -> target folder name")
     retries: int = Field(default=3, ge=0, le=20)
     retry_backoff_s: float = Field(default=1.0, ge=0)
+    throttle_retries: int = Field(default=6, ge=0, le=30, description="retries after a 'too many / slow down' answer")
+    throttle_backoff_s: float = Field(default=2.0, ge=0, description="first wait after a throttle answer (doubles, jittered)")
+    throttle_backoff_max_s: float = Field(default=60.0, ge=0, description="longest single wait after a throttle answer")
     verify: Literal["readback", "size"] = Field(
         default="readback",
         description="readback: read every appended message back from the target and compare SHA-256; "
@@ -304,11 +315,22 @@ class Gates(_Model):
     pause_timeout_s: int = Field(default=3600, gt=0)
 
 
+# Phases of the cutover day with an expected duration (minutes); the report flags a phase that overruns.
+PHASE_MINUTES = {"freeze": 5.0, "switch": 5.0, "dns": 20.0, "final_delta": 60.0, "access": 15.0, "complete": 5.0,
+                 "rollback": 60.0}
+
+
 class Window(_Model):
     """The freeze window. Naive datetimes are read in the plan's timezone."""
 
     start: datetime
     end: datetime
+    abort_at: datetime | None = Field(default=None, description="a gate still waiting for a human from this moment "
+                                      "on is decided by on_close (default: the window end)")
+    on_close: Literal["rollback", "continue"] = Field(default="rollback", description="what a gate waiting for a "
+                                                      "human does when the window closes (recorded 'window closed')")
+    phase_minutes: dict[str, float] = Field(default_factory=lambda: dict(PHASE_MINUTES),
+                                            description="expected minutes per phase; the report says which overran")
 
     @model_validator(mode="after")
     def _ordered(self) -> "Window":
@@ -316,7 +338,24 @@ class Window(_Model):
             raise ValueError("window start and end need a timezone (the loader adds the plan's)")
         if self.end <= self.start:
             raise ValueError(f"window end {self.end.isoformat()} is not after start {self.start.isoformat()}")
+        if self.abort_at is not None and not self.start < self.abort_at <= self.end:
+            raise ValueError(f"abort_at {self.abort_at.isoformat()} must be inside the window (after start, "
+                             "at the latest its end)")
         return self
+
+    @field_validator("phase_minutes")
+    @classmethod
+    def _known_phases(cls, v: dict[str, float]) -> dict[str, float]:
+        if unknown := sorted(set(v) - set(PHASE_MINUTES)):
+            raise ValueError(f"unknown phase(s) {', '.join(unknown)}; known: {', '.join(PHASE_MINUTES)}")
+        if bad := sorted(k for k, m in v.items() if not m > 0):
+            raise ValueError(f"phase minutes must be > 0: {', '.join(bad)}")
+        return {**PHASE_MINUTES, **v}
+
+    @property
+    def closes_at(self) -> datetime:
+        """When a gate may no longer wait for a human: ``abort_at`` if set, else the window end."""
+        return self.abort_at or self.end
 
     def contains(self, when: datetime) -> bool:
         return self.start <= when < self.end
@@ -336,6 +375,57 @@ class SandboxSettings(_Model):
                                    description="the PEC clients' Postfix relay (runs when the plan has clients)")
     mta_ports: list[int] = Field(default_factory=list, description="source, target: where each provider's "
                                  "submission service hands mail on (delivered to its Dovecot by LMTP)")
+    max_userip_connections: dict[Literal["source", "target"], int] = Field(
+        default_factory=dict, description="make a provider strict: its Dovecot's mail_max_userip_connections "
+                                          "(sessions per member and IP; Dovecot's default is 10)")
+
+
+NotifyEvent = Literal["gate-paused", "run-failed", "go", "rollback-started", "rollback-ended", "phase-overrun"]
+
+
+class Webhook(_Model):
+    """A chat or incident webhook (Slack, Teams, a generic JSON receiver). Its URL is a secret reference: whoever
+    has it can post to the channel."""
+
+    name: str = Field(min_length=1)
+    url: str
+
+    _ref = field_validator("url")(_check_ref)
+
+
+class Notify(_Model):
+    """Who is told what, as it happens. Deliveries are retried and recorded in the run's report (never the URL)."""
+
+    webhooks: list[Webhook] = Field(default_factory=list)
+    events: list[NotifyEvent] = Field(default_factory=lambda: ["gate-paused", "run-failed", "go", "rollback-started",
+                                                               "rollback-ended", "phase-overrun"])
+    attempts: int = Field(default=3, ge=1, le=10)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class Operator(_Model):
+    """A person who may answer a gate or start a rollback by hand: a name and the reference of a TOTP secret
+    (base32, as an authenticator app takes it). Decisions carry a one-time code, never the secret."""
+
+    name: str = Field(min_length=2)
+    totp_secret: str
+
+    _ref = field_validator("totp_secret")(_check_ref)
+
+
+class PrefectServer(_Model):
+    """The long-running Prefect server of the day (``pec-cutover server start``): locked by basic auth."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=4200, ge=1, le=65535)
+    auth: str | None = Field(default=None, description="reference to the basic-auth string 'user:password'")
+
+    _ref = field_validator("auth")(lambda v: v if v is None else _check_ref(v))
+
+    @property
+    def api_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/api"
 
 
 class Plan(_Model):
@@ -355,6 +445,9 @@ class Plan(_Model):
     reports_dir: Path | None = None
     clients: Clients | None = None
     sandbox: SandboxSettings | None = None
+    prefect: PrefectServer = PrefectServer()
+    operators: list[Operator] = Field(default_factory=list)
+    notify: Notify = Notify()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -365,6 +458,14 @@ class Plan(_Model):
         v = v.strip().lower().rstrip(".")
         if "." not in v or " " in v:
             raise ValueError(f"{v!r} is not a domain name")
+        return v
+
+    @field_validator("operators")
+    @classmethod
+    def _unique_operators(cls, v: list[Operator]) -> list[Operator]:
+        names = [o.name.casefold() for o in v]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"operator names must be unique; repeated: {', '.join(dupes)}")
         return v
 
     @field_validator("timezone")
@@ -449,7 +550,9 @@ def parse_plan(text: str, path: Path) -> Plan:
         raise PlanError(path, ["expected a mapping of plan fields at the top (name, domain, window, ...)"])
     base_dir = path.resolve().parent
     tz_name = data.get("timezone", "Europe/Rome")
-    _localise_window(data, tz_name)
+    problems = _localise_window(data, tz_name)
+    if problems:
+        raise PlanError(path, [f"line {_line_of(node, ('window', key))}: window.{key}: {msg}" for key, msg in problems])
     for field_path in _PATH_FIELDS:
         _resolve_path(data, field_path, base_dir)
     data["base_dir"] = base_dir
@@ -481,17 +584,34 @@ def _cross_checks(plan: Plan, node: yaml.Node | None) -> list[str]:
     return problems
 
 
-def _localise_window(data: dict[str, Any], tz_name: str) -> None:
+_RELATIVE_DAY = re.compile(r"^today(?:\s*([+-])\s*(\d+)\s*d)?$")
+
+
+def _localise_window(data: dict[str, Any], tz_name: str, now: datetime | None = None) -> list[tuple[str, str]]:
+    """Give naive window times the plan's timezone; resolve ``today``/``today-1d``/``today+2d`` (midnight in the
+    plan's timezone, a sandbox plan only, so a rehearsal window never expires). Returns (key, problem) pairs."""
     window = data.get("window")
     if not isinstance(window, dict):
-        return
+        return []
     try:
         tz = ZoneInfo(str(tz_name))
     except (ZoneInfoNotFoundError, ValueError):
-        return  # the timezone validator reports it
-    for key in ("start", "end"):
+        return []  # the timezone validator reports it
+    problems: list[tuple[str, str]] = []
+    for key in ("start", "end", "abort_at"):
         value = window.get(key)
         if isinstance(value, str):
+            relative = _RELATIVE_DAY.match(value.strip())
+            if relative is not None:
+                if not isinstance(data.get("sandbox"), dict):
+                    problems.append((key, f"{value!r} is a window relative to today, for sandbox plans only; "
+                                          "a production plan names its window (e.g. 2026-12-12T20:00:00)"))
+                    continue
+                sign, days = relative.groups()
+                today = (now or datetime.now(tz)).astimezone(tz).date()
+                offset = int(days or 0) * (-1 if sign == "-" else 1)
+                window[key] = datetime.combine(today + timedelta(days=offset), datetime.min.time(), tzinfo=tz)
+                continue
             try:
                 value = datetime.fromisoformat(value)
             except ValueError:
@@ -500,6 +620,7 @@ def _localise_window(data: dict[str, Any], tz_name: str) -> None:
             window[key] = value.replace(tzinfo=tz)
         elif isinstance(value, datetime):
             window[key] = value
+    return problems
 
 
 def _resolve_path(data: dict[str, Any], field_path: tuple[str, ...], base_dir: Path) -> None:

@@ -30,6 +30,7 @@ class RunReport:
     title: str
     phases: list[Phase] = field(default_factory=list)
     verdict: str = ""
+    notifications: list[str] = field(default_factory=list)  # one line per delivery: sent / failed, never the URL
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[Phase]:
@@ -64,6 +65,8 @@ class RunReport:
                 out += ["", markdown_table([c.as_row() for c in p.checks])]
             for section in p.sections:
                 out += ["", section]
+        if self.notifications:
+            out += ["", "## Notifications", ""] + [f"- {line}" for line in self.notifications]
         return "\n".join(out) + "\n"
 
 
@@ -76,3 +79,11 @@ def checks_summary(results: Iterable[CheckResult]) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_name(kind: str, plan_domain: str, source: str, target: str, mailboxes: int | None = None) -> str:
+    """What the run list shows: what is being done to which domain, e.g. ``cutover pec.fnofi.it aruba→infocert``."""
+    if kind in ("cutover", "rollback"):
+        a, b = (source, target) if kind == "cutover" else (target, source)
+        return f"{kind} {plan_domain} {a}→{b}"
+    return f"{kind} {plan_domain}" + (f" ({mailboxes} mailboxes)" if mailboxes is not None else "")

@@ -20,6 +20,56 @@ def run_id() -> str:
     return str(run.id) if run else "local"
 
 
+def started_by_a_run() -> bool:
+    """True inside a subflow (started by another flow run, e.g. a cutover's gate), False for a run started by hand."""
+    run = getattr(get_run_context(), "flow_run", None)
+    return bool(run and run.parent_task_run_id)
+
+
+def run_name_of(kind: str):
+    """A ``flow_run_name`` callable: the run list names the domain and direction (and the mailbox count), not
+    the plan's file path. A plan that does not load falls back to the path (the run then fails with its error)."""
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        from cutover.inventory import load_inventory
+        from cutover.plan import load_plan
+        from cutover.report import run_name
+
+        params = flow_run.parameters or {}
+        path = params.get("plan_path", "")
+        try:
+            plan = load_plan(path)
+            count = None
+            if kind in ("readiness", "prestage"):
+                inventory = load_inventory(plan)
+                count = len(inventory.select(params.get("mailboxes")))
+            return run_name(kind, plan.domain, plan.source.name, plan.target.name, count)
+        except Exception:  # noqa: BLE001 - a name must never stop a run; the flow reports the real problem
+            return f"{kind} {path}"
+    return name
+
+
+def announce(plan: Plan, report: RunReport | None, event: str, text: str, **fields: Any) -> None:
+    """Send ``event`` to the plan's webhooks and record each delivery in the run's report and log."""
+    from cutover.notify import notify
+
+    me = run_id()
+    fields = {"run_id": me, "run_url": ui_link(me), **fields}
+    for delivery in notify(plan, event, text, fields):
+        log(delivery.line())
+        if report is not None:
+            report.notifications.append(delivery.line())
+
+
+def ui_link(flow_run_id: str) -> str:
+    """The run's page in the Prefect UI (empty when no UI URL is known, e.g. a run on a temporary server)."""
+    from prefect.settings import PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value()
+    return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base and flow_run_id != "local" else ""
+
+
 def key(text: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]

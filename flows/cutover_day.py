@@ -5,16 +5,18 @@ A NO-GO rolls back at once (plan ``on_nogo: rollback``) or pauses the run for a 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Callable
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
 
 from checks.dns import ttl_preflight
 from checks.gates import Decision, access_gate
 from checks.imap import canary_logins, endpoints_reachable
 from checks.webmail import webmail_checks
-from cutover import freeze
+from cutover import freeze, window as window_rules
 from cutover.clients import surroundings
 from cutover.errors import FreezeError
 from cutover.inventory import Inventory, load_inventory
@@ -23,7 +25,8 @@ from cutover.mailsync import CopyReport
 from cutover.plan import Plan, load_plan
 from cutover.report import Phase, RunReport, checks_summary
 from cutover.results import CheckResult
-from flows._artifacts import log, publish_report, run_id
+from cutover.ttl import keep_low_after_go
+from flows._artifacts import announce, log, publish_report, run_id, run_name_of, ui_link
 from flows._clients import clients_decision, switch_clients_task
 from flows._copy import copy_all
 from flows._dns import dns_checks, dns_decision, set_ttl_task, switch_mx_task
@@ -48,8 +51,12 @@ def accessibility(plan: Plan, inventory: Inventory) -> tuple[list[CheckResult], 
         ledger.close()
 
 
-@flow(name="cutover", flow_run_name="cutover {plan_path}", persist_result=False)
-def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, operator: str = "ops") -> dict:
+ROLLED_BACK = "RolledBackToSource"
+GO_OVERRIDDEN = "GoOverridden"
+
+
+@flow(name="cutover", flow_run_name=run_name_of("cutover"), persist_result=False)
+def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, operator: str = "ops") -> dict | State:
     plan = load_plan(plan_path)
     inventory = load_inventory(plan)
     me = run_id()
@@ -63,6 +70,7 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
                 phase.lines.append(f"started {waited:.0f} s before the window opened (scheduled run): waited for it")
             window = freeze.require_window(plan, override_reason=override_window)
             phase.lines.append(window.describe())
+            gate_deadline = window_rules.gate_deadline(plan, started_inside=window.inside)
             checks = preflight(plan)
             phase.checks += checks
             phase.lines.append(checks_summary(checks))
@@ -82,7 +90,8 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             evidence = dns_checks(plan, "target")
             return dns_decision(plan, evidence, "dns"), evidence.all
 
-        action, decision = _checks_and_gate(report, "DNS checks and gate", dns_round, plan, decisions, overridden)
+        action, decision = _checks_and_gate(report, "DNS checks and gate", dns_round, plan, decisions, overridden,
+                                            gate_deadline)
         if action == "rollback":
             done = True  # the rollback flow takes the freeze over and lifts it
             return _roll_back(plan_path, plan, report, decisions, operator, "DNS gate: " + decision.summary())
@@ -96,7 +105,7 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
                 return clients_decision(plan, clients), clients.results(), [clients.markdown()]
 
             action, decision = _checks_and_gate(report, f"PEC clients to {plan.target.name} and gate", clients_round,
-                                                plan, decisions, overridden)
+                                                plan, decisions, overridden, gate_deadline)
             if action == "rollback":
                 done = True
                 return _roll_back(plan_path, plan, report, decisions, operator, "clients gate: " + decision.summary())
@@ -122,23 +131,30 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
                                missing_messages=copy.missing_messages, gates=plan.gates), [*webmail, *canaries]
 
         action, decision = _checks_and_gate(report, "accessibility checks and gate", access_round, plan, decisions,
-                                            overridden)
+                                            overridden, gate_deadline)
         if action == "rollback":
             done = True
             return _roll_back(plan_path, plan, report, decisions, operator, "access gate: " + decision.summary())
         freeze.require_held(plan, me)
 
         with report.phase("complete") as phase:
-            restored = set_ttl_task(plan, "normal")
-            phase.lines.append(f"MX TTL back to {plan.dns.ttl.normal} s (changed: {restored.changed})")
+            if (due := keep_low_after_go(plan)) is not None:  # hypercare: a rollback must still propagate fast
+                phase.lines.append(f"MX TTL kept at {plan.dns.ttl.cutover} s until {due.isoformat(timespec='minutes')} "
+                                   "(ttl.restore_after), then `pec-cutover dns ttl --restore --plan P`")
+            else:
+                restored = set_ttl_task(plan, "normal")
+                phase.lines.append(f"MX TTL back to {plan.dns.ttl.normal} s (changed: {restored.changed})")
             freeze.release(plan, me)
             holding, done = False, True
             phase.lines.append("change freeze lifted")
         report.verdict = (f"GO: {plan.domain} now served by {plan.target.name}; {copy.verified_count}/{len(inventory)} "
                           "mailboxes verified" + (f"; NO-GO OVERRIDDEN at gate(s) {', '.join(overridden)} by a human "
                                                   "decision (see gate decisions)" if overridden else ""))
-        return {"verdict": "GO", "overridden": overridden, "decisions": decisions, "verified": copy.verified_count,
-                "report": _timings(report), "surroundings": surroundings(plan, "target", clients)}
+        announce(plan, report, "go", f"pec-cutover: GO. {report.verdict}", verdict="GO", overridden=overridden)
+        result = {"verdict": "GO", "overridden": overridden, "decisions": decisions, "verified": copy.verified_count,
+                  "report": _timings(report), "surroundings": surroundings(plan, "target", clients)}
+        # The run list shows a GO reached through an overridden NO-GO by its state's name, not as a plain GO.
+        return Completed(name=GO_OVERRIDDEN, message=report.verdict, data=result) if overridden else result
     finally:
         if holding and switched and not done:
             freeze.keep_after_failure(plan, me, "cutover failed after the MX switch: check `pec-cutover dns status`, "
@@ -147,13 +163,25 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             freeze.release(plan, me)
         if decisions:
             report.phases.append(Phase(name="gate decisions", started_at="", status="ok", lines=decisions))
+        if durations := window_rules.phase_timings(plan, report.timings()):  # the plan's expected minutes
+            late = [d for d in durations if d.overran]
+            report.phases.append(Phase(name="phase durations", started_at="", status="overrun" if late else "ok",
+                                       lines=[d.describe() for d in durations]))
+            for d in late:
+                log("phase overran: %s", d.describe())
+                announce(plan, report, "phase-overrun", f"pec-cutover: {plan.domain}: phase overran: {d.describe()}",
+                         phase=d.describe())
         if not report.verdict:
             report.verdict = "FAILED: see the failed phase (MX may be on the target: decide, or run the rollback flow)"
+            announce(plan, report, "run-failed", f"pec-cutover: the cutover of {plan.domain} FAILED"
+                     f"{' after the MX switch: decide, or run the rollback' if switched else ''}. {ui_link(me)}".strip(),
+                     verdict="FAILED", mx_switched=switched)
         publish_report(plan, report, "cutover-report")
 
 
 def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tuple], plan: Plan,
-                     decisions: list[str], overridden: list[str]) -> tuple[str, Decision]:
+                     decisions: list[str], overridden: list[str],
+                     gate_deadline: datetime | None = None) -> tuple[str, Decision]:
     """Run the checks (-> decision, evidence[, markdown sections]) and apply their gate, again for as long as the
     operator answers 'retry'."""
     attempt = 0
@@ -164,7 +192,8 @@ def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tup
             phase.checks += evidence
             phase.sections += [section for group in sections for section in group]
             phase.sections.append(decision.markdown())
-            action = apply_gate(decision, attempt=attempt, pause_timeout_s=plan.gates.pause_timeout_s, decisions=decisions)
+            action = apply_gate(decision, plan=plan, attempt=attempt, decisions=decisions, window_deadline=gate_deadline,
+                                report=report)
             phase.lines.append(decisions[-1])
             if not decision.go:
                 phase.status = {"rollback": "failed", "proceed": "overridden"}.get(action, "retry")
@@ -174,13 +203,15 @@ def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tup
             return action, decision
 
 
-def _roll_back(plan_path: str, plan: Plan, report: RunReport, decisions: list[str], operator: str, why: str) -> dict:
+def _roll_back(plan_path: str, plan: Plan, report: RunReport, decisions: list[str], operator: str, why: str) -> State:
     with report.phase("rollback") as phase:
         log("rolling back: %s", why)
         outcome = rollback(plan_path=plan_path, reason=why, operator=operator)
         phase.lines.append(f"rollback flow: {outcome['verdict']}, {outcome.get('copied_back', 0)} messages copied back")
     report.verdict = f"NO-GO → ROLLED BACK to {plan.source.name} ({why})"
-    return {"verdict": "ROLLED-BACK", "decisions": decisions, "rollback": outcome, "report": _timings(report)}
+    result = {"verdict": "ROLLED-BACK", "decisions": decisions, "rollback": outcome, "report": _timings(report)}
+    # Completed, but named so in the run list (Prefect's own "RolledBack" means a transaction rollback).
+    return Completed(name=ROLLED_BACK, message=report.verdict, data=result)
 
 
 def _timings(report: RunReport) -> list[list]:

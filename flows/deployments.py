@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+import httpx
 from prefect import serve
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState, \
@@ -62,6 +63,9 @@ def schedule_cutover(plan_path: str, deployment: str = "cutover/cutover", *, now
     with get_client(sync_client=True) as client:
         try:
             found = client.read_deployment_by_name(deployment)
+        except httpx.HTTPError as exc:  # server down or wrong URL: one line, never a traceback
+            raise DeploymentError(f"cannot reach the Prefect server at {client.api_url} ({type(exc).__name__}): start "
+                                  "it (`pec-cutover server start --plan P`) and check PREFECT_API_URL") from None
         except ObjectNotFound:
             raise DeploymentError(f"no deployment {deployment!r} on {client.api_url}: run `prefect deploy --all` "
                                   "from the pec-cutover checkout first (see the runbook)") from None

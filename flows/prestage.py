@@ -9,13 +9,13 @@ from cutover.errors import VerificationFailed
 from cutover.inventory import load_inventory
 from cutover.plan import load_plan
 from cutover.report import RunReport
-from flows._artifacts import publish_report
+from flows._artifacts import announce, publish_report, run_name_of
 from flows._copy import copy_all
 
 DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
 
 
-@flow(name="prestage", flow_run_name="prestage {plan_path}", persist_result=False)
+@flow(name="prestage", flow_run_name=run_name_of("prestage"), persist_result=False)
 def prestage(plan_path: str = DEFAULT_PLAN, mailboxes: list[str] | None = None) -> dict:
     plan = load_plan(plan_path)
     inventory = load_inventory(plan)
@@ -30,6 +30,9 @@ def prestage(plan_path: str = DEFAULT_PLAN, mailboxes: list[str] | None = None) 
         if not copy.ok:
             phase.status = "failed"
     report.verdict = "all mailboxes verified" if copy.ok else f"{copy.unverified_count} mailboxes NOT verified"
+    if not copy.ok:
+        announce(plan, report, "run-failed", f"pec-cutover: pre-stage copy of {plan.domain}: {report.verdict}",
+                 verdict=report.verdict)
     publish_report(plan, report, "prestage-report")
     if not copy.ok:
         failed = [m for m in copy.mailboxes if not m.verified]

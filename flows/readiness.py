@@ -9,9 +9,11 @@ from prefect.cache_policies import NO_CACHE
 from checks.readiness import ReadinessReport, readiness as probe_readiness
 from cutover.errors import ClientsError
 from cutover.inventory import Inventory, load_inventory
+from cutover.ledger import Ledger
 from cutover.plan import Plan, load_plan
 from cutover.report import RunReport
-from flows._artifacts import publish_markdown, publish_report, publish_table, run_id
+from cutover.ttl import record_served_ttl
+from flows._artifacts import publish_markdown, publish_report, publish_table, run_id, run_name_of
 from flows._clients import preview_clients_task
 
 DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
@@ -19,10 +21,14 @@ DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
 
 @task(name="log in to every mailbox on both providers", cache_policy=NO_CACHE, persist_result=False)
 def probe_all(plan: Plan, inventory: Inventory) -> ReadinessReport:
-    return probe_readiness(plan, inventory)
+    ledger = Ledger(plan.ledger)  # quota headroom for what is still to copy
+    try:
+        return probe_readiness(plan, inventory, ledger=ledger)
+    finally:
+        ledger.close()
 
 
-@flow(name="readiness", flow_run_name="readiness {plan_path}", persist_result=False)
+@flow(name="readiness", flow_run_name=run_name_of("readiness"), persist_result=False)
 def readiness(plan_path: str = DEFAULT_PLAN) -> dict:
     plan = load_plan(plan_path)
     inventory = load_inventory(plan)
@@ -36,6 +42,8 @@ def readiness(plan_path: str = DEFAULT_PLAN) -> dict:
             result.write_csv(csv_path)
             phase.lines.append(f"CSV for the members who must act: {csv_path}")
         phase.sections.append(result.markdown())
+    with report.phase("served MX TTL") as phase:  # what the cutover's pre-flight must wait (see cutover/ttl.py)
+        phase.lines.append(record_served_ttl(plan, f"readiness run {run_id()[:8]}").describe())
     clients_line = ""
     if plan.clients is not None:
         with report.phase(f"PEC client hosts: reachable, the switch to {plan.target.name} in check mode") as phase:

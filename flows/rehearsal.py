@@ -6,7 +6,7 @@ Scenario 2, NO-GO: fresh sandbox, same preparation, the target webmail goes down
 gate says NO-GO and pauses; mail reaches the target meanwhile; the operator (played here through the same call
 as ``pec-cutover gate decide``) chooses rollback → MX back on the source and that mail copied back.
 
-Both scenarios go through the production path: a long-running Prefect server (``prefect server start``), the
+Both scenarios go through the production path: a long-running, locked Prefect server (``pec-cutover server start``), the
 deployments of ``prefect.yaml`` (``prefect deploy --all``) and a process worker; readiness runs as a deployment
 run, and scenario 2 ends with a second rollback started on demand as a deployment run (as from the UI).
 Runs are recorded in that server's SQLite database under ``.sandbox/prefect`` (kept across rehearsals).
@@ -29,7 +29,6 @@ REHEARSAL_PLAN = REPO / "inventory" / "rehearsal" / "plan.yaml"
 PREFECT_HOME = REPO / ".sandbox" / "prefect"
 MESSAGES_PER_MAILBOX = 60
 POOL = "pec-cutover"
-PREFECT_PORT = int(os.environ.get("REHEARSAL_PREFECT_PORT", "10420"))
 
 # Before Prefect is imported: keep the rehearsal's run history with the sandbox, and no telemetry.
 os.environ.setdefault("PREFECT_HOME", str(PREFECT_HOME))
@@ -44,14 +43,20 @@ from checks.dns import dns_status, render_status  # noqa: E402
 from cutover.dnschange import set_ttl  # noqa: E402
 from cutover.errors import CutoverError  # noqa: E402
 from cutover.inventory import Inventory, load_inventory  # noqa: E402
+from cutover.operators import current_code  # noqa: E402
 from cutover.mailsync import copy_mailboxes  # noqa: E402
 from cutover.plan import Plan, load_plan  # noqa: E402
 from cutover.sandbox import Sandbox, seed  # noqa: E402
 from cutover.sandbox._prefect import PrefectStack  # noqa: E402
+from cutover.sandbox._users import write_secret_file  # noqa: E402
+from cutover.sandbox._webhook import WebhookReceiver  # noqa: E402
 
 console = Console()
 timings: list[tuple[str, str, float]] = []
-stack = PrefectStack(home=PREFECT_HOME, port=PREFECT_PORT)
+stack: PrefectStack | None = None  # the day's server, locked as the plan says; made by production_path()
+# The ops channel's stand-in; its log lives beside the run history (kept across scenarios).
+receiver = WebhookReceiver(port=int(os.environ.get("REHEARSAL_WEBHOOK_PORT", "10480")),
+                           log=PREFECT_HOME / "webhook" / "received.jsonl")
 
 
 @contextlib.contextmanager
@@ -74,7 +79,11 @@ def fresh_sandbox(plan: Plan, inventory: Inventory) -> Sandbox:
         for child in state.iterdir():
             if child.resolve() != PREFECT_HOME.resolve():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
+    if stack is not None and stack.auth and plan.prefect.auth:  # the running server keeps its auth string
+        write_secret_file(Path(plan.secret_ref(plan.prefect.auth).target), stack.auth)
     box.up()
+    for hook in plan.notify.webhooks:  # the plan's webhook URLs point at the local receiver
+        write_secret_file(Path(plan.secret_ref(hook.url).target), receiver.url(f"ok/{hook.name}"))
     box.ensure_users(inventory.mailboxes)
     report = seed(plan, inventory.mailboxes, MESSAGES_PER_MAILBOX, big_attachments=1, sandbox=box)
     console.print(f"seeded {report.messages} PEC messages ({report.bytes / 1e6:.0f} MB) into {len(inventory)} "
@@ -83,22 +92,45 @@ def fresh_sandbox(plan: Plan, inventory: Inventory) -> Sandbox:
     return box
 
 
-def production_path() -> None:
-    """The long-running server the runbook sets up: server, work pool, `prefect deploy --all`, a worker."""
-    with step("set-up", "Prefect server, work pool, deploy --all, worker (the production path)"):
+def production_path(plan: Plan) -> None:
+    """The long-running server the runbook sets up: server (locked), work pool, `prefect deploy --all`, a worker."""
+    global stack
+    stack = PrefectStack(home=PREFECT_HOME, port=int(os.environ.get("REHEARSAL_PREFECT_PORT", plan.prefect.port)),
+                         plan_path=REHEARSAL_PLAN)
+    with step("set-up", "Prefect server (basic auth), work pool, deploy --all, worker (the production path)"):
+        Sandbox(plan).up()  # generates the server's auth string and the operators' secrets on a first run
+        receiver.log.unlink(missing_ok=True)
+        receiver.start()
         stack.start_server()
         os.environ["PREFECT_API_URL"] = stack.api_url  # the in-process runs below report to the same server
-        if "pec-cutover" not in stack.cli("work-pool", "ls"):
-            stack.cli("work-pool", "create", POOL, "--type", "process")
+        os.environ["PREFECT_API_AUTH_STRING"] = stack.auth or ""
+        stack.cli("work-pool", "create", POOL, "--type", "process", "--overwrite")  # kept across rehearsals
         stack.cli("--no-prompt", "deploy", "--all")
         stack.start_worker(POOL, "rehearsal-worker")
         console.print(f"Prefect server {stack.api_url} (database under {PREFECT_HOME}); `prefect deploy --all` "
                       f"registered readiness, prestage, cutover, rollback; worker on pool {POOL}")
+        refused_401(stack.unauthenticated())
+
+
+def refused_401(answers: list[tuple[str, tuple[int, ...]]]) -> None:
+    """One line per request made without the auth string: refused means 401 from the auth check (a change also
+    meets CSRF protection: 401 for the token, 403 for the POST without one). Anything else fails the rehearsal."""
+    bad = []
+    for what, statuses in answers:
+        refused = statuses[0] == 401 and set(statuses) <= {401, 403}
+        shown = "401" if statuses == (401,) else f"401 for a CSRF token, then {statuses[-1]}" if refused else str(statuses)
+        console.print(f"prefect api: unauthenticated request refused ({shown}): {what}" if refused else
+                      f"[red]prefect api: unauthenticated request NOT refused ({shown}): {what}[/red]")
+        if not refused:
+            bad.append(what)
+    if bad:
+        raise CutoverError(f"the Prefect server did not refuse requests without credentials: {', '.join(bad)}")
 
 
 def deployment_run(name: str, **parameters: str) -> str:
     """`prefect deployment run NAME -p ...`, picked up by the worker; the run's report, once it completed."""
-    console.print(f"prefect deployment run '{name}' " + " ".join(f"-p {k}='{v}'" for k, v in parameters.items()))
+    console.print(f"prefect deployment run '{name}' " + " ".join(
+        f"-p {k}='{'******' if k.endswith('code') else v}'" for k, v in parameters.items()))
     run_id = stack.run_deployment(name, parameters)
     run = stack.wait_final(run_id, timeout=600)
     console.print(f"deployment run {run.name}: {run.state_name}")
@@ -174,13 +206,20 @@ def scenario_nogo(plan: Plan, inventory: Inventory) -> str:
         if run_id is None:
             raise CutoverError(f"the cutover did not pause at a gate: {out.get('result')}")
         console.print(f"run {run_id} is paused at the access gate")
+        refused_401(stack.unauthenticated(paused_run=run_id))
     with step(scenario, "mail reaches InfoCert while the run is paused"):
         box.deliver("target", member.address, _mail("arrived-at-infocert", member.address))
         console.print(f"1 PEC message delivered to {member.address} on infocert after the MX switch")
-    with step(scenario, "operator decides: rollback (as `pec-cutover gate decide`)"):
-        console.print(f"pec-cutover gate decide {run_id} --rollback --operator 'Rehearsal Operator' "
+    with step(scenario, "operator decides: rollback (as `pec-cutover gate decide`, with a one-time code)"):
+        operator = plan.operators[0]
+        code = current_code(plan.secret(operator.totp_secret).reveal())
+        wrong = decide_gate(run_id, "continue", "Somebody Else", "not an operator", "123456")
+        console.print(f"a decision by someone the plan does not name: {wrong}")
+        if "unknown operator" not in wrong:
+            raise CutoverError(f"a decision by an unknown operator was not refused: {wrong}")
+        console.print(f"pec-cutover gate decide {run_id} --rollback --operator '{operator.name}' --code ****** "
                       "--reason 'InfoCert webmail down after the switch'")
-        decide_gate(run_id, "rollback", "Rehearsal Operator", "InfoCert webmail down after the switch")
+        console.print(decide_gate(run_id, "rollback", operator.name, "InfoCert webmail down after the switch", code))
         thread.join(600)
         result = out.get("result")
         if isinstance(result, BaseException):
@@ -191,8 +230,10 @@ def scenario_nogo(plan: Plan, inventory: Inventory) -> str:
         console.print(render_status(dns_status(plan, "source"), title="DNS: MX back on Aruba everywhere?"))
         console.print(f"the message that reached InfoCert is on aruba {back} time(s) (expected 1)")
     with step(scenario, "a second rollback started on demand, as a deployment run (as from the UI)"):
+        operator = plan.operators[0]
         report = deployment_run("rollback/rollback", plan_path=str(REHEARSAL_PLAN),
-                                reason="second pass while resolvers converge back", operator="Rehearsal Operator")
+                                reason="second pass while resolvers converge back", operator=operator.name,
+                                operator_code=current_code(plan.secret(operator.totp_secret).reveal()))
         console.print(next((line for line in report.splitlines() if line.startswith("**Verdict")), report[-300:]))
         again = _count_message(box, member.address, "<arrived-at-infocert@pec.rehearsal>")
         console.print(f"after the second rollback the message is on aruba {again} time(s) (expected 1)")
@@ -208,14 +249,27 @@ def main(argv: list[str] | None = None) -> int:
         plan = load_plan(REHEARSAL_PLAN)
         inventory = load_inventory(plan)
         console.print(f"rehearsal of {plan.domain}: {plan.source.name} → {plan.target.name}, {len(inventory)} mailboxes")
-        production_path()
-        verdicts = {"scenario 1: GO": scenario_go(plan, inventory),
-                    "scenario 2: NO-GO → rollback": scenario_nogo(plan, inventory)}
+        production_path(plan)
+        verdicts = {}
+        for name, scenario in (("scenario 1: GO", scenario_go), ("scenario 2: NO-GO → rollback", scenario_nogo)):
+            before = len(receiver.received())
+            verdicts[name] = scenario(plan, inventory)
+            got = receiver.received()[before:]
+            sent = sum(1 for r in got if r["status"] == 200)
+            console.print(f"notifications: {sent} sent, {len(got) - sent} failed "
+                          f"({', '.join(r['body']['event'] for r in got) or 'none'})")
+            verdicts[name] += f"; notifications: {sent} sent, {len(got) - sent} failed"
+            if not got:
+                verdicts[name] += " (UNEXPECTED: the ops channel heard nothing)"
+        from cutover.evidence import prefect_runs
+        runs = prefect_runs(REHEARSAL_PLAN, home=REPO)  # for the evidence bundle, before the server stops
     except CutoverError as exc:
         console.print(f"[red]rehearsal failed:[/red] {exc}")
         return 1
     finally:
-        stack.stop()
+        if stack is not None:
+            stack.stop()
+        receiver.stop()
     table = Table(title="rehearsal: wall time per step")
     for col in ("scenario", "step", "seconds"):
         table.add_column(col)
@@ -224,11 +278,18 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     for scenario, verdict in verdicts.items():
         console.print(f"[bold]{scenario}[/bold]: {verdict}")
+    # Issue 16: the auditor's bundle of the whole rehearsal, exported and re-checked (runs read while the server is up).
+    from cutover import evidence
+    bundle = REPO / ".sandbox" / f"evidence-{time.strftime('%Y%m%dT%H%M%S')}"
+    checked = evidence.verify(evidence.export(plan, bundle, runs).out)
+    console.print(f"evidence: {checked.files} files, manifest verified ({bundle})" if checked.ok else
+                  f"[red]evidence: {checked.files} files, manifest NOT verified: {checked.problems}[/red]")
     console.print(f"rehearsal done in {time.monotonic() - started:.0f} s. The sandbox is still up "
                   f"(`.venv/bin/pec-cutover sandbox status`; stop it with `make sandbox-down`).")
     console.print("See the runs, reports and gate decisions:\n"
                   f"  PREFECT_HOME={PREFECT_HOME} .venv/bin/pec-cutover history\n"
-                  f"  PREFECT_HOME={PREFECT_HOME} .venv/bin/prefect server start   # then http://127.0.0.1:4200")
+                  f"  PREFECT_HOME={PREFECT_HOME} .venv/bin/pec-cutover server start   # then http://127.0.0.1:"
+                  f"{stack.port if stack else 10420} (user:password in .sandbox/secrets/prefect-auth)")
     return 0 if all("UNEXPECTED" not in v for v in verdicts.values()) else 1
 
 

@@ -14,9 +14,10 @@ from cutover import freeze
 from cutover.clients import surroundings
 from cutover.errors import ClientsError, CutoverError
 from cutover.inventory import load_inventory
+from cutover.operators import identify
 from cutover.plan import load_plan
 from cutover.report import RunReport, checks_summary
-from flows._artifacts import log, publish_report, run_id
+from flows._artifacts import announce, log, publish_report, run_id, run_name_of, started_by_a_run, ui_link
 from flows._clients import clients_decision, switch_clients_task
 from flows._copy import copy_all
 from flows._dns import dns_checks, dns_decision, switch_mx_task
@@ -24,16 +25,22 @@ from flows._dns import dns_checks, dns_decision, switch_mx_task
 DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
 
 
-@flow(name="rollback", flow_run_name="rollback {plan_path}", persist_result=False)
-def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", operator: str = "ops") -> dict:
+@flow(name="rollback", flow_run_name=run_name_of("rollback"), persist_result=False)
+def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", operator: str = "ops",
+             operator_code: str | int = "") -> dict:
     plan = load_plan(plan_path)
     inventory = load_inventory(plan)
     me = run_id()
-    report = RunReport(f"Rollback of {plan.domain} to {plan.source.name}: {reason} ({operator})")
+    # Started from a cutover's gate, the gate already checked who decided; by hand, the operator proves it here.
+    # (`prefect deployment run -p operator_code=123456` sends a number: a code is digits either way.)
+    who = operator if started_by_a_run() else str(identify(plan, operator, str(operator_code)))
+    report = RunReport(f"Rollback of {plan.domain} to {plan.source.name}: {reason} ({who})")
     outcome: dict = {"verdict": "failed"}
+    announce(plan, report, "rollback-started", f"pec-cutover: rollback of {plan.domain} to {plan.source.name} started "
+             f"by {who}: {reason}. {ui_link(me)}".strip(), reason=reason, operator=who)
     try:
         with report.phase("take the freeze") as phase:
-            held = freeze.acquire(plan, "rollback", me, note=f"{operator}: {reason}")
+            held = freeze.acquire(plan, "rollback", me, note=f"{who}: {reason}")
             phase.lines.append(f"freeze held by this rollback ({held.took_over or 'was free'})")
         clients = None
         clients_ok = True
@@ -88,4 +95,6 @@ def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", op
             log("freeze lifted")
         if not report.verdict:
             report.verdict = "ROLLBACK FAILED: see the failed phase; run the rollback again"
+        announce(plan, report, "rollback-ended", f"pec-cutover: {report.verdict}. {ui_link(me)}".strip(),
+                 verdict=report.verdict)
         publish_report(plan, report, "rollback-report")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages the pec-cutover sandbox runs (Dovecot with submission and LMTP, BIND9, unbound,
-# nginx, Postfix, isync, openssl) and the unprivileged mail user. Idempotent and non-interactive; package
+# nginx, Postfix, isync, openssl, chromium) and the unprivileged mail user. Idempotent and non-interactive; package
 # post-install scripts must not start the system services (the sandbox runs its own instances on 127.0.0.1), so
 # a policy-rc.d that forbids service starts is put in place for the duration of the install if none exists.
 # Postfix is installed as "No configuration": no /etc/postfix/main.cf is written and the system's Postfix never
@@ -8,7 +8,8 @@
 set -euo pipefail
 
 PACKAGES=(dovecot-core dovecot-imapd dovecot-submissiond dovecot-lmtpd bind9 bind9-utils bind9-dnsutils unbound
-          nginx-light postfix libsasl2-modules isync openssl)
+          nginx-light postfix libsasl2-modules isync openssl
+          chromium)  # chromium: the browser test of the Prefect UI (tests/flows/test_ui_gate.py)
 MAIL_USER=pecmail   # Dovecot refuses to store mail as root; see cutover/sandbox/_dovecot.py
 
 if [[ $(id -u) -ne 0 ]]; then

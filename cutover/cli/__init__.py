@@ -18,7 +18,9 @@ from rich.table import Table
 from cutover.cli import clients as clients_cli
 from cutover.cli import copy as copy_cli
 from cutover.cli import dns as dns_cli
+from cutover.cli import evidence as evidence_cli
 from cutover.cli import sandbox as sandbox_cli
+from cutover.cli import server as server_cli
 from cutover.cli._common import DEFAULT_PLAN, fail, handle_errors
 from cutover.errors import CutoverError
 from cutover.inventory import load_inventory
@@ -36,7 +38,15 @@ app.add_typer(plan_app, name="plan")
 app.add_typer(sandbox_cli.app, name="sandbox", help="Start, stop, seed and inspect the local sandbox servers.")
 app.add_typer(dns_cli.app, name="dns", help="Show and change the domain's MX and TTLs (Ansible + checks).")
 app.add_typer(clients_cli.app, name="clients", help="Point the organisation's PEC clients at a provider (Ansible).")
-app.command(name="copy", help="Copy mailboxes from source to target, verified and resumable.")(copy_cli.copy)
+app.add_typer(copy_cli.app, name="copy", help="Copy mailboxes from source to target, verified and resumable; "
+                                             "approve-skipped: accept messages the target refused.")
+app.add_typer(server_cli.app, name="server")
+app.add_typer(evidence_cli.app, name="evidence")
+app.command(name="doctor")(evidence_cli.doctor)
+app.add_typer(server_cli.operator_app, name="operator")
+app.command(name="prefect", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+            help="Run `prefect ARGS...` with the plan's server auth string (e.g. `pec-cutover prefect --plan P "
+                 "-- worker start --pool pec-cutover`).")(server_cli.prefect)
 
 
 @plan_app.command("check")

@@ -1,4 +1,5 @@
-"""``pec-cutover copy``: copy (or verify) mailboxes with a progress bar and a final table."""
+"""``pec-cutover copy``: copy (or verify) mailboxes with a progress bar and a final table;
+``pec-cutover copy approve-skipped``: an operator accepts a mailbox's skipped messages (recorded in the ledger)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from rich.table import Table
 
 from cutover.cli._common import PlanOption
 from cutover.cli._common import handle_errors
+from cutover.errors import OperatorError
 from cutover.inventory import load_inventory
+from cutover.ledger import Ledger
 from cutover.mailsync import CopyReport, ProgressEvent, copy_mailboxes
 from cutover import freeze
 from cutover.plan import load_plan
@@ -25,7 +28,12 @@ class DirectionChoice(str, Enum):
     reverse = "reverse"
 
 
+app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+
+
+@app.callback(invoke_without_command=True)
 def copy(
+    ctx: typer.Context,
     plan: str = PlanOption,
     mailbox: Optional[List[str]] = typer.Option(None, "--mailbox", "-m", help="only these addresses (repeatable)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would be copied; change nothing"),
@@ -34,6 +42,8 @@ def copy(
                                               help="forward: source -> target; reverse (rollback): new target mail -> source"),
 ) -> None:
     """Copy mailboxes from source to target, byte-exact, verified and resumable. Exit 1 if any is not verified."""
+    if ctx.invoked_subcommand is not None:
+        return
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     with handle_errors(console):
@@ -44,10 +54,45 @@ def copy(
         inventory = load_inventory(the_plan)
         boxes = inventory.select(mailbox) if mailbox else inventory.mailboxes
         report = _run_with_progress(console, the_plan, boxes, direction.value, dry_run, verify_only)
-    console.print(_table(report))
+    console.print(_table(report, console.width))
     console.print(_summary(report))
+    for line in failure_lines(report):  # whole lines, never folded into cells: grep-able, paste-able
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
     if not (report.ok or dry_run):
         raise typer.Exit(1)
+
+
+@app.command("approve-skipped")
+def approve_skipped(
+    plan: str = PlanOption,
+    mailbox: str = typer.Option(..., "--mailbox", "-m", help="the member's address"),
+    operator: str = typer.Option(..., "--operator", help="who approves (recorded, shown in every later report)"),
+    reason: str = typer.Option(..., "--reason", help="why these messages may stay behind"),
+    direction: DirectionChoice = typer.Option(DirectionChoice.forward, "--direction"),
+) -> None:
+    """Accept the messages the target refused for one mailbox: gates stop counting them as missing."""
+    console = Console()
+    with handle_errors(console):
+        the_plan = load_plan(plan)
+        address = load_inventory(the_plan).get(mailbox).address
+        if len(operator.strip()) < 2 or len(reason.strip()) < 3:
+            raise OperatorError("approve-skipped needs who approves (--operator NAME) and why (--reason, a few words)")
+        ledger = Ledger(the_plan.ledger)
+        try:
+            skipped = ledger.refusals(address, direction.value)
+            if not skipped:
+                console.print(f"{address}: no skipped messages to approve")
+                return
+            count = ledger.approve_skipped(address, direction.value, operator.strip(), reason.strip())
+        finally:
+            ledger.close()
+    table = Table(title=f"{address}: {count} skipped message(s) approved by {escape(operator)}")
+    for column in ("folder", "UID", "bytes", "the target said"):
+        table.add_column(column, overflow="fold")
+    for folder, _, uid, size, said, _ in skipped:
+        table.add_row(escape(folder), str(uid), str(size), escape(said))
+    console.print(table)
+    console.print("the next copy or verification counts them as approved, not missing")
 
 
 def _run_with_progress(console: Console, plan, boxes, direction: str, dry_run: bool, verify_only: bool) -> CopyReport:
@@ -67,15 +112,52 @@ def _run_with_progress(console: Console, plan, boxes, direction: str, dry_run: b
                               on_progress=on_progress)
 
 
-def _table(report: CopyReport) -> Table:
+# Under this width (80 columns, or piped) the table keeps the columns that fit; the reasons go below, one line each.
+WIDE = 120
+NARROW_COLUMNS = ("mailbox", "status", "messages", "copied", "missing", "verified")
+
+
+def _table(report: CopyReport, width: int = WIDE) -> Table:
     rows = report.rows()
     table = Table(title=f"mail copy ({report.direction})")
-    for key in (rows[0] if rows else {"mailbox": ""}):
-        table.add_column(key, overflow="fold")
+    keys = list(rows[0] if rows else {"mailbox": ""})
+    if width < WIDE:
+        keys = [k for k in keys if k in NARROW_COLUMNS]
+        rows = [{k: row[k] for k in keys} | {"status": row["status"], "verified": row["verified"]} for row in rows]
+    for key in keys:
+        table.add_column(key, overflow="fold", no_wrap=width < WIDE and key != "mailbox")
     for row in rows:
         style = "green" if row["verified"] == "yes" else ("yellow" if row["status"] == "dry-run" else "red")
-        table.add_row(*(escape(str(v)) for v in row.values()), style=style)
+        table.add_row(*(escape(str(row[k])) for k in keys), style=style)
     return table
+
+
+def failure_lines(report: CopyReport) -> list[str]:
+    """One line per mailbox that is not verified: ``mailbox: reason: server's words: what to do``."""
+    advice = _advice()
+    lines = []
+    for m in report.mailboxes:
+        if m.verified or m.status == "dry-run":
+            continue
+        reason = m.reason or ("missing messages" if m.missing else m.status)
+        todo = advice.get(m.reason, "run the copy again; if it stays, look at the run's report")
+        said = (m.error or "-").replace(f" ({todo})", "")
+        lines.append(f"{m.address}: {reason}: {said}: {todo}")
+    return lines
+
+
+def _advice() -> dict[str, str]:
+    """What to do per failure reason, from the error classes' own hints (one place says it)."""
+    from cutover import errors
+
+    out: dict[str, str] = {}
+    stack = [errors.MailboxError]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if getattr(cls, "hint", ""):
+            out.setdefault(cls.reason, cls.hint)
+    return out
 
 
 def _summary(report: CopyReport) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 
 from enum import Enum
 from pathlib import Path
@@ -17,6 +18,7 @@ from cutover.dnschange import DnsChange, set_ttl, switch_mx
 from cutover import freeze
 from cutover.errors import CutoverError
 from cutover.plan import load_plan
+from cutover.ttl import restore_due
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -99,6 +101,10 @@ def ttl(
         plan = load_plan(plan_path)
         if not dry_run:
             freeze.ensure_not_frozen(plan, "TTL change by hand")
+        if restore and (due := restore_due(plan)) and due > datetime.now(timezone.utc):
+            console.print(f"[yellow]restoring before the end of hypercare ({due.isoformat(timespec='minutes')}, "
+                          "ttl.restore_after): a rollback from now on propagates at the normal TTL[/yellow]",
+                          soft_wrap=True)
         _show(console, set_ttl(plan, "cutover" if lower else "normal", dry_run=dry_run))
 
 

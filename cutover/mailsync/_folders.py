@@ -66,12 +66,15 @@ def translate(name: str, source_delim: str | None, target_delim: str) -> str:
     return target_delim.join(parts)
 
 
-def map_folders(source: list[Folder], target: list[Folder], overrides: dict[str, str] | None = None) -> dict[str, str]:
+def map_folders(source: list[Folder], target: list[Folder], overrides: dict[str, str] | None = None, *,
+                source_prefix: str = "", target_prefix: str = "") -> dict[str, str]:
     """Source folder name -> target folder name for every selectable, non-virtual source folder.
 
     Order of precedence: the plan's override map (target names written with the target's separator),
     INBOX, special-use (a source \\Sent goes to the target's \\Sent whatever its name), then the same path
-    re-joined with the target's separator. Raises :class:`FolderMapError` on a collision.
+    re-joined with the target's separator. The personal namespace prefixes (RFC 2342; Courier and Cyrus style
+    ``INBOX.``) are taken off the source name and put on the target's. Raises :class:`FolderMapError` on a
+    collision.
     """
     overrides = overrides or {}
     delim = target_delimiter(target)
@@ -87,7 +90,11 @@ def map_folders(source: list[Folder], target: list[Folder], overrides: dict[str,
         elif folder.special_use() in target_special:
             mapping[folder.name] = target_special[folder.special_use()]
         else:
-            mapping[folder.name] = translate(folder.name, folder.delimiter, delim)
+            name = folder.name
+            if source_prefix and name.startswith(source_prefix) and len(name) > len(source_prefix):
+                name = name[len(source_prefix):]
+            mapped = translate(name, folder.delimiter, delim)
+            mapping[folder.name] = target_prefix + mapped if target_prefix and mapped != "INBOX" else mapped
     seen: dict[str, str] = {}
     for src, tgt in mapping.items():
         key = "INBOX" if tgt.upper() == "INBOX" else tgt
@@ -96,6 +103,16 @@ def map_folders(source: list[Folder], target: list[Folder], overrides: dict[str,
                                  "add a folder_map entry to the plan's copy settings")
         seen[key] = src
     return mapping
+
+
+def personal_prefix(namespace: object) -> str:
+    """The personal namespace's prefix from imapclient's ``namespace()`` answer ('' when none or not offered)."""
+    try:
+        personal = namespace.personal  # type: ignore[attr-defined]
+        prefix = personal[0][0] if personal else ""
+    except (AttributeError, IndexError, TypeError):
+        return ""
+    return prefix.decode() if isinstance(prefix, bytes) else str(prefix or "")
 
 
 def invert(overrides: dict[str, str]) -> dict[str, str]:

@@ -13,11 +13,21 @@ from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.response_parser import parse_fetch_response
 from imapclient.imapclient import _literal  # marks bytes that must go as an IMAP literal (no CRLF rewriting)
 
-from cutover.errors import MailboxError, MessageTooLarge, QuotaExceeded
+from cutover.errors import MailboxError, MessageTooLarge, QuotaExceeded, Throttled
+from cutover.limits import is_throttle_answer
 from cutover.mailsync._folders import Folder, from_list
+from cutover.mailsync._folders import personal_prefix as _folders_prefix
 
 FETCH_ITEMS = ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"]  # PEEK: reading never sets \Seen
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.I)
+_FETCH_UID = re.compile(rb"UID (\d+)")
+
+
+class MessageRefused(MailboxError):
+    """The target permanently refused one message (too large, a keyword it will not take, malformed, not
+    copyable byte-exact): recorded as skipped with the server's words; the rest of the mailbox goes on."""
+
+    reason = "skipped"
 _NOT_APPENDABLE = {b"\\recent"}  # \Recent is set by the server only
 
 
@@ -30,6 +40,38 @@ class Fetched:
     flags: tuple[bytes, ...]
     internaldate: datetime | None
     sha256: str
+    binary: bool = False  # body holds a NUL byte: only BINARY (literal8) carries it
+    exact: bool = True  # False: the server cannot give its original bytes (a NUL next to encoded parts)
+
+
+def _exact_bodies(client: IMAPClient, bodies: dict[int, bytes]) -> dict[int, tuple[bytes, bool, bool]]:
+    """{uid: (original bytes, has NUL, exact)} for messages whose ``BODY[]`` may hide a NUL byte.
+
+    Dovecot (and others) answer ``BODY[]`` with every NUL replaced by 0x80; ``BINARY[]`` (RFC 3516) carries the
+    NUL but also content-transfer-decodes base64/QP parts, so it is the original only when it differs from
+    ``BODY[]`` exactly in NUL -> 0x80. Only messages with a 0x80 byte can hide a NUL, and only a server that
+    announces BINARY is asked (without it a NUL cannot be seen from here: the bytes are what BODY[] gives)."""
+    suspects = sorted(uid for uid, body in bodies.items() if b"\x80" in body)
+    out: dict[int, tuple[bytes, bool, bool]] = {}
+    if not suspects or not client.has_capability("BINARY"):
+        return out
+    typ, raw = client._imap.uid("FETCH", ",".join(map(str, suspects)), "(BINARY.PEEK[])")
+    client._checkok("fetch", typ, raw)
+    for item in raw:
+        if not isinstance(item, tuple) or len(item) < 2:
+            continue
+        match = _FETCH_UID.search(item[0])
+        if match is None or int(match.group(1)) not in bodies:
+            continue
+        uid, binary = int(match.group(1)), item[1]
+        if b"\x00" not in binary:
+            continue
+        body = bodies[uid]
+        if binary.replace(b"\x00", b"\x80") == body:
+            out[uid] = (binary, True, True)
+        else:
+            out[uid] = (body, True, False)
+    return out
 
 
 def quiet(client: IMAPClient) -> IMAPClient:
@@ -45,8 +87,26 @@ def quiet(client: IMAPClient) -> IMAPClient:
     return client
 
 
+def logout(client: IMAPClient) -> None:
+    """LOGOUT, or drop the connection when LOGOUT fails; never raises (the session is done with either way)."""
+    try:
+        client.logout()
+    except Exception:
+        try:
+            client.shutdown()
+        except Exception:
+            pass
+
+
 def list_folders(client: IMAPClient) -> list[Folder]:
     return from_list(client.list_folders())
+
+
+def personal_prefix(client: IMAPClient) -> str:
+    """The personal namespace prefix (``INBOX.`` on Courier-style servers), '' without NAMESPACE."""
+    if not client.has_capability("NAMESPACE"):
+        return ""
+    return _folders_prefix(client.namespace())
 
 
 def select(client: IMAPClient, folder: str) -> tuple[int, int]:
@@ -114,14 +174,15 @@ def plan_batches(uids: Iterable[int], size_of: dict[int, int], max_messages: int
 def fetch_messages(client: IMAPClient, uids: list[int]) -> list[Fetched]:
     """Fetch exact bytes, flags and INTERNALDATE of ``uids`` in the selected folder (vanished UIDs are absent)."""
     data = client.fetch(uids, FETCH_ITEMS)
+    exact = _exact_bodies(client, {u: v[b"BODY[]"] for u, v in data.items() if b"BODY[]" in v})
     out = []
     for uid in uids:
         item = data.get(uid)
         if item is None or b"BODY[]" not in item:
             continue
-        body = item[b"BODY[]"]
+        body, binary, is_exact = exact.get(uid, (item[b"BODY[]"], False, True))
         out.append(Fetched(uid, body, tuple(item.get(b"FLAGS", ())), item.get(b"INTERNALDATE"),
-                           hashlib.sha256(body).hexdigest()))
+                           hashlib.sha256(body).hexdigest(), binary, is_exact))
     return out
 
 
@@ -130,31 +191,67 @@ def digests(client: IMAPClient, uids: list[int], size_of: dict[int, int], max_me
     """(uid, SHA-256) of messages in the selected folder, fetched batch by batch (memory bounded)."""
     for batch in plan_batches(uids, size_of, max_messages, max_bytes):
         data = client.fetch(batch, ["BODY.PEEK[]"])
+        exact = _exact_bodies(client, {u: v[b"BODY[]"] for u, v in data.items() if b"BODY[]" in v})
         for uid in batch:
             item = data.get(uid)
             if item is not None and b"BODY[]" in item:
-                yield uid, hashlib.sha256(item[b"BODY[]"]).hexdigest()
-        del data
+                yield uid, hashlib.sha256(exact.get(uid, (item[b"BODY[]"],))[0]).hexdigest()
+        del data, exact
 
 
-def _append_args(msg: Fetched) -> list[bytes]:
+def _append_head(msg: Fetched) -> bytes:
     flags = [f if isinstance(f, bytes) else str(f).encode() for f in msg.flags]
     flags = [f for f in flags if f.lower() not in _NOT_APPENDABLE]
-    args = [b"(" + b" ".join(flags) + b")"]
+    head = b"(" + b" ".join(flags) + b")"
     if msg.internaldate is not None:
-        args.append(b'"' + datetime_to_INTERNALDATE(msg.internaldate).encode("ascii") + b'"')
-    args.append(_literal(msg.body))
-    return args
+        head += b' "' + datetime_to_INTERNALDATE(msg.internaldate).encode("ascii") + b'"'
+    return head
+
+
+def _send_append(client: IMAPClient, folder: str, group: list[Fetched]) -> tuple[str, list[bytes]]:
+    """One APPEND (MULTIAPPEND when ``group`` has several messages) on the raw connection; (typ, data).
+
+    Sent by hand because neither imaplib nor imapclient sends ``literal8`` (``~{n}``, RFC 3516) and imapclient
+    turns a synchronizing literal the server refuses (a tagged NO instead of "+", as Dovecot answers a message
+    over its size limit) into a lost connection. Here that refusal is the command's answer: the session stays."""
+    imap = client._imap
+    plus = client.has_capability("LITERAL+")
+    tag = imap._new_tag()
+    name = client._normalise_folder(folder)
+    line = tag + b" APPEND " + (name if isinstance(name, bytes) else name.encode())
+    for m in group:
+        size = str(len(m.body)).encode()
+        line += b" " + _append_head(m) + b" " + (b"~" if m.binary else b"") + b"{" + size + (b"+" if plus else b"") + b"}"
+        imap.send(line + b"\r\n")
+        if not plus:
+            while imap._get_response():  # untagged answers until "+" (None) or the tagged refusal
+                if imap.tagged_commands.get(tag):
+                    return _complete(imap, tag)
+        imap.send(m.body)
+        line = b""
+    imap.send(b"\r\n")
+    return _complete(imap, tag)
+
+
+def _complete(imap, tag: bytes) -> tuple[str, list[bytes]]:
+    try:
+        return imap._command_complete("APPEND", tag)
+    except imap.abort:
+        raise
+    except imap.error as exc:  # imaplib raises on BAD: for an APPEND that is the server refusing the message
+        return "BAD", [str(exc).encode("utf-8", "replace")]
 
 
 def append_messages(client: IMAPClient, folder: str, messages: list[Fetched], *, multiappend: bool,
                     address: str, server: str,
                     appended: list[tuple[int | None, int | None]] | None = None) -> tuple[int | None, list[int] | None]:
-    """APPEND ``messages`` to ``folder`` with flags and INTERNALDATE, byte-exact.
+    """APPEND ``messages`` to ``folder`` with flags and INTERNALDATE, byte-exact (``literal8`` for a message
+    with a NUL byte: the caller sends such a message only to a server that announces BINARY).
 
     One MULTIAPPEND command (RFC 3502, all or nothing) when ``multiappend``, else one APPEND per message.
     Returns (target UIDVALIDITY, target UIDs in order) from APPENDUID, or (None, None) without UIDPLUS.
-    The raw command path is used for both because imaplib's ``append`` rewrites line endings.
+    A refusal raises :class:`MessageRefused` (or MessageTooLarge/QuotaExceeded/Throttled, see
+    :func:`classify_append_failure`).
 
     ``appended`` (when given) receives (UIDVALIDITY, UID) -- (None, None) without APPENDUID -- for each
     message as soon as the target has confirmed it, in order: when a later APPEND fails (one APPEND per
@@ -164,14 +261,11 @@ def append_messages(client: IMAPClient, folder: str, messages: list[Fetched], *,
     uidvalidity: int | None = None
     uids: list[int] | None = []
     for group in groups:
-        args: list[bytes] = [client._normalise_folder(folder)]
-        for m in group:
-            args += _append_args(m)
-        typ, data = client._raw_command(b"APPEND", args, uid=False)
+        typ, data = _send_append(client, folder, group)
         text = b" ".join(d for d in data if isinstance(d, bytes))
         if typ != "OK":
             raise classify_append_failure(text, address=address, server=server, folder=folder,
-                                          largest=max(len(m.body) for m in group))
+                                          largest=max(len(m.body) for m in group), bad=typ == "BAD")
         match = _APPENDUID.search(text)
         if match is None:
             if appended is not None:
@@ -218,15 +312,26 @@ _TOO_LARGE = re.compile(
     re.I)
 
 
-def classify_append_failure(text: bytes, *, address: str, server: str, folder: str, largest: int) -> MailboxError:
+def classify_append_failure(text: bytes, *, address: str, server: str, folder: str, largest: int,
+                            bad: bool = False) -> MailboxError:
+    """What a refused APPEND means: the quota is full (stops the mailbox), the server says "slow down" (retried
+    later), or this message cannot go (too large, a keyword it will not take, malformed: skipped)."""
     said = text.decode("utf-8", "replace")[:200]
     low = said.lower()
     if "overquota" in low or "quota" in low:
         return QuotaExceeded(address, f"target refused APPEND to {folder!r}: {said}", server=server)
     if _TOO_LARGE.search(said):
-        exc = MessageTooLarge(address, f"target refused a {largest} byte message in {folder!r}: {said}", server=server)
-        return exc
-    return MailboxError(address, f"target refused APPEND to {folder!r}: {said}", server=server)
+        return MessageTooLarge(address, f"target refused a {largest} byte message in {folder!r}: {said}", server=server)
+    # [LIMIT] alone is any limit (RFC 5530); only words of pace or connections make it "slow down"
+    if not bad and is_throttle_answer(re.sub(r"\[LIMIT\]", "", said, flags=re.I)):
+        return Throttled(address, f"target refused APPEND to {folder!r}: {said}", server=server)
+    if _NOT_THE_MESSAGE.search(said):
+        return MailboxError(address, f"target refused APPEND to {folder!r}: {said}", server=server)
+    return MessageRefused(address, f"target refused a message in {folder!r}: {said}", server=server)
+
+
+# Refusals about the folder or the server, not about the message: every message would get the same answer.
+_NOT_THE_MESSAGE = re.compile(r"\[(?:TRYCREATE|SERVERBUG|NONEXISTENT|NOPERM|UNAVAILABLE|INUSE|EXPUNGEISSUED)\]", re.I)
 
 
 def quota_free(client: IMAPClient) -> int | None:

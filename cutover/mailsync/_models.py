@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cutover.results import markdown_table
 
 Status = Literal["verified", "failed", "dry-run", "not-verified"]
 
@@ -24,6 +23,9 @@ class FolderReport:
     verified: bool = False
     notes: list[str] = field(default_factory=list)
     duplicates: int = 0  # extra copies of source messages on the target (never verified)
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (source UID, the server's words): skipped
+    approved: int = 0  # skipped messages an operator approved leaving behind (not counted missing)
+    folder_refused: bool = False  # the target would not create the folder: every message is missing
 
 
 @dataclass
@@ -46,10 +48,15 @@ class MailboxReport:
     folder_reports: list[FolderReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     duplicates: int = 0  # extra copies of source messages on the target (never verified)
+    logins: dict[str, str] = field(default_factory=dict)  # {side: login} where it is not the address
+    refused: int = 0  # "N skipped": messages the target permanently refused this run (missing unless approved)
+    approved: int = 0  # skipped messages an operator approved (``copy approve-skipped``): not missing
+    approvals: list[str] = field(default_factory=list)  # "operator: reason" of each approval, for every report
 
     def as_row(self) -> dict[str, Any]:
         return {
             "mailbox": self.address,
+            "login": ", ".join(f"{side}: {login}" for side, login in self.logins.items()),
             "status": self.status,
             "folders": self.folders,
             "messages": self.messages,
@@ -57,6 +64,8 @@ class MailboxReport:
             "copied": self.copied,
             "skipped": self.skipped,
             "missing": self.missing,
+            "refused": self.refused,
+            "approved skipped": self.approved,
             "verified": "yes" if self.verified else "NO",
             "reason": self.reason,
             "error": self.error,
@@ -105,7 +114,9 @@ class CopyReport:
     def rows(self) -> list[dict[str, Any]]:
         return [m.as_row() for m in self.mailboxes]
 
-    def markdown(self) -> str:
+    def markdown(self, *, attention_limit: int = 50) -> str:
+        """Totals and the mailboxes that need attention (at most ``attention_limit`` lines): a report that stays
+        readable at any size. Every mailbox is in the per-mailbox table artifact (:meth:`rows`)."""
         mode = "dry run" if self.dry_run else "verification only" if self.verify_only else "copy"
         rate = self.total_bytes / 1e6 / self.seconds if self.seconds else 0.0
         failed = [m for m in self.mailboxes if not m.verified]
@@ -114,15 +125,27 @@ class CopyReport:
             "",
             f"- mailboxes: {len(self.mailboxes)}, verified {self.verified_count}, not verified {self.unverified_count}",
             f"- messages: {self.total_messages} ({self.total_bytes / 1e6:.1f} MB), copied {self.copied_messages}, "
-            f"missing {self.missing_messages}",
+            f"missing {self.missing_messages}, {sum(m.refused for m in self.mailboxes)} skipped (refused by the "
+            f"target), {sum(m.approved for m in self.mailboxes)} skipped and approved",
             f"- time: {self.seconds:.1f} s ({rate:.1f} MB/s)",
             f"- result: {'every mailbox verified' if self.ok else 'NOT all mailboxes verified'}",
         ]
         if failed:
             lines.append("")
-            lines.append("Needs attention:")
-            lines += [f"- `{m.address}`: {m.status}, {m.reason or 'missing messages'}: {m.error}" for m in failed]
-        return "\n".join(lines) + "\n\n" + markdown_table(self.rows())
+            lines.append(f"Needs attention ({len(failed)}):")
+            lines += [f"- `{m.address}`{_logins(m)}: {m.status}, {m.reason or 'missing messages'}: {m.error}"
+                      for m in failed[:attention_limit]]
+            if len(failed) > attention_limit:
+                lines.append(f"- ... and {len(failed) - attention_limit} more: see the per-mailbox table")
+        approved = [m for m in self.mailboxes if m.approvals]
+        if approved:
+            lines += ["", "Skipped messages approved by an operator:"]
+            lines += [f"- `{m.address}`: {m.approved} skipped; " + "; ".join(m.approvals) for m in approved]
+        return "\n".join(lines) + "\n"
+
+
+def _logins(m: MailboxReport) -> str:
+    return f" (logs in as {', '.join(f'{v} on the {k}' for k, v in m.logins.items())})" if m.logins else ""
 
 
 @dataclass(frozen=True)
@@ -134,3 +157,5 @@ class ProgressEvent:
     messages_done: int
     bytes_done: int
     current: str = ""
+    waiting_s: float = 0.0  # > 0: ``current`` backs off this long after a "slow down" answer (``detail``)
+    detail: str = ""

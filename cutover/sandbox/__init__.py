@@ -1,4 +1,4 @@
-"""The sandbox: real servers on 127.0.0.1 for rehearsals and tests (DESIGN.md, Sandbox).
+"""The sandbox: real servers on 127.0.0.1 for rehearsals and tests (docs/design.md, The sandbox).
 
 Two Dovecots ("aruba" source, "infocert" target), a BIND9 primary + secondary for the zone with a TSIG
 key, an unbound caching resolver and an nginx HTTPS webmail page, all under ``plan.sandbox.state_dir``.

@@ -2,9 +2,10 @@
 
 IMAP only over implicit TLS on 127.0.0.1; users in a passwd-file (hashes only); Maildir owned by the
 unprivileged mail user; quota plugin (count backend) with per-user ``quota_rule``; a master passdb so
-SASL PLAIN with an authorization identity (authzid=member, authcid=master) works. With a submission port:
-Dovecot's submission service over implicit TLS (the provider's SMTP for clients), relaying to the sandbox MTA,
-and LMTP on a socket in ``base_dir`` through which that MTA delivers into the mailboxes.
+SASL PLAIN with an authorization identity (authzid=member, authcid=master) works. With submission ports:
+Dovecot's submission service (the provider's SMTP for clients) over implicit TLS (as port 465) and/or with STARTTLS
+required before AUTH (as port 587), relaying to the sandbox MTA when one runs (else AUTH works and a message is
+refused), and LMTP on a socket in ``base_dir`` through which that MTA delivers into the mailboxes.
 """
 
 from __future__ import annotations
@@ -84,10 +85,14 @@ class DovecotInstance:
     """Config and user database of one sandbox Dovecot."""
 
     def __init__(self, name: str, port: int, paths: DovecotPaths, cert: Path, key: Path, *,
-                 submission_port: int | None = None, relay_port: int | None = None) -> None:
+                 submission_port: int | None = None, relay_port: int | None = None,
+                 starttls_port: int | None = None) -> None:
         self.name = name
         self.port = port
+        # SMTP submission (dovecot-submissiond): implicit TLS on submission_port, STARTTLS on starttls_port. Its
+        # relay is the sandbox MTA's port; without one, AUTH works and a message sent is refused (421).
         self.submission_port = submission_port
+        self.starttls_port = starttls_port
         self.relay_port = relay_port
         self.paths = paths
         self.cert = cert
@@ -97,6 +102,12 @@ class DovecotInstance:
         # Tests only: the capabilities announced after login (None: Dovecot's own list); see
         # Sandbox.set_imap_capability.
         self.imap_capability: str | None = None
+        # Real providers' shapes: a personal namespace prefix and separator (Courier-style "INBOX." and "."),
+        # and a per user+IP session limit (Dovecot answers the next login with "Maximum number of connections
+        # from user+IP exceeded"). See Sandbox.set_namespace / Sandbox.set_connection_limit.
+        self.namespace_prefix = ""
+        self.separator = "/"
+        self.max_userip_connections = 200
 
     def argv(self) -> list[str]:
         return ["/usr/sbin/dovecot", "-F", "-c", str(self.paths.config)]
@@ -119,20 +130,29 @@ class DovecotInstance:
         group = grp.getgrgid(gid).gr_name
         capability = f"imap_capability = {self.imap_capability}\n" if self.imap_capability else ""
         submission = ""
-        if self.submission_port is not None and self.relay_port is not None:
-            submission = f"""
-# The provider's SMTP for clients: submission over implicit TLS (as port 465), relayed to the sandbox MTA,
-# which delivers back into this server's mailboxes by LMTP ({p.base_dir}/lmtp).
-hostname = {self.name}.pec-sandbox.invalid
-postmaster_address = postmaster@{self.name}.pec-sandbox.invalid
-submission_relay_host = 127.0.0.1
-submission_relay_port = {self.relay_port}
-service submission-login {{
-  inet_listener submission {{
+        listeners = ""
+        if self.submission_port is not None:
+            listeners += f"""
+  inet_listener submissions {{
     address = 127.0.0.1
     port = {self.submission_port}
     ssl = yes
-  }}
+  }}"""
+        if self.starttls_port is not None:
+            listeners += f"""
+  inet_listener submission {{
+    address = 127.0.0.1
+    port = {self.starttls_port}
+  }}"""
+        if listeners:
+            submission = f"""
+# The provider's SMTP for clients, relayed to the sandbox MTA (when one runs), which delivers back into this
+# server's mailboxes by LMTP ({p.base_dir}/lmtp).
+hostname = {self.name}.pec-sandbox.invalid
+postmaster_address = postmaster@{self.name}.pec-sandbox.invalid
+submission_relay_host = 127.0.0.1
+submission_relay_port = {self.relay_port or 25}
+service submission-login {{{listeners}
 }}
 """
         protocols = "imap submission lmtp" if submission else "imap"
@@ -159,12 +179,13 @@ mail_gid = {group}
 mail_location = maildir:~/Maildir:LAYOUT=fs
 # The sandbox trades durability for seeding speed; it is a rehearsal, not a mail store.
 mail_fsync = never
-mail_max_userip_connections = 200
+mail_max_userip_connections = {self.max_userip_connections}
 mail_plugins = $mail_plugins quota
 {capability}
 namespace inbox {{
   inbox = yes
-  separator = /
+  prefix = {self.namespace_prefix}
+  separator = {self.separator}
   mailbox "Posta inviata" {{
     special_use = \\Sent
   }}

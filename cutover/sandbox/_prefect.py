@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 
 from cutover.errors import SandboxError
+from cutover.plan import Plan, load_plan
+from cutover.prefect_server import auth_string
 from cutover.sandbox._process import has_exited, port_open, spawn, stop_pid, tail, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,13 +46,34 @@ class FlowRunView:
 @dataclass
 class PrefectStack:
     """A Prefect server on ``127.0.0.1:port`` with its database under ``home``, plus the processes started
-    against it (workers, ``pec-cutover serve``). ``stop()`` ends them all."""
+    against it (workers, ``pec-cutover serve``). ``stop()`` ends them all. With a ``plan`` whose ``prefect.auth``
+    is set, the server is locked as ``pec-cutover server start`` locks it and every client carries the string."""
 
     home: Path
     port: int
+    plan_path: Path | None = None
     pec_cutover_home: Path = REPO
     extra_env: dict[str, str] = field(default_factory=dict)
     _pids: list[tuple[int, str, Path]] = field(default_factory=list, repr=False)
+    _auth: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def plan(self) -> Plan | None:
+        return load_plan(self.plan_path) if self.plan_path is not None else None
+
+    @property
+    def auth(self) -> str | None:
+        """The plan's auth string, resolved once: the server keeps the one it started with."""
+        if self._auth is None and self.plan_path is not None:
+            self._auth = auth_string(load_plan(self.plan_path))
+        return self._auth
+
+    def _prefect_argv(self, *args: str) -> list[str]:
+        """``prefect ARGS``; with a plan, as the runbook has it: ``pec-cutover prefect --plan P -- ARGS`` (the
+        wrapper puts the plan's auth string in the environment of ``prefect``, never on its command line)."""
+        if self.plan_path is None:
+            return [str(BIN / "prefect"), *args]
+        return [str(BIN / "pec-cutover"), "prefect", "--plan", str(self.plan_path), "--", *args]
 
     @property
     def api_url(self) -> str:
@@ -81,8 +104,12 @@ class PrefectStack:
             raise SandboxError(f"cannot start a Prefect server on 127.0.0.1:{self.port}: the port is taken "
                                "(another Prefect server? stop it or pick another port)")
         self.home.mkdir(parents=True, exist_ok=True)
-        pid = self._spawn("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                                     "--port", str(self.port)])
+        if self.plan_path is not None:  # the runbook's command; it refuses to start unlocked
+            argv = [str(BIN / "pec-cutover"), "server", "start", "--plan", str(self.plan_path), "--host", "127.0.0.1",
+                    "--port", str(self.port)]
+        else:
+            argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        pid = self._spawn("server", argv)
         log = self.home / "server.log"
         if not wait_until(lambda: self._healthy() or has_exited(pid), timeout=SERVER_START_TIMEOUT_S, interval=0.5) \
                 or has_exited(pid):
@@ -91,7 +118,7 @@ class PrefectStack:
 
     def start_worker(self, pool: str, name: str) -> None:
         """``prefect worker start --pool POOL`` (a process worker: each flow run in its own subprocess)."""
-        self._spawn(f"worker-{name}", [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name])
+        self._spawn(f"worker-{name}", self._prefect_argv("worker", "start", "--pool", pool, "--name", name))
 
     def start_serve(self, plan_path: Path) -> None:
         """``pec-cutover serve --plan P``: the four deployments served from one process."""
@@ -107,7 +134,9 @@ class PrefectStack:
         log = self.home / f"{label}.log"
         pid = spawn(argv, log_file=log, pid_file=self.home / f"{label}.pid", env=self.env, cwd=self.pec_cutover_home)
         # pid_matches() needs a program and a string of its command line: the last argument is unique here.
-        self._pids.append((pid, Path(argv[0]).name, Path(argv[-1])))
+        # `pec-cutover server start` and `pec-cutover prefect` exec `prefect`: that is the name to recognise.
+        program = "prefect" if argv[1:2] in (["server"], ["prefect"]) else Path(argv[0]).name
+        self._pids.append((pid, program, Path(argv[-1])))
         return pid
 
     # --- commands --------------------------------------------------------------------------------------------
@@ -116,7 +145,7 @@ class PrefectStack:
 
         A non-zero exit raises :class:`SandboxError` with the command's last lines.
         """
-        argv = [str(BIN / program), *args]
+        argv = self._prefect_argv(*args) if program == "prefect" else [str(BIN / program), *args]
         proc = subprocess.run(argv, env=self.env, cwd=self.pec_cutover_home, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
@@ -180,6 +209,29 @@ class PrefectStack:
         """The artifacts a flow run left (key, type, data)."""
         return self._api("POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
 
+    def unauthenticated(self, paused_run: str | None = None) -> list[tuple[str, tuple[int, ...]]]:
+        """What the API answers a caller without the auth string: (what was tried, HTTP statuses). A read is one
+        GET; a change (create a rollback run, resume a paused run) first needs a CSRF token from the API, then the
+        POST: both are tried, as an intruder would."""
+        tries: list[tuple[str, str, str, dict | None]] = [
+            ("read the rollback deployment", "GET", "/deployments/name/rollback/rollback", None)]
+        try:
+            rollback = self._api("GET", "/deployments/name/rollback/rollback")
+            tries.append(("create a rollback run", "POST", f"/deployments/{rollback['id']}/create_flow_run", {}))
+        except SandboxError:
+            pass
+        if paused_run:
+            tries.append(("resume a paused run", "POST", f"/flow_runs/{paused_run}/resume",
+                          {"run_input": {"action": "continue", "operator": "intruder", "reason": "no auth"}}))
+        out = []
+        for what, method, path, body in tries:
+            statuses = []
+            if method != "GET":
+                statuses.append(httpx.get(f"{self.api_url}/csrf-token", params={"client": "intruder"}, timeout=30.0).status_code)
+            statuses.append(httpx.request(method, f"{self.api_url}{path}", json=body, timeout=30.0).status_code)
+            out.append((what, tuple(statuses)))
+        return out
+
     def _healthy(self) -> bool:
         try:
             return httpx.get(f"{self.api_url}/health", timeout=2.0).status_code == 200
@@ -187,8 +239,15 @@ class PrefectStack:
             return False
 
     def _api(self, method: str, path: str, body: dict | None = None):
-        response = httpx.request(method, f"{self.api_url}{path}", content=json.dumps(body) if body else None,
-                                 headers={"Content-Type": "application/json"}, timeout=30.0)
+        auth = tuple(self.auth.split(":", 1)) if self.auth else None
+        headers = {"Content-Type": "application/json"}
+        if method != "GET":  # the server's CSRF protection: a token per client, from the (authenticated) API
+            token = httpx.get(f"{self.api_url}/csrf-token", params={"client": "pec-cutover-sandbox"}, auth=auth,
+                              timeout=30.0)
+            if token.status_code == 200:
+                headers.update({"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": "pec-cutover-sandbox"})
+        response = httpx.request(method, f"{self.api_url}{path}", content=json.dumps(body) if body is not None else None,
+                                 headers=headers, timeout=30.0, auth=auth)
         if response.status_code >= 400:
             raise SandboxError(f"Prefect API {method} {path}: HTTP {response.status_code}: {response.text[:200]}")
         return response.json()

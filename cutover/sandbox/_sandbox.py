@@ -27,6 +27,7 @@ from imapclient.exceptions import IMAPClientError
 
 from cutover.dnsrecords import txt_rdata, wanted_records
 from cutover.errors import SandboxError, SecretError
+from cutover.operators import new_secret
 from cutover.plan import Plan
 from cutover.sandbox import _dns, _relay, _webmail
 from cutover.sandbox._ca import CertKind, SandboxCA
@@ -56,6 +57,12 @@ class MailboxLike(Protocol):
     address: str
     source_secret: SecretRef | str | None
     target_secret: SecretRef | str | None
+    # optional: ``login(side)`` -> the name the member logs in with on that side (else the address)
+
+
+def _login_of(mailbox: MailboxLike, side: Literal["source", "target"]) -> str:
+    login = getattr(mailbox, "login", None)
+    return login(side) if callable(login) else mailbox.address
 
 
 @dataclass(frozen=True)
@@ -90,8 +97,15 @@ def _side_key(side: str) -> Literal["source", "target"]:
     raise SandboxError(f"unknown side {side!r}; use source/aruba or target/infocert")
 
 
+def _local_port(endpoint, tls: str) -> int | None:
+    """The port of a plan endpoint served on this machine with TLS mode ``tls``, else None."""
+    if endpoint is None or endpoint.host != "127.0.0.1" or endpoint.tls != tls:
+        return None
+    return endpoint.port
+
+
 class Sandbox:
-    """Starts, stops and changes the sandbox servers described by ``plan`` (see DESIGN.md, Sandbox)."""
+    """Starts, stops and changes the sandbox servers described by ``plan`` (see docs/design.md, The sandbox)."""
 
     def __init__(self, plan: Plan) -> None:
         if plan.sandbox is None:
@@ -103,15 +117,23 @@ class Sandbox:
         self.logs = self.state_dir / "logs"
         self.run_dir = self.state_dir / "run"
         self.ports = self._ports(plan)
+        self._logins: dict[tuple[str, str], str] = {}  # (side, address) -> login name on that side
         good = self.ca.server_pair("good")
+        submission = {"aruba": plan.source.smtp, "infocert": plan.target.smtp}
         self.dovecots = {
             name: DovecotInstance(
                 name, self.ports[name],
                 DovecotPaths(self.state_dir / "dovecot" / name, self.state_dir / "mail" / name, self.logs / f"{name}.log"),
-                good.cert, good.key, submission_port=self.ports.get(f"{name}-submission"),
+                good.cert, good.key,
+                # the plan's SMTP endpoint on this machine is served by this Dovecot's submission service, implicit
+                # TLS or STARTTLS as the endpoint says; it relays to the sandbox MTA when the plan runs one
+                submission_port=_local_port(submission[name], "implicit"),
+                starttls_port=_local_port(submission[name], "starttls"),
                 relay_port=self.ports.get(f"{name}-mta"))
             for name in ("aruba", "infocert")
         }
+        for side, limit in (plan.sandbox.max_userip_connections or {}).items():
+            self.dovecots["aruba" if side == "source" else "infocert"].max_userip_connections = limit
 
     # ----- layout -------------------------------------------------------------------------------
     @staticmethod
@@ -253,6 +275,15 @@ class Sandbox:
         except SecretError as exc:
             raise SandboxError(f"sandbox cannot use secret {ref}: {exc}") from None
 
+    def _control_secrets(self) -> None:
+        """The Prefect server's auth string and each operator's TOTP secret the plan references, made if missing
+        (a rehearsal locks its Prefect server and plays named operators, as on the day)."""
+        if self.plan.prefect.auth:
+            self._get_or_create_secret(self.plan.secret_ref(self.plan.prefect.auth),
+                                       lambda: f"pec-cutover:{secrets.token_urlsafe(24)}")
+        for operator in self.plan.operators:
+            self._get_or_create_secret(self.plan.secret_ref(operator.totp_secret), new_secret)
+
     def _tsig_secret(self) -> str:
         ref = self.plan.secret_ref(self.plan.dns.tsig.secret)
         return self._get_or_create_secret(ref, lambda: base64.b64encode(secrets.token_bytes(32)).decode())
@@ -364,6 +395,7 @@ class Sandbox:
         """Start the named services (default: all); healthy running ones are left alone. Idempotent."""
         names = self._names(services)
         self._prepare_state()
+        self._control_secrets()
         todo = [n for n in names if not self._healthy(self._service(n))]
         for n in todo:
             self._stop(n)  # a half-dead instance of ours (alive, port closed) is replaced
@@ -521,8 +553,23 @@ class Sandbox:
             ref = self._ref(reference, self._inventory_dir())
         return self._get_or_create_secret(ref, new_password)
 
+    def login_name(self, side: Side, address: str) -> str:
+        """The user name ``address`` has on one Dovecot: its inventory login on that side (InfoCert-style User
+        IDs on the target), else the address."""
+        key = _side_key(side)
+        if (key, address) not in self._logins:
+            try:
+                from cutover.inventory import load_inventory
+                for mb in load_inventory(self.plan):
+                    for k in ("source", "target"):
+                        self._logins.setdefault((k, mb.address), mb.login(k))
+            except Exception:  # noqa: BLE001 - no (valid) inventory: users are named by address
+                pass
+        return self._logins.get((key, address), address)
+
     def ensure_users(self, mailboxes: Iterable[MailboxLike]) -> int:
-        """Create every mailbox on both Dovecots with the password its secret holds (created if missing).
+        """Create every mailbox on both Dovecots, named by its login on that side, with the password its secret
+        holds (created if missing).
 
         Idempotent: users whose stored hash already matches are left alone. Returns how many entries changed.
         """
@@ -540,9 +587,11 @@ class Sandbox:
             changed_here = 0
             for mb in boxes:
                 password = self._member_password(side, mb)
-                entry = entries.get(mb.address)
+                self._logins[(side, mb.address)] = _login_of(mb, side)
+                user = _login_of(mb, side).lower()  # Dovecot's auth_username_format %Lu: names are looked up lowercased
+                entry = entries.get(user)
                 if entry is None:
-                    entries[mb.address] = PasswdEntry(mb.address, ssha512(password))
+                    entries[user] = PasswdEntry(user, ssha512(password))
                     changed_here += 1
                 elif not ssha512_matches(entry.password_hash, password):
                     entry.password_hash = ssha512(password)
@@ -590,9 +639,10 @@ class Sandbox:
         """
         name = "aruba" if _side_key(side) == "source" else "infocert"
         d = self.dovecots[name]
-        if address not in d.users.entries():
-            raise SandboxError(f"{address} does not exist on sandbox {name}")
-        d.users.upsert(address, new_password)
+        user = self.login_name(side, address).lower()
+        if user not in d.users.entries():
+            raise SandboxError(f"{address} ({user}) does not exist on sandbox {name}")
+        d.users.upsert(user, new_password)
         if update_secret:
             from cutover.inventory import load_inventory
             mb = load_inventory(self.plan).get(address)
@@ -605,18 +655,20 @@ class Sandbox:
         """Delete a member and its mail from one server; False if it did not exist."""
         name = "aruba" if _side_key(side) == "source" else "infocert"
         d = self.dovecots[name]
-        existed = d.users.remove(address)
-        d.delete_mail(address)
+        user = self.login_name(side, address).lower()
+        existed = d.users.remove(user)
+        d.delete_mail(user)
         return existed
 
     def set_quota(self, side: Side, address: str, storage_bytes: int | None) -> None:
         """Give a member a storage quota in bytes (None: back to the server default)."""
         name = "aruba" if _side_key(side) == "source" else "infocert"
         d = self.dovecots[name]
-        if address not in d.users.entries():
-            raise SandboxError(f"{address} does not exist on sandbox {name}")
+        user = self.login_name(side, address).lower()
+        if user not in d.users.entries():
+            raise SandboxError(f"{address} ({user}) does not exist on sandbox {name}")
         rule = None if storage_bytes is None else f"*:storage={int(storage_bytes)}B"
-        d.users.upsert(address, None, userdb_quota_rule=rule)
+        d.users.upsert(user, None, userdb_quota_rule=rule)
 
     def set_max_message_size(self, side: Side, address: str, max_bytes: int | None) -> None:
         """Refuse (APPEND/delivery of) any message larger than ``max_bytes`` for one member (None: no limit).
@@ -625,9 +677,10 @@ class Sandbox:
         larger than the maximum size allowed by server configuration``; other members are not affected."""
         name = "aruba" if _side_key(side) == "source" else "infocert"
         d = self.dovecots[name]
-        if address not in d.users.entries():
-            raise SandboxError(f"{address} does not exist on sandbox {name}")
-        d.users.upsert(address, None, userdb_quota_max_mail_size=None if max_bytes is None else str(int(max_bytes)))
+        user = self.login_name(side, address).lower()
+        if user not in d.users.entries():
+            raise SandboxError(f"{address} ({user}) does not exist on sandbox {name}")
+        d.users.upsert(user, None, userdb_quota_max_mail_size=None if max_bytes is None else str(int(max_bytes)))
 
     def set_imap_capability(self, side: Side, capabilities: Sequence[str] | None) -> None:
         """Tests only: make one Dovecot announce exactly ``capabilities`` after login (None: its own list
@@ -637,11 +690,28 @@ class Sandbox:
         self._stop(name)
         self.up([name])
 
+    def set_namespace(self, side: Side, prefix: str = "", separator: str = "/") -> None:
+        """Give one Dovecot's personal namespace a prefix and separator (``"INBOX."``, ``"."``: Courier/Cyrus
+        style, as many non-Dovecot providers); ``("", "/")`` is the default again. Restarts it."""
+        name = "aruba" if _side_key(side) == "source" else "infocert"
+        self.dovecots[name].namespace_prefix, self.dovecots[name].separator = prefix, separator
+        self._stop(name)
+        self.up([name])
+
+    def set_connection_limit(self, side: Side, per_user: int | None) -> None:
+        """Make one provider strict: at most ``per_user`` sessions per member and IP (Dovecot's
+        ``mail_max_userip_connections``; None: the sandbox's lenient default). Restarts it."""
+        name = "aruba" if _side_key(side) == "source" else "infocert"
+        limits = self.plan.sandbox.max_userip_connections if self.plan.sandbox else {}
+        self.dovecots[name].max_userip_connections = per_user or limits.get(_side_key(side), 200)
+        self._stop(name)
+        self.up([name])
+
     def admin_session(self, side: Side, address: str) -> IMAPClient:
         """An IMAPClient logged in as ``address`` through the sandbox admin master user (close it after use)."""
         name = "aruba" if _side_key(side) == "source" else "infocert"
         try:
-            return open_as("127.0.0.1", self.ports[name], self.ca_file, user=address, master=ADMIN_USER,
+            return open_as("127.0.0.1", self.ports[name], self.ca_file, user=self.login_name(side, address), master=ADMIN_USER,
                            master_password=self._admin_password())
         except (IMAPClientError, OSError) as exc:
             raise SandboxError(f"sandbox {name}: cannot open a session for {address} "

@@ -156,7 +156,7 @@ def _seed_mailbox(sandbox: Sandbox, side: Literal["source", "target"], address: 
                   big_size: tuple[int, int], rng_seed: int, reset: bool) -> MailboxSeed:
     marker = _marker(sandbox, side, address)
     if reset:
-        sandbox.dovecots["aruba" if side == "source" else "infocert"].delete_mail(address)
+        sandbox.dovecots["aruba" if side == "source" else "infocert"].delete_mail(sandbox.login_name(side, address))
         marker.unlink(missing_ok=True)
     elif marker.exists():
         data = json.loads(marker.read_text())

@@ -9,7 +9,6 @@ runs on an environment of its own (``own_env``), started with the root conftest'
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -62,21 +61,11 @@ def secret_values(plan: Plan) -> list[str]:
     return [p.read_text().strip() for p in root.rglob("*") if p.is_file() and len(p.read_text().strip()) >= 8]
 
 
-def start_service(sandbox: Sandbox, name: str, tries: int = 5) -> None:
-    """Start a stopped service, retrying: right after a stop, Sandbox.start_service sometimes fails with "did not
-    come up" and an empty log while the old instance's processes still let go of the port (reported)."""
-    from cutover.errors import SandboxError
-
-    for attempt in range(tries):
-        if sandbox.status([name])[0].running:
-            return
-        try:
-            sandbox.start_service(name)
-            return
-        except SandboxError:
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
+def start_service(sandbox: Sandbox, name: str) -> None:
+    """Start a stopped service at once: stop_service returns only when the old instance is gone and its port is
+    free, so no retry or wait is needed here (and none would hide a regression)."""
+    if not sandbox.status([name])[0].running:
+        assert sandbox.start_service(name).running
 
 
 @pytest.fixture(scope="session")

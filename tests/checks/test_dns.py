@@ -180,15 +180,20 @@ def test_a_stopped_server_is_a_failed_result_not_an_exception(zone) -> None:
 
 
 def test_resolver_serves_the_old_mx_until_the_ttl_runs_out_then_converges(zone, record_property) -> None:
-    plan, _ = zone
-    # The resolver holds the source MX with most of the normal TTL left.
-    settle_resolver(plan, "source", min_ttl_left=plan.dns.ttl.normal - 3)
-    started = time.monotonic()
-    change = switch_mx(plan, "target")
-    switched = time.monotonic()
-    assert change.changed
-
-    early = resolver_propagation(plan, "target", deadline_s=0.5, poll_s=0.2, min_fraction=1.0)
+    plan, box = zone
+    # The resolver holds the source MX with most of the normal TTL left. If the switch (Ansible) outlasts that
+    # on a slow machine, the first look already sees the new MX: that round shows nothing and is played again.
+    for _round in range(3):
+        settle_resolver(plan, "source", min_ttl_left=plan.dns.ttl.normal - 3)
+        started = time.monotonic()
+        change = switch_mx(plan, "target")
+        switched = time.monotonic()
+        assert change.changed
+        early = resolver_propagation(plan, "target", deadline_s=0.5, poll_s=0.2, min_fraction=1.0)
+        if not early.ok:
+            break
+        set_mx(plan, "source", plan.dns.ttl.normal)
+        wait_secondary(box)
     assert not early.ok and early.reason == "not-converged"
     assert early.data["fraction"] == 0.0 and early.data["converged_after_s"] is None
     [(name, ttl_left)] = early.data["pending"].items()
@@ -207,7 +212,9 @@ def test_resolver_serves_the_old_mx_until_the_ttl_runs_out_then_converges(zone, 
           f"(normal TTL {plan.dns.ttl.normal}s)")
 
 
-def test_propagation_with_short_ttl_converges_within_the_cutover_ttl(zone) -> None:
+def test_propagation_with_short_ttl_converges_once_the_cached_short_ttl_runs_out(zone, record_property) -> None:
+    """With the cutover TTL served, the resolver holds the old MX for at most that TTL: what it reports left at the
+    switch bounds what it may still serve (no wall-clock threshold here; speed is for benchmarks)."""
     plan, box = zone
     set_mx(plan, "source", plan.dns.ttl.cutover)
     wait_secondary(box)  # else unbound may fetch the old TTL from a lagging ns2
@@ -215,24 +222,37 @@ def test_propagation_with_short_ttl_converges_within_the_cutover_ttl(zone) -> No
     started = time.monotonic()
     switch_mx(plan, "target")
     wait_secondary(box)
-    done = resolver_propagation(plan, "target", deadline_s=15, poll_s=0.1)
-    assert done.ok and done.data["converged_after_s"] <= plan.dns.ttl.cutover + 2
-    print(f"with cutover TTL {plan.dns.ttl.cutover}s: switch + convergence {time.monotonic() - started:.2f}s")
+    seen, left = resolver_answer(plan)   # what the resolver holds right after the switch
+    assert seen == "target" or (seen == "source" and left is not None and left <= plan.dns.ttl.cutover), (seen, left)
+    done = resolver_propagation(plan, "target", deadline_s=60, poll_s=0.1)
+    assert done.ok, done.as_row()
+    [after] = resolver_mx(plan, "target")
+    assert after.ok and after.data["ttl_remaining"] <= plan.dns.ttl.cutover  # the new MX is cached as briefly
+    record_property("switch_to_converged_s", round(time.monotonic() - started, 2))
 
 
 def test_ttl_preflight_wants_the_cutover_ttl_for_at_least_the_old_ttl(zone) -> None:
-    plan, _ = zone
+    plan, box = zone
     now = datetime.now(timezone.utc)
     not_lowered = ttl_preflight(plan, now=now)
     assert not not_lowered.ok and not_lowered.reason == "ttl-not-lowered"
     assert "dns ttl --lower" in not_lowered.detail
 
-    plan, box = zone
-    settle_resolver(plan, "source", min_ttl_left=plan.dns.ttl.cutover + 2)  # a cache holding the old TTL
-    set_mx(plan, "source", plan.dns.ttl.cutover)
-    wait_secondary(box)
-    unknown = ttl_preflight(plan, now=now)
-    assert not unknown.ok and unknown.reason == "ttl-since-unknown"
+    # Without a journal the pre-flight trusts the resolvers only when none holds more than the cutover TTL. Whether
+    # the cache still holds the old, longer TTL when the check asks is read from what the check saw: on a slow
+    # machine the cache may age past it first, and the round is played again from a fresh cache.
+    for _round in range(3):
+        set_mx(plan, "source", plan.dns.ttl.normal)
+        wait_secondary(box)
+        settle_resolver(plan, "source", min_ttl_left=plan.dns.ttl.cutover + 1)  # a cache holding the old TTL
+        set_mx(plan, "source", plan.dns.ttl.cutover)
+        wait_secondary(box)
+        unknown = ttl_preflight(plan, now=now)
+        held = unknown.data["resolver_ttl"]["unbound"]
+        assert unknown.ok == (held <= plan.dns.ttl.cutover), unknown.as_row()
+        if held > plan.dns.ttl.cutover:
+            break
+    assert not unknown.ok and unknown.reason == "ttl-since-unknown", unknown.as_row()
 
     append_journal(plan, {"action": "set_ttl", "level": "cutover", "ttl": plan.dns.ttl.cutover, "changed": True},
                    when=now)

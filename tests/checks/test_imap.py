@@ -17,17 +17,6 @@ def target_inbox_count(sandbox_env, address: str) -> int:
         client.logout()
 
 
-class VerifiedCounts:
-    """A ledger's answer for INBOX (the ledger itself is tested with the copy engine)."""
-
-    def __init__(self, counts: dict[str, int]) -> None:
-        self.counts = counts
-
-    def verified_count(self, address: str, folder: str) -> int:
-        assert folder == "INBOX"
-        return self.counts[address]
-
-
 def test_canaries_log_in_and_see_the_target_inbox(sandbox_env) -> None:
     canaries = sandbox_env.inventory.canaries
     assert len(canaries) >= 2
@@ -49,21 +38,55 @@ def test_one_canary_with_a_wrong_password_is_an_auth_failure_others_pass(sandbox
             box.ensure_users(sandbox_env.inventory.mailboxes)
     by_address = {r.target: r for r in results}
     assert not by_address[broken].ok and by_address[broken].reason == "auth-failure"
-    assert "2FA" in by_address[broken].detail
+    assert "2FA" not in by_address[broken].detail and "User ID" in by_address[broken].detail  # target: no 2FA hint
     assert all(r.ok for a, r in by_address.items() if a != broken)
     text = repr(results) + "".join(str(r.as_row()) for r in results)
     assert not any(secret in text for secret in tools.secret_values(sandbox_env.plan))
     assert all(r.ok for r in canary_logins(sandbox_env.plan, sandbox_env.inventory))  # restored
 
 
-def test_inbox_is_compared_with_the_ledger(sandbox_env) -> None:
-    counts = {c.address: target_inbox_count(sandbox_env, c.address) for c in sandbox_env.inventory.canaries}
-    results = canary_logins(sandbox_env.plan, sandbox_env.inventory, ledger=VerifiedCounts(counts))
-    assert all(r.ok for r in results)
-    ahead = {a: n + 2 for a, n in counts.items()}
-    results = canary_logins(sandbox_env.plan, sandbox_env.inventory, ledger=VerifiedCounts(ahead))
-    assert all(not r.ok and r.reason == "mismatch" for r in results)
-    assert "2 verified message(s) not in the target INBOX" in results[0].detail
+def test_inbox_is_compared_with_the_ledger(sandbox_env, tmp_path) -> None:
+    """Canaries of this test's own, copied with the real engine into a real SQLite ledger; then a verified
+    message disappears from one target INBOX and the canary check says so."""
+    import uuid
+
+    from cutover.inventory import Inventory, Mailbox
+    from cutover.ledger import Ledger
+    from cutover.mailsync import copy_mailboxes
+    from cutover.sandbox import seed
+    from cutover.secrets import SecretRef
+
+    box, plan = sandbox_env.sandbox, sandbox_env.plan
+    canaries = []
+    for i in range(2):
+        local = f"canary{uuid.uuid4().hex[:8]}"
+        canaries.append(Mailbox(f"{local}@{plan.domain}", SecretRef("file", str(tmp_path / "aruba" / local)),
+                                SecretRef("file", str(tmp_path / "infocert" / local)), canary=True))
+    box.ensure_users(canaries)
+    seed(plan, canaries, 6, big_attachments=0, sandbox=box)
+    plan = plan.model_copy(update={"ledger": tmp_path / "ledger.sqlite"})
+    assert copy_mailboxes(plan, canaries).ok
+    ledger = Ledger(plan.ledger)
+    inventory = Inventory(path=tmp_path / "mailboxes.csv", mailboxes=tuple(canaries))
+    try:
+        results = canary_logins(plan, inventory, ledger=ledger)
+        assert all(r.ok for r in results), [r.as_row() for r in results]
+        assert [r.data["inbox"] for r in results] == [ledger.verified_count(m.address, "INBOX") for m in canaries]
+        assert all(r.data["inbox"] >= 1 for r in results)
+
+        client = box.admin_session("target", canaries[0].address)  # a verified message vanishes from the target
+        try:
+            client.select_folder("INBOX")
+            client.delete_messages(client.search("ALL")[:1])
+            client.expunge()
+        finally:
+            client.logout()
+        by_address = {r.target: r for r in canary_logins(plan, inventory, ledger=ledger)}
+        assert not by_address[canaries[0].address].ok and by_address[canaries[0].address].reason == "mismatch"
+        assert "1 verified message(s) not in the target INBOX" in by_address[canaries[0].address].detail
+        assert by_address[canaries[1].address].ok
+    finally:
+        ledger.close()
 
 
 def test_target_down_is_refused(sandbox_env, tools) -> None:
@@ -74,7 +97,9 @@ def test_target_down_is_refused(sandbox_env, tools) -> None:
     finally:
         tools.start_service(sandbox_env.sandbox, "infocert")
     assert results and all(r.reason == "refused" for r in results)
-    assert [(r.target.split()[0], r.ok, r.reason) for r in pre] == [("aruba", True, ""), ("infocert", False, "refused")]
+    # the target's IMAP and SMTP submission are the same Dovecot: both refused
+    assert [(r.target.split()[0], r.ok, r.reason) for r in pre] == [("aruba", True, ""), ("infocert", False, "refused"),
+                                                                    ("infocert", False, "refused")]
     assert all(r.ok for r in endpoints_reachable(sandbox_env.plan))
 
 

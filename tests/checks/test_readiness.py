@@ -55,7 +55,7 @@ def test_finds_each_mailbox_broken_on_purpose(broken, plain) -> None:
     assert found[broken[WRONG_TARGET]] == ("bad-credentials", "target")
     assert sorted(progress) == [(i, 6) for i in range(1, 7)]
     assert report.summary() == {"ready": 2, "bad-credentials": 3, "target-missing": 0, "over-quota": 1,
-                                "unreachable": 0, "tls-failure": 0, "no-secret": 0, "total": 6}
+                                "unreachable": 0, "tls-failure": 0, "no-secret": 0, "throttled": 0, "total": 6}
     assert not report.ok
     source = report.mailboxes[WRONG_SOURCE]
     assert "2FA" in source.action and "aruba" in source.action

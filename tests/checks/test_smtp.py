@@ -1,123 +1,74 @@
-"""SMTP submission logins. The sandbox has no SMTP listener, so these run against a small real SMTP server
-(TLS with the sandbox CA's certificates, AUTH PLAIN) started by the test on 127.0.0.1, and a closed port."""
+"""SMTP submission logins against the sandbox's real Dovecot submission service on the target ("infocert"):
+STARTTLS with the sandbox CA's certificate, AUTH PLAIN against the same passwd-file as IMAP. What the server saw
+is read from its own log (a login line per canary, none when TLS failed)."""
 
 from __future__ import annotations
 
-import base64
 import socket
-import socketserver
-import ssl
-import threading
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
 
 from checks.smtp import smtp_logins
-from cutover.plan import Endpoint
 
 
-class _Submission(socketserver.StreamRequestHandler):
-    """Just enough ESMTP for a login: EHLO (AUTH PLAIN), AUTH PLAIN <token>, QUIT. Nothing is accepted for delivery."""
-
-    def handle(self) -> None:
-        self.wfile.write(b"220 sandbox submission ready\r\n")
-        while line := self.rfile.readline():
-            verb, _, arg = line.decode().strip().partition(" ")
-            verb = verb.upper()
-            if verb in ("EHLO", "HELO"):
-                self.wfile.write(b"250-sandbox\r\n250 AUTH PLAIN\r\n")
-            elif verb == "AUTH":
-                _mech, _, token = arg.partition(" ")
-                _authz, user, password = base64.b64decode(token).decode().split("\0")
-                ok = self.server.passwords.get(user) == password  # type: ignore[attr-defined]
-                self.server.logins.append((user, ok))  # type: ignore[attr-defined]
-                self.wfile.write(b"235 2.7.0 accepted\r\n" if ok else b"535 5.7.8 authentication failed\r\n")
-            elif verb == "QUIT":
-                self.wfile.write(b"221 bye\r\n")
-                return
-            else:
-                self.wfile.write(b"502 not here\r\n")
+def server_logins(sandbox_env) -> list[str]:
+    """The submission logins the target Dovecot logged so far ("Login: user=<...>" lines)."""
+    log = sandbox_env.sandbox.dovecots["infocert"].paths.log
+    return [line for line in log.read_text(errors="replace").splitlines() if "submission-login: Info: Login: user=<" in line]
 
 
-class _TlsServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, context: ssl.SSLContext, passwords: dict[str, str]) -> None:
-        super().__init__(("127.0.0.1", 0), _Submission)
-        self.context = context
-        self.passwords = passwords
-        self.logins: list[tuple[str, bool]] = []
-
-    def get_request(self):
-        conn, addr = super().get_request()
-        conn.settimeout(5)
-        try:
-            return self.context.wrap_socket(conn, server_side=True), addr
-        except (ssl.SSLError, OSError):
-            conn.close()
-            raise
-
-
-@contextmanager
-def submission_server(cert: Path, key: Path, passwords: dict[str, str]) -> Iterator[_TlsServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    server = _TlsServer(context, passwords)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def with_smtp(plan, port: int):
-    return plan.model_copy(update={"target": plan.target.model_copy(
-        update={"smtp": Endpoint(host="127.0.0.1", port=port, tls="implicit"), "timeout_s": 3})})
-
-
-def passwords(sandbox_env) -> dict[str, str]:
-    return {m.address: m.password("target").reveal() for m in sandbox_env.inventory.canaries}
+def with_smtp(plan, **changes):
+    return plan.model_copy(update={"target": plan.target.model_copy(update=changes)})
 
 
 def test_no_smtp_in_the_plan_means_no_results(sandbox_env) -> None:
-    assert sandbox_env.plan.target.smtp is None
-    assert smtp_logins(sandbox_env.plan, sandbox_env.inventory) == []
+    assert smtp_logins(with_smtp(sandbox_env.plan, smtp=None), sandbox_env.inventory) == []
 
 
-def test_auth_over_tls_passes_and_sends_nothing(sandbox_env) -> None:
-    good = sandbox_env.sandbox.ca.server_pair("good")
-    with submission_server(good.cert, good.key, passwords(sandbox_env)) as server:
-        results = smtp_logins(with_smtp(sandbox_env.plan, server.server_address[1]), sandbox_env.inventory)
-    assert results and all(r.ok for r in results), [r.as_row() for r in results]
-    assert sorted(server.logins) == sorted((m.address, True) for m in sandbox_env.inventory.canaries)
+def test_auth_over_starttls_passes_and_sends_nothing(sandbox_env) -> None:
+    plan = sandbox_env.plan
+    assert plan.target.smtp.tls == "starttls" and plan.target.smtp.port == sandbox_env.environment.ports.infocert_submission
+    before = len(server_logins(sandbox_env))
+    results = smtp_logins(plan, sandbox_env.inventory)
+    canaries = [m.address for m in sandbox_env.inventory.canaries]
+    assert [r.target for r in results] == canaries
+    assert all(r.ok for r in results), [r.as_row() for r in results]
+    assert "STARTTLS" in results[0].expected
+    new = server_logins(sandbox_env)[before:]
+    # InfoCert-style user IDs, not addresses (Dovecot logs user names lowercased)
+    logins = [m.login("target").lower() for m in sandbox_env.inventory.canaries]
+    assert sorted(a for a in logins for line in new if f"user=<{a}>" in line and "method=PLAIN" in line and "TLS" in line) \
+        == sorted(logins)
 
 
 def test_wrong_password_is_an_auth_failure_and_not_shown(sandbox_env, tools) -> None:
-    good = sandbox_env.sandbox.ca.server_pair("good")
-    canaries = sandbox_env.inventory.canaries
-    table = passwords(sandbox_env) | {canaries[0].address: "something-else"}
-    with submission_server(good.cert, good.key, table) as server:
-        results = smtp_logins(with_smtp(sandbox_env.plan, server.server_address[1]), sandbox_env.inventory)
-    assert (results[0].ok, results[0].reason) == (False, "auth-failure")
-    assert all(r.ok for r in results[1:])
-    text = repr(results)
+    box, canaries = sandbox_env.sandbox, sandbox_env.inventory.canaries
+    broken = canaries[0].address
+    box.set_password("target", broken, "changed-by-the-member-on-infocert")  # the server's password, not ours
+    try:
+        results = smtp_logins(sandbox_env.plan, sandbox_env.inventory)
+    finally:
+        box.ensure_users(sandbox_env.inventory.mailboxes)
+    by_address = {r.target: r for r in results}
+    assert (by_address[broken].ok, by_address[broken].reason) == (False, "auth-failure")
+    assert "535" in by_address[broken].observed and "2FA" in by_address[broken].detail
+    assert all(r.ok for a, r in by_address.items() if a != broken)
+    text = repr(results) + "".join(str(r.as_row()) for r in results)
     assert not any(secret in text for secret in tools.secret_values(sandbox_env.plan))
+    assert all(r.ok for r in smtp_logins(sandbox_env.plan, sandbox_env.inventory))  # restored
 
 
-def test_wrong_host_certificate_is_a_tls_failure(sandbox_env) -> None:
-    bad = sandbox_env.sandbox.ca.server_pair("wrong-host")
-    with submission_server(bad.cert, bad.key, passwords(sandbox_env)) as server:
-        results = smtp_logins(with_smtp(sandbox_env.plan, server.server_address[1]), sandbox_env.inventory)
-    assert results and all(r.reason == "tls-failure" for r in results)
-    assert server.logins == []  # no credentials went to an untrusted server
+def test_untrusted_certificate_is_a_tls_failure_before_any_credential(sandbox_env) -> None:
+    # The system CA store does not trust the sandbox CA: verification must fail, never be skipped.
+    before = len(server_logins(sandbox_env))
+    results = smtp_logins(with_smtp(sandbox_env.plan, ca_bundle=None), sandbox_env.inventory)
+    assert results and all(r.reason == "tls-failure" for r in results), [r.as_row() for r in results]
+    assert "certificate" in results[0].observed
+    assert server_logins(sandbox_env)[before:] == []  # no credentials went to a server we could not verify
 
 
 def test_closed_port_is_refused(sandbox_env) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, never listening: connections are refused
-        results = smtp_logins(with_smtp(sandbox_env.plan, port), sandbox_env.inventory)
+        smtp = sandbox_env.plan.target.smtp.model_copy(update={"port": port})
+        results = smtp_logins(with_smtp(sandbox_env.plan, smtp=smtp), sandbox_env.inventory)
     assert results and all(r.reason == "refused" for r in results)

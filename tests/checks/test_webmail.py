@@ -156,4 +156,6 @@ def test_cli_check_webmail_exit_code_follows_the_result(sandbox_env) -> None:
 def test_cli_check_access_passes_on_the_canaries(sandbox_env) -> None:
     run = run_cli("check", "access", "--plan", str(sandbox_env.plan_path), "--no-ledger")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert f"access: all {len(sandbox_env.inventory.canaries)} checks passed" in run.stdout
+    # per canary: an IMAP login and an SMTP submission login (STARTTLS) on the target
+    assert f"access: all {2 * len(sandbox_env.inventory.canaries)} checks passed" in run.stdout
+    assert "smtp login" in run.stdout

@@ -1,4 +1,4 @@
-"""DESIGN.md "Layers": cutover/ imports neither checks/, flows/ nor Prefect at module level; checks/ never
+"""docs/design.md (the layers): cutover/ imports neither checks/, flows/ nor Prefect at module level; checks/ never
 imports flows/ or Prefect. (A CLI command may import a plug-in lazily, inside the function that needs it.)"""
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from cutover.cli import app
 from cutover.errors import PlanError
 from cutover.plan import load_plan, parse_plan
+from cutover.sandbox import write_environment
 
 REPO = Path(__file__).resolve().parents[2]
 REHEARSAL = REPO / "inventory" / "rehearsal" / "plan.yaml"
@@ -97,6 +98,41 @@ def test_naive_window_read_in_plan_timezone_and_aware_kept(tmp_path):
     plan = load_plan(_write(tmp_path, data))
     assert plan.window.start.utcoffset().total_seconds() == 0
     assert plan.window.end.utcoffset().total_seconds() == 3600
+
+
+def test_sandbox_window_is_built_from_today_and_always_contains_now(tmp_path):
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from cutover import freeze
+
+    plan = load_plan(REHEARSAL)  # the committed rehearsal plan: today-1d … today+2d, midnight in Europe/Rome
+    today = datetime.now(ZoneInfo("Europe/Rome")).date()
+    assert plan.window.start.date() == today - timedelta(days=1) and plan.window.end.date() == today + timedelta(days=2)
+    assert (plan.window.start.hour, plan.window.start.minute, plan.window.end.hour) == (0, 0, 0)
+    assert freeze.check_window(plan).inside
+    generated = load_plan(write_environment(tmp_path / "env", base_port=20000).plan)
+    assert generated.window == plan.window
+
+
+def test_a_window_relative_to_today_is_refused_outside_a_sandbox_plan(tmp_path):
+    data = _data()
+    del data["sandbox"]
+    with pytest.raises(PlanError, match=r"line \d+: window.start: 'today-1d' is a window relative to today, for "
+                                        "sandbox plans only"):
+        load_plan(_write(tmp_path, data))
+
+
+def test_a_window_that_has_ended_refuses_the_cutover(tmp_path):
+    from cutover import freeze
+    from cutover.errors import FreezeError
+
+    data = _data()
+    data["window"] = {"start": "2026-01-01T06:00:00", "end": "2026-01-01T10:00:00"}
+    plan = load_plan(_write(tmp_path, data))
+    assert not freeze.check_window(plan).inside
+    with pytest.raises(FreezeError, match="refusing to start: outside the window 2026-01-01T06:00:00"):
+        freeze.require_window(plan)
 
 
 def test_unknown_timezone(tmp_path):

@@ -53,18 +53,35 @@ def test_bad_references(text, msg):
 
 
 def test_secret_never_shows_itself(caplog):
-    s = Secret(VALUE, "env:X")
-    shown = [str(s), repr(s), f"{s}", f"{s!r}", "%s" % s, str([s]), str({"pw": s})]
-    assert all(VALUE not in text for text in shown)
-    assert MASK in str(s)
+    """Every way the value could be rendered goes through the Secret's own methods (str, repr, format with and
+    without a spec, %-formatting, containers, JSON, logging, a rendered traceback with its locals): none shows it."""
+    import json
+    import traceback
+
+    s = resolve("env:PEC_TEST_SHOWN", environ={"PEC_TEST_SHOWN": VALUE})
+    assert s.reveal() == VALUE  # the value is there, only reveal() gives it
+    shown = {
+        "str": str(s), "repr": repr(s), "f": f"{s}", "f!r": f"{s!r}", "f spec": f"{s:>40}", "format spec": "{:s}".format(s),
+        "%s": "%s" % s, "%-30s": "%-30s" % s, "%r": "%r" % (s,), "list": str([s]), "dict": str({"pw": s}),
+        "tuple": repr((s, 1)), "json": json.dumps({"pw": s}, default=str),
+    }
+    leaked = {how: text for how, text in shown.items() if VALUE in text}
+    assert not leaked, f"the value shows through: {sorted(leaked)}"
+    assert all(MASK in text for text in shown.values())
+    assert "env:PEC_TEST_SHOWN" in repr(s)  # where it came from is shown, the value never
+
     with caplog.at_level(logging.DEBUG):
-        logging.getLogger("t").info("login with %s", s)
-        logging.getLogger("t").info("login with %r", s)
-    assert VALUE not in caplog.text
+        logging.getLogger("cutover.test").info("login with %s / %r / %-20s", s, s, s)
+    assert caplog.records and VALUE not in caplog.text
+
+    def fails(password):  # a local holding the secret, as in any login function
+        raise RuntimeError("login refused")
+
     try:
-        raise RuntimeError(f"failed with {s}")
+        fails(s)
     except RuntimeError as exc:
-        assert VALUE not in str(exc)
+        rendered = "".join(traceback.TracebackException.from_exception(exc, capture_locals=True).format())
+    assert "password = " in rendered and VALUE not in rendered
 
 
 def test_secret_cannot_be_pickled():

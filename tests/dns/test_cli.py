@@ -41,8 +41,14 @@ def test_switch_dry_run_shows_the_diff_and_changes_nothing(zone) -> None:
 
 
 def test_ttl_needs_exactly_one_direction(zone) -> None:
-    result = CliRunner().invoke(app, ["dns", "ttl", "--plan", str(zone.environment.plan)])
-    assert result.exit_code == 2
+    from cutover.dnschange import read_journal
+
+    before = zone.served()
+    for flags in ([], ["--lower", "--restore"]):
+        result = CliRunner().invoke(app, ["dns", "ttl", *flags, "--plan", str(zone.environment.plan)])
+        assert result.exit_code == 2, result.output
+        assert "give exactly one of --lower or --restore" in result.output, result.output
+    assert zone.served() == before and read_journal(zone.plan) == []  # nothing changed, nothing journaled
 
 
 def test_emergency_switch_back_during_a_cutover_freeze(zone) -> None:

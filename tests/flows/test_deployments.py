@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from datetime import timezone
 from pathlib import Path
@@ -51,3 +53,16 @@ def test_cutover_schedule_is_in_the_plan_timezone_whatever_offset_the_window_has
     schedule = window_schedule(plan.model_copy(update={"window": plan.window.model_copy(update={"start": start})}))
     # 20:00 in Rome, written as 19:00Z: still DTSTART 20:00 in Europe/Rome.
     assert schedule.rrule.startswith("DTSTART:20261212T200000") and schedule.timezone == "Europe/Rome"
+
+
+def test_schedule_with_no_server_is_one_clear_line(tmp_path):
+    data = yaml.safe_load((REPO / "inventory" / "rehearsal" / "plan.yaml").read_text())
+    data["window"] = {"start": "today+1d", "end": "today+2d"}
+    data["inventory"] = str(REPO / "inventory" / "rehearsal" / "mailboxes.csv")
+    data.pop("prefect")  # no auth string to resolve: this is about the server being absent
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(data))
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "pec-cutover"), "schedule", "--plan",
+                           str(tmp_path / "plan.yaml")], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "cannot reach the Prefect server" in proc.stderr, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from cutover.operators import current_code
 from cutover.sandbox._prefect import PrefectStack
 
 from .conftest import Day
 from .test_cutover_day import mx_everywhere
 
 POOL = "pec-cutover"
+OPERATOR = "Maria Verdi"
 
 
 def free_port() -> int:
@@ -45,8 +47,20 @@ def soon(seconds: float) -> datetime:
 
 
 @pytest.fixture
-def stack(tmp_path: Path):
-    stack = PrefectStack(home=tmp_path / "prefect-home", port=free_port())
+def locked_day(tmp_path: Path, day_factory):
+    """A sandbox day whose plan locks its Prefect server (prefect.auth) and names an operator, as on the day."""
+    from .test_server_auth import lock
+
+    day: Day = day_factory(window=(soon(3600).isoformat(), soon(7200).isoformat()))
+    auth, totp = lock(day.plan_path, tmp_path / "control-secrets")
+    return day, totp
+
+
+@pytest.fixture
+def stack(tmp_path: Path, locked_day):
+    """The runbook's server: `pec-cutover server start --plan P`; every `prefect` command through
+    `pec-cutover prefect --plan P -- ...`."""
+    stack = PrefectStack(home=tmp_path / "prefect-home", port=free_port(), plan_path=locked_day[0].plan_path)
     stack.start_server()
     yield stack
     stack.stop()
@@ -61,8 +75,8 @@ def completed_with_report(stack: PrefectStack, run_id: str, report_key: str, tim
     return reports[report_key]
 
 
-def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, day_factory):
-    day: Day = day_factory(window=(soon(3600).isoformat(), soon(7200).isoformat()))
+def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_day):
+    day, totp = locked_day
     plan = {"plan_path": str(day.plan_path)}
     # The runbook's commands, as written there.
     stack.cli("work-pool", "create", POOL, "--type", "process")
@@ -70,7 +84,9 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, day_facto
     stack.start_worker(POOL, "worker-1")
 
     completed_with_report(stack, stack.run_deployment("readiness/readiness", plan), "readiness-report")
-    completed_with_report(stack, stack.run_deployment("prestage/prestage", plan), "prestage-report")
+    prestage = stack.run_deployment("prestage/prestage", plan)
+    completed_with_report(stack, prestage, "prestage-report")
+    assert stack.flow_run(prestage).name == f"prestage pec.fnofi.it ({len(day.inventory)} mailboxes)"
     assert day.digests("target", day.inventory.mailboxes[0].address) == \
         day.digests("source", day.inventory.mailboxes[0].address)
 
@@ -85,7 +101,8 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, day_facto
     assert mx_everywhere(day, "target")
 
     # A rollback started on demand (as from the UI's "Run" button).
-    run = stack.run_deployment("rollback/rollback", {**plan, "reason": "rehearsed by hand", "operator": "test"})
+    run = stack.run_deployment("rollback/rollback", {**plan, "reason": "rehearsed by hand", "operator": OPERATOR,
+                                                     "operator_code": current_code(totp)})
     completed_with_report(stack, run, "rollback-report")
     assert mx_everywhere(day, "source")
 
@@ -100,8 +117,8 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, day_facto
             for r in stack.flow_runs(f"{d}/{d}")} == {"Completed"}
 
 
-def test_pec_cutover_serve_runs_every_flow(stack: PrefectStack, day_factory):
-    day: Day = day_factory(window=(soon(3600).isoformat(), soon(7200).isoformat()))
+def test_pec_cutover_serve_runs_every_flow(stack: PrefectStack, locked_day):
+    day, totp = locked_day
     # Serve schedules the cutover at the plan's window start: far enough ahead for serve to register it.
     window_start = soon(40)
     set_window(day.plan_path, window_start)
@@ -120,7 +137,8 @@ def test_pec_cutover_serve_runs_every_flow(stack: PrefectStack, day_factory):
     assert "inside the window" in report and "**Verdict: GO:" in report
     assert mx_everywhere(day, "target")
 
-    rollback = stack.run_deployment("rollback/rollback", {"reason": "rehearsed by hand"})
+    rollback = stack.run_deployment("rollback/rollback", {"reason": "rehearsed by hand", "operator": OPERATOR,
+                                                          "operator_code": current_code(totp)})
     completed_with_report(stack, rollback, "rollback-report")
     assert mx_everywhere(day, "source")
     # After the rollback lifted the freeze, a new pre-stage may run (the second attempt's preparation).

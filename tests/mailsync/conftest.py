@@ -101,8 +101,28 @@ def message(subject: str, body: str, message_id: str | None = None) -> bytes:
             f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n").encode()
 
 
+def recreate_folder(sandbox_env, side: str, address: str, folder: str) -> tuple[int, int]:
+    """Recreate ``folder`` with the same messages under a new UIDVALIDITY (as a server restore would);
+    returns (old, new) UIDVALIDITY."""
+    import time
+
+    client = sandbox_env.sandbox.admin_session(side, address)
+    try:
+        old = client.select_folder(folder)[b"UIDVALIDITY"]
+        client.create_folder(f"{folder}-tmp")
+        client.copy(client.search("ALL"), f"{folder}-tmp")
+        client.close_folder()
+        client.delete_folder(folder)
+        time.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock
+        client.rename_folder(f"{folder}-tmp", folder)
+        new = client.select_folder(folder, readonly=True)[b"UIDVALIDITY"]
+    finally:
+        client.logout()
+    return old, new
+
+
 @pytest.fixture
 def imap_view():
     """The helpers above, for tests (importlib mode: test modules do not import conftest)."""
     import types
-    return types.SimpleNamespace(snapshot=snapshot, digests=digests, message=message)
+    return types.SimpleNamespace(snapshot=snapshot, digests=digests, message=message, recreate_folder=recreate_folder)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from cutover.ledger import Ledger
@@ -56,25 +57,27 @@ def test_a_copy_running_in_another_process_refuses_the_second_at_once(imap_view,
 
 
 def test_two_copies_of_one_mailbox_at_once_never_duplicate(imap_view, sandbox_env, make_mailbox, plan_for) -> None:
+    """The second copy starts while the first is seen half-way (its ledger rows and the target's INBOX growing):
+    the overlap is made to happen, not hoped for."""
     mb = make_mailbox(messages=60)
     plan = plan_for(batch_messages=4)
-    start = threading.Barrier(2, timeout=60)
-    reports = []
+    first: dict = {}
+    events = []
+    worker = threading.Thread(target=lambda: first.setdefault("report", sync_mailbox(
+        plan, mb, Ledger(plan.ledger), on_progress=events.append)))  # its own connections, as a process would have
+    worker.start()
+    deadline = time.monotonic() + 120
+    while not any(e.messages_done > 0 for e in events):
+        assert worker.is_alive() and time.monotonic() < deadline, "the first copy never got going"
+        time.sleep(0.01)
 
-    def copy() -> None:
-        ledger = Ledger(plan.ledger)  # each its own connections, as two processes would have
-        start.wait()
-        reports.append(sync_mailbox(plan, mb, ledger))
+    first_done_so_far, first_running = max(e.messages_done for e in events), worker.is_alive()
+    second = sync_mailbox(plan, mb, Ledger(plan.ledger))
+    worker.join(timeout=300)
 
-    workers = [threading.Thread(target=copy) for _ in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=300)
-
-    assert len(reports) == 2
-    assert any(r.verified for r in reports), [r.error for r in reports]
-    assert all(r.verified or r.reason == "busy" for r in reports), [r.error for r in reports]
+    assert first_running and 0 < first_done_so_far < 60, "the first copy was not half-way when the second started"
+    assert (second.status, second.reason, second.verified) == ("failed", "busy", False), second.error
+    assert first["report"].verified and first["report"].copied == 60, first["report"].error
     target = _non_empty(imap_view.digests(imap_view.snapshot(sandbox_env, "target", mb.address)))
     assert target == _non_empty(imap_view.digests(imap_view.snapshot(sandbox_env, "source", mb.address)))
     assert sum(sum(c.values()) for c in target.values()) == 60  # every message once

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import random
+import re
 import subprocess
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def _ports(plan) -> dict[str, int]:
         "resolver": plan.dns.resolvers[0].port,
         "webmail": plan.sandbox.webmail_port,
         "webmail_url": plan.target.webmail[0].url,
+        "submission": str(plan.target.smtp),
     }
 
 
@@ -51,12 +53,44 @@ def test_generated_environment_is_complete_and_offset(tmp_path: Path) -> None:
     assert hosts["dns_port"] == 23053 and hosts["ansible_connection"] == "local"
 
 
+def _values(node) -> list[str]:
+    """Every scalar value of a YAML tree (keys are names; values are what could carry a secret)."""
+    if isinstance(node, dict):
+        return [v for value in node.values() for v in _values(value)]
+    if isinstance(node, list):
+        return [v for value in node for v in _values(value)]
+    return [str(node)]
+
+
+# What a TSIG key (or any generated secret) looks like: a long run of base64 with upper, lower case and digits
+# (a path such as .sandbox/secrets/tsig.key is not one).
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
+
+
+def _key_like(text: str) -> bool:
+    return any(re.search("[A-Z]", run) and re.search("[a-z]", run) and re.search("[0-9]", run)
+               for run in _BASE64_RUN.findall(text))
+
+
 def test_rehearsal_hosts_inventory_has_no_secret() -> None:
-    hosts = yaml.safe_load((REHEARSAL / "hosts.yml").read_text())["all"]["hosts"]["ns1"]
+    hosts = yaml.safe_load((REHEARSAL / "hosts.yml").read_text())
+    ns1 = hosts["all"]["hosts"]["ns1"]
     plan = load_plan(REHEARSAL / "plan.yaml")
-    assert hosts["dns_port"] == plan.dns.primary.port
-    assert hosts["tsig_key_name"] == plan.dns.tsig.name
-    assert not any("secret" == k for k in hosts)
+    assert ns1["dns_port"] == plan.dns.primary.port
+    assert ns1["tsig_key_name"] == plan.dns.tsig.name
+    # The key is referenced by the path of its mode-600 file, the same file the plan's tsig.secret names.
+    assert ns1["tsig_key_secret_file"].endswith("/.sandbox/secrets/tsig.key")
+    assert plan.dns.tsig.secret.endswith("/.sandbox/secrets/tsig.key")
+    values = _values(hosts)
+    assert not [v for v in values if _key_like(v)], "a value of hosts.yml looks like a key"
+
+
+def test_a_running_sandbox_keeps_its_tsig_key_out_of_the_ansible_inventory(sandbox_env) -> None:
+    plan = sandbox_env.plan
+    key = plan.secret(plan.dns.tsig.secret).reveal()
+    assert _key_like(key)  # the rule above recognises a real key
+    hosts_text = sandbox_env.environment.hosts.read_text()
+    assert key not in hosts_text and not [v for v in _values(yaml.safe_load(hosts_text)) if _key_like(v)]
 
 
 def _factory(tmp_path: Path, seed: int) -> PecMessageFactory:

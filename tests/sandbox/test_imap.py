@@ -28,7 +28,7 @@ def test_member_logs_in_over_verified_tls(sandbox_env, side: str) -> None:
     mailbox = sandbox_env.inventory.mailboxes[0]
     client = _connect(sandbox_env, side)
     try:
-        assert client.login(mailbox.address, mailbox.password(side).reveal()) == b"Logged in"
+        assert client.login(mailbox.login(side), mailbox.password(side).reveal()) == b"Logged in"
         caps = client.capabilities()
         for cap in (b"QUOTA", b"UIDPLUS", b"MULTIAPPEND", b"LITERAL+"):
             assert cap in caps
@@ -110,7 +110,7 @@ def test_tiny_quota_is_visible_and_refuses_appends(sandbox_env) -> None:
     try:
         client = _connect(sandbox_env, "target")
         try:
-            client.login(mailbox.address, mailbox.password("target").reveal())
+            client.login(mailbox.login("target"), mailbox.password("target").reveal())
             _roots, quotas = client.get_quota_root("INBOX")
             assert [(q.resource, q.limit) for q in quotas] == [("STORAGE", 50)]  # KiB
             with pytest.raises(IMAPClientError, match="(?i)quota"):
@@ -130,11 +130,11 @@ def test_password_change_takes_effect_without_restart(sandbox_env) -> None:
         client = _connect(sandbox_env, "target")
         try:
             with pytest.raises(LoginError):
-                client.login(mailbox.address, old)
+                client.login(mailbox.login("target"), old)
         finally:
             client.shutdown()
         client = _connect(sandbox_env, "target")
-        client.login(mailbox.address, "changed-mid-migration")
+        client.login(mailbox.login("target"), "changed-mid-migration")
         client.logout()
     finally:
         box.set_password("target", mailbox.address, old)
@@ -151,7 +151,7 @@ def test_deliver_appends_new_mail_with_flags_and_date(sandbox_env) -> None:
     assert uid is not None
     client = _connect(sandbox_env, "target")
     try:
-        client.login(mailbox.address, mailbox.password("target").reveal())
+        client.login(mailbox.login("target"), mailbox.password("target").reveal())
         client.select_folder("Arrivi", readonly=True)
         data = client.fetch([uid], ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])[uid]
         assert data[b"BODY[]"] == raw
@@ -169,7 +169,7 @@ def test_removed_user_cannot_log_in(sandbox_env) -> None:
         client = _connect(sandbox_env, "target")
         try:
             with pytest.raises(LoginError):
-                client.login(mailbox.address, mailbox.password("target").reveal())
+                client.login(mailbox.login("target"), mailbox.password("target").reveal())
         finally:
             client.shutdown()
     finally:
@@ -196,7 +196,7 @@ def test_plan_master_user_gets_a_secret_and_logs_in(tmp_path_factory, sandbox_st
         client = IMAPClient("127.0.0.1", port=plan.target.imap.port, ssl=True, ssl_context=_ctx(box.ca_file))
         try:
             client.plain_login("legalmail-admin", plan.secret(plan.target.auth.master_secret).reveal(),
-                               authorization_identity=mailbox.address)
+                               authorization_identity=mailbox.login("target"))
             assert client.folder_exists("INBOX")
         finally:
             client.logout()

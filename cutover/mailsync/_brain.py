@@ -1,0 +1,226 @@
+"""The brain of one mailbox run: plan -> transfer -> verify for every folder, the ledger kept on the way.
+
+It owns the two sessions (source and target), asks ``_plan`` what to do, hands each folder to ``_transfer``,
+verifies every folder once all are copied (``_verify``; the read-back of one folder overlaps the copy of the
+next), and turns the folders' outcome into the mailbox's status and reason. :func:`run_with_retries` turns
+every failure into the report: a lost connection is retried from the ledger, the others are not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from imapclient import IMAPClient
+
+from cutover.errors import ConnectionLost, LedgerError, MailboxError, Throttled
+from cutover.imap import connect
+from cutover.limits import throttle_delay
+from cutover.mailsync import _imapops as ops
+from cutover.mailsync._context import MailboxContext
+from cutover.mailsync._models import FolderReport, MailboxReport
+from cutover.mailsync._plan import (FolderRefused, SourceFolder, check_quota, list_source, map_mailbox, plan_folder,
+                                    unchanged_since_verified, unknown_twins)
+from cutover.mailsync._transfer import copy_messages
+from cutover.mailsync._verify import READBACK_MIN_BYTES, READBACK_MIN_MESSAGES, ReadBack, verify_folder, verify_full
+
+log = logging.getLogger("cutover.mailsync")
+
+
+class MailboxBrain:
+    """One mailbox run; ``run()`` may be called again after a connection loss and resumes from the ledger."""
+
+    def __init__(self, ctx: MailboxContext, report: MailboxReport) -> None:
+        self.ctx = ctx
+        self.report = report
+        self.readback: ReadBack | None = None  # per attempt: the concurrent read-back, when there is one
+
+    def run(self) -> None:
+        ctx = self.ctx
+        # Sessions are always opened source provider first, whatever the direction: every thread takes the
+        # providers' session caps in one order, so a forward and a reverse copy never wait on each other.
+        first = ops.quiet(connect(ctx.plan, "source", ctx.mailbox))
+        src = first if ctx.src_side == "source" else None
+        dst = first if ctx.dst_side == "source" else None
+        try:
+            second = ops.quiet(connect(ctx.plan, "target", ctx.mailbox))
+            src, dst = (src, second) if src is not None else (second, dst)
+            try:
+                src.normalise_times = False  # keep INTERNALDATE's own offset, byte for byte
+                dst.normalise_times = False
+                self.readback = ReadBack.if_affordable(ctx)
+                try:
+                    self._run(src, dst)
+                finally:
+                    if self.readback is not None:
+                        self.readback.close()
+                        self.readback = None
+            finally:
+                ops.logout(second)
+        finally:
+            ops.logout(first)
+
+    def _run(self, src: IMAPClient, dst: IMAPClient) -> None:
+        ctx = self.ctx
+        mailbox = map_mailbox(ctx, src, dst)
+        dst_names = mailbox.target_folders
+
+        folder_reports: list[FolderReport] = []
+        listings: list[SourceFolder] = []
+        for sname, tname in mailbox.mapping.items():
+            unchanged = None
+            if not ctx.dry_run and not ctx.verify_only and tname in dst_names:
+                unchanged = unchanged_since_verified(ctx, src, dst, sname, tname)
+            if unchanged is not None:
+                folder_reports.append(unchanged)
+                continue
+            listings.append(list_source(ctx, src, sname, tname))
+
+        if not ctx.dry_run and not ctx.verify_only:
+            count, nbytes = check_quota(ctx, dst, listings, dst_names)
+            if self.readback is not None and (count >= READBACK_MIN_MESSAGES or nbytes >= READBACK_MIN_BYTES):
+                self.readback.start()  # its session opens while the copy starts
+
+        # Every folder is copied first, then every folder verified: the read-back of one folder overlaps the
+        # copy of the next (verification of a folder depends only on the ledger and the target's state).
+        finishing: list[Callable[[], FolderReport]] = []
+        for folder in listings:
+            if ctx.verify_only:
+                fr = verify_full(ctx, src, dst, folder.source, folder.target, folder.listing, folder.target in dst_names)
+                finishing.append(lambda fr=fr: fr)
+            else:
+                finishing.append(self._copy_folder(src, dst, folder, folder.target in dst_names, mailbox.multiappend))
+        for finish in finishing:
+            fr = finish()
+            folder_reports.append(fr)
+            log.info("folder done address=%s direction=%s folder=%s target=%s messages=%d copied=%d skipped=%d missing=%d",
+                     ctx.address, ctx.direction, fr.source, fr.target, fr.messages, fr.copied, fr.skipped,
+                     fr.missing)
+        self._summarise(folder_reports)
+
+    def _copy_folder(self, src: IMAPClient, dst: IMAPClient, folder: SourceFolder, exists_on_target: bool,
+                     multiappend: bool) -> Callable[[], FolderReport]:
+        """Copy one folder; return the function that verifies it (called once every folder is copied)."""
+        ctx = self.ctx
+        try:
+            fp = plan_folder(ctx, dst, folder, exists_on_target)
+        except FolderRefused as exc:
+            refused = FolderReport(folder.source, folder.target, messages=len(folder.listing),
+                                   bytes=sum(folder.listing.values()), missing=len(folder.listing),
+                                   notes=[exc.detail], folder_refused=True)
+            return lambda: refused
+        fr = FolderReport(fp.source, fp.target, messages=len(fp.listing), bytes=sum(fp.listing.values()), notes=fp.notes)
+        if ctx.dry_run:
+            fr.copied, fr.skipped = len(fp.todo), len(fp.done)
+            return lambda: fr
+        ctx.state.enter_folder(fp.source, fp.uidvalidity, fp.target, fp.target_uidvalidity, fp.known,
+                               copying=bool(fp.todo))
+        twins = unknown_twins(ctx, dst, fp)
+        forward_elsewhere = ctx.state.forward_digests_elsewhere(fp.source, fp.uidvalidity)
+        readback = self.readback if self.readback is not None and self.readback.started else None
+        copy_messages(ctx, src, dst, fp, twins, forward_elsewhere, multiappend, fr, readback)
+        # Nothing written to the target folder: the listing taken above is still the target as it is.
+        unchanged = fp.target_listing if not fp.todo else None
+        return lambda: verify_folder(ctx, dst, fr, fp.source, fp.target, fp.uidvalidity, fp.listing, unchanged,
+                                     folder.snapshot, readback)
+
+    def _summarise(self, folder_reports: list[FolderReport]) -> None:
+        """The mailbox's totals, status and reason from its folders'."""
+        ctx, r = self.ctx, self.report
+        r.folder_reports = folder_reports
+        r.folders = len(folder_reports)
+        r.messages = sum(f.messages for f in folder_reports)
+        r.bytes = sum(f.bytes for f in folder_reports)
+        r.missing = sum(f.missing for f in folder_reports)
+        r.duplicates = sum(f.duplicates for f in folder_reports)
+        r.notes = [f"{f.source}: {n}" for f in folder_reports for n in f.notes]
+        if ctx.dry_run:
+            r.copied = sum(f.copied for f in folder_reports)  # would copy
+            r.skipped = sum(f.skipped for f in folder_reports)
+            r.status, r.verified = "dry-run", False
+            return
+        r.copied = ctx.copied_total if not ctx.verify_only else 0
+        r.refused = sum(len(f.refused) for f in folder_reports)
+        r.approved = sum(f.approved for f in folder_reports)
+        r.approvals = [f"approved by {op}: {why}" for op, why, _, _ in ctx.ledger.approvals(ctx.address, ctx.direction)]
+        r.skipped = max(0, r.messages - r.copied - r.missing - r.approved)
+        r.verified = all(f.verified for f in folder_reports)
+        if r.verified:
+            r.status, r.reason, r.error = "verified", "", ""
+            if r.approved:
+                r.error = f"{ctx.address}: {r.approved} skipped message(s) left behind, " + "; ".join(r.approvals)
+        elif r.duplicates:
+            r.status, r.reason = "failed", "duplicates"
+            r.error = (f"{ctx.address}: {r.duplicates} message(s) are on the target twice: "
+                       + "; ".join(n for f in folder_reports if f.duplicates for n in f.notes))
+        elif any(f.folder_refused for f in folder_reports):
+            r.status, r.reason = "failed", FolderRefused.reason
+            r.error = (f"{ctx.address}: " + "; ".join(n for f in folder_reports if f.folder_refused for n in f.notes)
+                       + "; map it to a name the target takes (copy.folder_map in the plan) and run again")
+        elif r.refused and r.missing <= r.refused:
+            # Everything else is there: the target refused these and they wait for a person.
+            r.status, r.reason = "failed", "skipped"
+            reasons = [f"{f.source} UID {u}: {said}" for f in folder_reports for u, said in f.refused]
+            r.error = (f"{ctx.address}: {r.refused} skipped (refused by the target: " + "; ".join(reasons[:5])
+                       + ("; ..." if len(reasons) > 5 else "") + "); fix them and run again, or approve with "
+                       f"'pec-cutover copy approve-skipped --mailbox {ctx.address} --operator NAME --reason TEXT'")
+        else:
+            r.status, r.reason = "not-verified", "not-verified"
+            r.error = f"{ctx.address}: {r.missing} source message(s) without an identical target twin; run the copy again"
+            if r.refused:
+                r.error += f" ({r.refused} of them skipped: refused by the target)"
+
+
+def run_with_retries(brain: MailboxBrain) -> None:
+    """Run ``brain`` until it finishes or fails; every failure goes into the report.
+
+    A lost connection is retried (``copy.retries`` times, exponential backoff from ``copy.retry_backoff_s``); a
+    "too many / slow down" answer (:class:`Throttled`) has a budget of its own (``copy.throttle_retries``,
+    jittered waits from ``copy.throttle_backoff_s`` up to ``copy.throttle_backoff_max_s``, each wait shown in
+    the progress); both resume from the ledger. Every other failure is reported at once."""
+    ctx, report = brain.ctx, brain.report
+    settings = ctx.settings
+    attempt = throttled = 0
+    while True:
+        try:
+            brain.run()
+            break
+        except Throttled as exc:
+            if throttled >= settings.throttle_retries:
+                fail(report, exc, attempts=attempt + throttled + 1)
+                break
+            throttled += 1
+            delay = throttle_delay(throttled, settings.throttle_backoff_s, settings.throttle_backoff_max_s)
+            log.warning("throttled, backing off address=%s attempt=%d of=%d delay_s=%.1f said=%s",
+                        ctx.address, throttled, settings.throttle_retries, delay, exc.detail)
+            ctx.progress.waiting(ctx.address, delay, exc.detail)
+            time.sleep(delay)
+        except ConnectionLost as exc:
+            if attempt >= settings.retries:
+                fail(report, exc, attempts=attempt + throttled + 1)
+                break
+            delay = settings.retry_backoff_s * (2 ** attempt)
+            attempt += 1
+            log.warning("connection lost, retrying address=%s attempt=%d of=%d delay_s=%.1f detail=%s",
+                        ctx.address, attempt, settings.retries, delay, exc.detail)
+            time.sleep(delay)
+        except MailboxError as exc:
+            fail(report, exc)
+            break
+        except LedgerError as exc:
+            report.status, report.reason, report.error = "failed", "ledger", str(exc)
+            break
+        except Exception as exc:  # a bug or an unexpected server answer: report it, keep the others going
+            log.exception("unexpected failure address=%s", ctx.address)
+            report.status, report.reason = "failed", "error"
+            report.error = f"{ctx.address}: unexpected {exc.__class__.__name__}: {str(exc)[:200]}"
+            break
+
+
+def fail(report: MailboxReport, exc: MailboxError, *, attempts: int = 1) -> None:
+    """Record a classified failure (the error's reason) in the report."""
+    report.status = "failed"
+    report.verified = False
+    report.reason = exc.reason
+    report.error = str(exc) + (f" (after {attempts} attempts)" if attempts > 1 else "")

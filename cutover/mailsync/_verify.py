@@ -1,0 +1,278 @@
+"""Verification of a copied folder: every source message has its recorded twin, read back by SHA-256.
+
+Once every folder of the mailbox is copied, the target folder is listed again; every source message must
+have its recorded twin (UID present, same size). Twins appended in this run are read back and their SHA-256
+compared (``copy.verify: readback``, the default; ``size`` trusts APPENDUID and sizes). When a mailbox has
+more than a little to copy and the target's ``max_connections`` allows two sessions per mailbox, the
+read-back runs on a second target session right after each APPEND, overlapping the next batch
+(:class:`ReadBack`); its digests count only under the target UIDVALIDITY the final listing shows, and
+anything it did not read is read at the end as before. A target message that appeared during this run, that
+no ledger row claims and whose SHA-256 is that of a copied/matched message is an extra copy: the mailbox
+fails (``duplicates``), and stays failed while that UID is there (recorded as an event); older unclaimed
+target mail is not judged. Verified rows are marked so a delta does not read them again: a message under a
+given UID and UIDVALIDITY never changes (RFC 3501), so the recorded digest of an unchanged source UID stays
+valid. ``verify_only`` runs trust nothing and compare the multisets of digests of both sides
+(:func:`verify_full`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter, defaultdict
+
+from imapclient import IMAPClient
+
+from cutover.errors import ConnectionLost
+from cutover.imap import connect, map_imap_errors
+from cutover.ledger import MessageRow
+from cutover.limits import mailbox_workers
+from cutover.mailsync import _imapops as ops
+from cutover.mailsync._context import MailboxContext
+from cutover.mailsync._models import FolderReport
+from cutover.mailsync._state import same_size
+
+log = logging.getLogger("cutover.mailsync")
+
+# Below this much to copy in a mailbox, appended messages are read back at the end of each folder on the
+# session already open; above it, a second target session reads them back while the copy goes on.
+READBACK_MIN_MESSAGES = 50
+READBACK_MIN_BYTES = 4 * 1024 * 1024
+
+
+class ReadBack:
+    """Reads appended messages back from the target on a session of its own, while the next batch is appended.
+
+    The consumer hands over (folder, [(target UID, size)]) right after an APPEND answered; a thread EXAMINEs
+    the folder on its own target session (NOOP before each later batch so the session sees the new UIDs),
+    fetches ``BODY.PEEK[]`` in byte-bounded batches and keeps {target UID: SHA-256} per (folder, target
+    UIDVALIDITY it saw). It only *observes*: nothing is written to the ledger here. :func:`verify_folder` takes
+    these digests for twins it would otherwise read itself, under the condition that the target UIDVALIDITY
+    is the one it lists (a message under a UID never changes, RFC 3501: read now or at the end is the same);
+    whatever this thread could not read (a UID it did not see, a failure) is read by :func:`verify_folder` as
+    before. A failure here never fails the copy: it stops the thread and the work falls back to the serial path.
+    """
+
+    def __init__(self, ctx: MailboxContext) -> None:
+        self.ctx = ctx
+        self._items: queue.Queue = queue.Queue()  # (folder, [(uid, size)]): UIDs only, never bodies
+        self._results: dict[tuple[str, int], dict[int, str]] = defaultdict(dict)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+        self._closed = False
+
+    @classmethod
+    def if_affordable(cls, ctx: MailboxContext) -> ReadBack | None:
+        """A third session (second on the target) for concurrent read-back, when the target's connection
+        budget allows two per mailbox and read-back is asked for; None means read back serially."""
+        if ctx.dry_run or ctx.verify_only or ctx.settings.verify != "readback":
+            return None
+        if 2 * mailbox_workers(ctx.plan) > ctx.dst_provider.max_connections:
+            return None
+        return cls(ctx)
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        """Start the thread; its first act is to open its target session."""
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(target=self._work, name=f"readback-{self.ctx.address}", daemon=True)
+            self._thread.start()
+            self._items.put(("", []))  # connect now, not at the first batch
+
+    def submit(self, folder: str, uids_sizes: list[tuple[int, int]]) -> None:
+        if self._failed or self._closed or not uids_sizes or self._thread is None:
+            return
+        self._items.put((folder, uids_sizes))
+
+    def take(self, folder: str, uidvalidity: int) -> dict[int, str]:
+        """Wait for every batch handed over so far; return (and forget) the digests read in ``folder``."""
+        if self._thread is not None:
+            self._items.join()
+        with self._lock:
+            got = self._results.pop((folder, uidvalidity), {})
+            for key in [k for k in self._results if k[0] == folder]:
+                del self._results[key]  # another UIDVALIDITY: useless now
+        return got
+
+    def close(self) -> None:
+        self._closed = self._failed = True  # batches still queued (the copy stopped early) are dropped
+        if self._thread is not None:
+            self._items.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _work(self) -> None:
+        ctx = self.ctx
+        settings = ctx.settings
+        client: IMAPClient | None = None
+        selected: tuple[str, int] | None = None
+        try:
+            while True:
+                item = self._items.get()
+                try:
+                    if item is None:
+                        return
+                    if self._failed:
+                        continue  # drain: the serial path reads what this thread did not
+                    folder, uids_sizes = item
+                    try:
+                        with map_imap_errors(ctx.address, ctx.dst_server):
+                            if client is None:
+                                # never waits for a slot: the copy sessions hold theirs (waiting could deadlock)
+                                client = ops.quiet(connect(ctx.plan, ctx.dst_side, ctx.mailbox, wait_for_slot=False))
+                            if not uids_sizes:
+                                continue
+                            if selected is None or selected[0] != folder:
+                                selected = (folder, ops.select(client, folder)[0])
+                            else:
+                                client.noop()  # let the session see the UIDs appended since
+                            sizes = dict(uids_sizes)
+                            got = dict(ops.digests(client, sorted(sizes), sizes, settings.batch_messages,
+                                                   settings.batch_bytes))
+                        with self._lock:
+                            self._results[selected].update(got)
+                    except Exception as exc:
+                        self._failed = True
+                        log.info("concurrent read-back stopped, verification reads serially address=%s detail=%s",
+                                 ctx.address, str(exc)[:200])
+                finally:
+                    self._items.task_done()
+        finally:
+            if client is not None:
+                ops.logout(client)
+
+
+def _reselect(ctx: MailboxContext, dst: IMAPClient, tname: str, tuidv: int) -> None:
+    """EXAMINE ``tname`` again; a UIDVALIDITY other than the listed one means nothing read now could count."""
+    if ops.select(dst, tname)[0] != tuidv:
+        raise ConnectionLost(ctx.address, f"UIDVALIDITY of target {tname!r} changed during the copy; starting over",
+                             server=ctx.dst_server)
+
+
+def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname: str, tname: str, uidvalidity: int,
+                  listing: dict[int, int], target: ops.Listing | None = None, src_snapshot: list[int] | None = None,
+                  readback: ReadBack | None = None) -> FolderReport:
+    """Complete ``fr`` (missing, duplicates, verified, skipped) for a copied folder and leave the marks in the ledger.
+
+    ``target``: the target folder as listed before the copy when nothing was written to it since (else listed
+    here); ``src_snapshot``: the source folder's state as listed, remembered for the delta fast path."""
+    a, state, settings = ctx.address, ctx.state, ctx.settings
+    listed_before = target is not None
+    if target is None:
+        with map_imap_errors(a, ctx.dst_server):
+            target = ops.sizes(dst, tname)
+    # Digests the concurrent read-back took: only those under the target UIDVALIDITY listed here count.
+    early = readback.take(tname, target.uidvalidity) if readback is not None else {}
+    tuidv, tlisting = target.uidvalidity, target.sizes
+    rows = state.rows(sname, uidvalidity)
+    approved = state.approved_refusals(sname, uidvalidity)  # skipped, and an operator approved leaving them
+    missing = 0
+    trusted: list[int] = []
+    to_read: dict[int, MessageRow] = {}  # target uid -> row
+    for uid in listing:
+        r = rows.get(uid)
+        if r is None or not r.done or r.tgt_uidvalidity != tuidv or not same_size(tlisting, r, listing[uid]):
+            if uid in approved:
+                fr.approved += 1
+                continue
+            missing += 1
+        elif r.verified or settings.verify == "size":
+            trusted.append(uid)
+        else:
+            to_read[r.tgt_uid] = r  # type: ignore[index]
+    mismatched: list[int] = []
+    if to_read:
+        seen = {tuid: early[tuid] for tuid in to_read if tuid in early}
+        rest = sorted(tuid for tuid in to_read if tuid not in seen)
+        if rest:
+            with map_imap_errors(a, ctx.dst_server):
+                if listed_before:
+                    # the session is on another folder since (verification follows the copy of every folder)
+                    _reselect(ctx, dst, tname, tuidv)
+                for tuid, sha in ops.digests(dst, rest, tlisting, settings.batch_messages, settings.batch_bytes):
+                    seen[tuid] = sha
+        for tuid, r in to_read.items():
+            if seen.get(tuid) == r.sha256:
+                trusted.append(r.src_uid)
+            else:
+                mismatched.append(r.src_uid)
+    if mismatched:
+        state.mark_mismatch(sname, uidvalidity, mismatched)
+        fr.notes.append(f"{len(mismatched)} target copy(ies) differ from the source; they will be copied again")
+        missing += len(mismatched)
+    state.mark_verified(sname, uidvalidity, [u for u in trusted if not rows[u].verified])
+    pending = Counter(r.sha256 for r in rows.values() if r.state == "pending")
+    extra = duplicates(ctx, dst, sname, tname, target, pending)
+    if extra:
+        fr.notes.append(f"{len(extra)} message(s) are on the target twice (extra copies at target UIDs "
+                        f"{', '.join(map(str, extra[:20]))}{' ...' if len(extra) > 20 else ''} of "
+                        f"{tname!r}, UIDVALIDITY {tuidv}): remove the extra copies, then run again")
+    fr.duplicates = len(extra)
+    fr.missing = missing
+    state.forget_refusals(sname, uidvalidity, [u for u in trusted if u in approved])  # got through after all
+    fr.verified = missing == 0 and not extra
+    fr.skipped = max(0, fr.messages - fr.copied - missing - fr.approved)
+    if fr.verified:
+        state.remember_snapshot(sname, src_snapshot, target.snapshot, state.totals(sname, uidvalidity)[0])
+    return fr
+
+
+def duplicates(ctx: MailboxContext, dst: IMAPClient, sname: str, tname: str, target: ops.Listing,
+               pending: Counter) -> list[int]:
+    """Target UIDs holding an extra copy of a message this ledger has a twin for, made during this run (or
+    found so by an earlier run and still there). Cheap: only target messages that appeared since this run
+    first listed the folder and that no ledger row claims are read (none on a clean run); target mail that
+    was there before (another tool's copies, mail delivered to the target) is not judged."""
+    a, state = ctx.address, ctx.state
+    tuidv, tlisting = target.uidvalidity, target.sizes
+    known = state.known_duplicates(sname, tname, tuidv, tlisting)
+    before = ctx.target_before.get((tname, tuidv))
+    if before is None:
+        return known
+    ours = [r for r in state.target_rows(tname) if r.tgt_uidvalidity == tuidv]
+    claimed = {r.tgt_uid for r in ours}
+    new = sorted(u for u in tlisting if u not in before and u not in claimed and u not in known)
+    sizes = {r.size for r in ours}
+    candidates = [u for u in new if tlisting[u] in sizes]
+    found: list[int] = []
+    if candidates:
+        digests = {r.sha256 for r in ours}
+        unconfirmed = Counter(pending)  # appended without APPENDUID: a copy of each may be here, once
+        with map_imap_errors(a, ctx.dst_server):
+            _reselect(ctx, dst, tname, tuidv)
+            for u, sha in ops.digests(dst, candidates, tlisting, ctx.settings.batch_messages,
+                                      ctx.settings.batch_bytes):
+                if unconfirmed[sha] > 0:
+                    unconfirmed[sha] -= 1
+                elif sha in digests:
+                    found.append(u)
+    if found:
+        state.record_duplicates(sname, tname, tuidv, found)
+        log.error("duplicates on the target address=%s folder=%s uidvalidity=%d uids=%s", a, tname, tuidv, found)
+    return sorted(set(known) | set(found))
+
+
+def verify_full(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, sname: str, tname: str,
+                listing: dict[int, int], exists_on_target: bool) -> FolderReport:
+    """Trust nothing: the multiset of SHA-256 digests of every message on both sides (reads everything)."""
+    fr = FolderReport(sname, tname, messages=len(listing), bytes=sum(listing.values()))
+    s = ctx.settings
+    with map_imap_errors(ctx.address, ctx.src_server):
+        ops.select(src, sname)
+        src_digests = Counter(sha for _, sha in ops.digests(src, sorted(listing), listing, s.batch_messages, s.batch_bytes))
+    ctx.progress.add(ctx.address, len(listing), fr.bytes)
+    dst_digests: Counter = Counter()
+    if exists_on_target:
+        with map_imap_errors(ctx.address, ctx.dst_server):
+            tlisting = ops.sizes(dst, tname).sizes
+            dst_digests = Counter(sha for _, sha in ops.digests(dst, sorted(tlisting), tlisting,
+                                                                s.batch_messages, s.batch_bytes))
+    fr.missing = sum((src_digests - dst_digests).values())
+    fr.verified = fr.missing == 0
+    fr.skipped = fr.messages - fr.missing
+    return fr
