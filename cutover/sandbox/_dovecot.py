@@ -131,18 +131,17 @@ class DovecotInstance:
         capability = f"imap_capability = {self.imap_capability}\n" if self.imap_capability else ""
         submission = ""
         listeners = ""
-        if self.submission_port is not None:
-            listeners += f"""
-  inet_listener submissions {{
-    address = 127.0.0.1
-    port = {self.submission_port}
-    ssl = yes
-  }}"""
-        if self.starttls_port is not None:
-            listeners += f"""
+        if self.submission_port is not None or self.starttls_port is not None:
+            # Both of Dovecot's default listeners named, so neither keeps its default port (587/465); 0 turns one off.
+            listeners = f"""
   inet_listener submission {{
     address = 127.0.0.1
-    port = {self.starttls_port}
+    port = {self.starttls_port or 0}
+  }}
+  inet_listener submissions {{
+    address = 127.0.0.1
+    port = {self.submission_port or 0}
+    ssl = yes
   }}"""
         if listeners:
             submission = f"""

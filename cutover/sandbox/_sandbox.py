@@ -99,7 +99,7 @@ def _side_key(side: str) -> Literal["source", "target"]:
 
 def _local_port(endpoint, tls: str) -> int | None:
     """The port of a plan endpoint served on this machine with TLS mode ``tls``, else None."""
-    if endpoint is None or endpoint.host != "127.0.0.1" or endpoint.tls != tls:
+    if endpoint is None or endpoint.host not in ("127.0.0.1", "localhost") or endpoint.tls != tls:
         return None
     return endpoint.port
 
