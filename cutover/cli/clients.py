@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -11,16 +10,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from cutover import freeze
-from cutover.cli._common import PlanOption, handle_errors
+from cutover.cli._common import PlanOption, Side, handle_errors
 from cutover.clients import ClientsChange, switch_clients
 from cutover.plan import load_plan
 
 app = typer.Typer(no_args_is_help=True)
-
-
-class Side(str, Enum):
-    target = "target"
-    source = "source"
 
 
 @app.command("switch")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -13,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cutover.cli._common import PlanOption, handle_errors
+from cutover.cli._common import PlanOption, Side, handle_errors
 from cutover.dnschange import DnsChange, set_ttl, switch_mx
 from cutover import freeze
 from cutover.errors import CutoverError
@@ -21,11 +20,6 @@ from cutover.plan import load_plan
 from cutover.ttl import restore_due
 
 app = typer.Typer(no_args_is_help=True)
-
-
-class Side(str, Enum):
-    target = "target"
-    source = "source"
 
 
 @app.command("status")
