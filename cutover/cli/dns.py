@@ -14,10 +14,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from cutover.cli._common import PlanOption, handle_errors
-from cutover.dnschange import DnsChange, set_ttl, switch_mx
+from cutover.dnschange import DnsChange, append_journal, set_ttl, switch_mx
 from cutover import freeze
 from cutover.errors import CutoverError
 from cutover.plan import load_plan
+from cutover.rollback_deadline import require_rollback_allowed
 from cutover.ttl import restore_due
 
 app = typer.Typer(no_args_is_help=True)
@@ -63,6 +64,9 @@ def switch(
     emergency: str = typer.Option(None, "--emergency", metavar="REASON",
                                   help="with --to source: switch back even while a cutover holds the freeze "
                                        "(when the rollback flow cannot run); recorded in the freeze marker"),
+    override: str = typer.Option(None, "--override", metavar="REASON",
+                                 help="with --to source: switch back after the rollback deadline (plan rollback_until, "
+                                      "else the switch + 7 days) anyway"),
     plan_path: Path = PlanOption,
 ) -> None:
     """Replace the zone's MX set with the target's (cutover) or the source's (rollback), through Ansible."""
@@ -71,6 +75,15 @@ def switch(
         plan = load_plan(plan_path)
         if emergency and to.value != "source":
             raise CutoverError("--emergency only switches back to the source (the safe side)")
+        if to.value == "source" and not dry_run:
+            # Back to the source after the deadline points the domain's mail at a provider that may have dropped it.
+            late = require_rollback_allowed(plan, override_reason=override)
+            if late.passed:
+                console.print(f"[yellow]{escape(late.describe())}[/yellow]", soft_wrap=True)
+                append_journal(plan, {"action": "rollback_override", "by": "dns switch --to source",
+                                      "reason": late.override_reason, "deadline": late.deadline.isoformat()})
+                if emergency:
+                    emergency = f"{emergency} ({late.describe()})"
         if not dry_run and not emergency:
             freeze.ensure_not_frozen(plan, f"DNS switch to {to.value} by hand")
         if emergency and not dry_run:
