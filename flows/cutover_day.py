@@ -30,7 +30,7 @@ from cutover.ttl import keep_low_after_go
 from flows._artifacts import announce, log, publish_report, run_id, run_name_of, ui_link
 from flows._clients import clients_decision, switch_clients_task
 from flows._copy import copy_all
-from flows._dns import dns_checks, dns_decision, set_ttl_task, switch_mx_task
+from flows._dns import dns_checks, dns_decision, set_ttl_task, switch_mark_task, switch_mx_task
 from flows.gate import apply_gate
 from flows.rollback import rollback
 
@@ -80,6 +80,16 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             held = freeze.acquire(plan, "cutover", me, note=f"{operator}" + (f", override: {override_window}" if override_window else ""))
             holding = True
             phase.lines.append(f"change freeze taken by this run {held.took_over}".strip())
+
+        with report.phase("switch mark") as phase:
+            mark = switch_mark_task(plan, list(inventory), "target", f"cutover run {me}")
+            if isinstance(mark, str):
+                phase.status, phase.lines = "failed", [mark]
+            else:
+                phase.lines.append(mark.describe())
+                phase.lines += mark.failures()
+                if mark.failed:
+                    phase.status = "incomplete"
 
         with report.phase(f"switch MX to {plan.target.name}") as phase:
             switched = True  # from here a failure leaves the domain half-way: the freeze stays until a decision

@@ -95,6 +95,8 @@ def switch(
             console.print("[yellow]freeze taken for an emergency switch back; it stays until a rollback run "
                           f"(which copies new mail back) lifts it, or it is removed from {freeze.marker_path(plan)}"
                           "[/yellow]", soft_wrap=True)
+        if not dry_run:
+            _mark(console, plan, to.value, "emergency switch by hand" if emergency else "dns switch by hand")
         _show(console, switch_mx(plan, to.value, dry_run=dry_run))
 
 
@@ -119,6 +121,25 @@ def ttl(
                           "ttl.restore_after): a rollback from now on propagates at the normal TTL[/yellow]",
                           soft_wrap=True)
         _show(console, set_ttl(plan, "cutover" if lower else "normal", dry_run=dry_run))
+
+
+def _mark(console: Console, plan, to: str, by: str) -> None:
+    """The switch mark right before the MX changes (recorded in the ledger); never a reason not to switch."""
+    from cutover.inventory import load_inventory
+    from cutover.switch_mark import try_switch_mark
+
+    try:
+        mailboxes = list(load_inventory(plan))
+    except CutoverError as exc:
+        console.print(f"[yellow]switch mark NOT recorded: {escape(str(exc))}[/yellow]", soft_wrap=True)
+        return
+    mark = try_switch_mark(plan, mailboxes, to=to, by=by)  # type: ignore[arg-type]
+    if isinstance(mark, str):
+        console.print(f"[yellow]{escape(mark)}[/yellow]", soft_wrap=True)
+        return
+    console.print(escape(mark.describe()), soft_wrap=True)
+    for line in mark.failures():
+        console.print(f"[yellow]  not marked: {escape(line)}[/yellow]", soft_wrap=True)
 
 
 def _show(console: Console, change: DnsChange) -> None:

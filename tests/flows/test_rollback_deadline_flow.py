@@ -8,6 +8,7 @@ import pytest
 
 from cutover import freeze
 from cutover.errors import RollbackDeadlineError
+from cutover.ledger import Ledger
 from flows.cutover_day import cutover
 from flows.rollback import rollback
 
@@ -28,6 +29,15 @@ def test_after_the_deadline_no_gate_rollback_and_the_flow_needs_an_override(day_
     assert held is not None and held.sticky, "the domain is half-way: the freeze stays until someone decides"
     [report] = [p.read_text() for p in day.plan.reports_dir.glob("cutover-report-*.md")]
     assert "not rolled back by the gate: rollback refused" in report
+    # Point 1: right before the MX changed, the switch mark of every mailbox on both sides, its time in the report.
+    assert f"switch mark " in report and f": {len(day.inventory)} mailboxes, " in report
+    ledger = Ledger(day.plan.ledger)
+    try:
+        [mark] = ledger.switch_marks()
+        assert (mark.to_side, mark.mailboxes, mark.failed) == ("target", len(day.inventory), {})
+        assert {r.address for r in ledger.switch_mark_folders(mark.mark)} == {m.address for m in day.inventory}
+    finally:
+        ledger.close()
 
     with pytest.raises(RollbackDeadlineError, match="override"):
         rollback(plan_path=str(day.plan_path), reason="InfoCert webmail down")
