@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -45,6 +46,14 @@ def flow_env(sandbox_tools) -> Iterator[tuple]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _until(condition, what: str, bound_s: float = 180) -> None:
+    """Wait for a condition (a bound against hanging on a broken stream, not a speed requirement)."""
+    deadline = time.monotonic() + bound_s
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.1)
+
+
 def _make(box: Sandbox, tag: str):
     pair = box.ca.signer_pair()
     return pec_stream_messages(Signer.load(pair.cert, pair.key), seed=tag, tag=tag)
@@ -65,12 +74,10 @@ def test_a_stream_follows_the_mx_switch_and_every_message_is_found_exactly_once(
     assert sender.resolve_mx()[0] == [(10, "mx.pec.aruba.it.")]
     stream = MailStream(sender, _make(box, "switch"), members, interval_s=0.2).start()
     try:
-        while sum(d.provider == "aruba" for d in stream.deliveries) < 5:
-            stream._stop.wait(0.1)
+        _until(lambda: sum(d.provider == "aruba" for d in stream.deliveries) >= 5, "5 messages at aruba")
         switch_mx(plan, "target")  # the product's own switch, through Ansible
         switched_at = len(stream.deliveries)
-        while sum(d.provider == "infocert" for d in stream.deliveries) < 5:
-            stream._stop.wait(0.1)
+        _until(lambda: sum(d.provider == "infocert" for d in stream.deliveries) >= 5, "5 messages at infocert")
     finally:
         deliveries = stream.stop()
     assert all(d.accepted for d in deliveries), [d.error for d in deliveries if not d.accepted]
