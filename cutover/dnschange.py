@@ -5,7 +5,7 @@ Each change reads the primary with dnspython before and after (records, SOA seri
 :mod:`cutover.ansible_bridge` and returns a :class:`DnsChange` whose diff is what the playbook reported per RRset
 (in check mode: what it would change). The MX and the records of :mod:`cutover.dnsrecords` change in one TSIG
 update. A failure raises :class:`DnsChangeError` with the server's reason. TTL changes are journaled next to the
-ledger so the pre-flight knows since when the TTL is low.
+ledger so the pre-flight knows since when the TTL is low, MX switches so the rollback knows its deadline.
 """
 
 from __future__ import annotations
@@ -92,7 +92,12 @@ def switch_mx(plan: Plan, to: Side, *, dry_run: bool = False) -> DnsChange:
     extravars = {**_base_vars(plan), "dns_rrsets": rrsets}
     records = len(rrsets) - 1
     action = f"switch MX to {to} ({provider.name})" + (f" with {records} records" if records else "")
-    return _apply(plan, action, "switch_mx.yml", extravars, before, dry_run=dry_run)
+    change = _apply(plan, action, "switch_mx.yml", extravars, before, dry_run=dry_run)
+    if not dry_run:
+        # The moment the MX changed is the start of the rollback deadline (cutover.rollback_deadline).
+        append_journal(plan, {"action": "switch_mx", "to": to, "provider": provider.name, "changed": change.changed,
+                              "serial": change.serial_after})
+    return change
 
 
 def set_ttl(plan: Plan, level: TtlLevel, *, dry_run: bool = False) -> DnsChange:
@@ -227,7 +232,7 @@ def _records_text(plan: Plan, zone: _Zone) -> str:
     return "".join(lines)
 
 
-# ----- journal of TTL changes -------------------------------------------------------------------
+# ----- journal of DNS changes (TTL moves, MX switches) -------------------------------------------
 
 def journal_path(plan: Plan) -> Path:
     return plan.ledger.parent / JOURNAL_NAME
@@ -258,6 +263,21 @@ def read_journal(plan: Plan) -> list[dict[str, Any]]:
     return out
 
 
+def switched_to_target_at(plan: Plan) -> datetime | None:
+    """When the MX last changed from the source to the target, per the journal; None if it never did, or if a
+    later change put it back on the source."""
+    since: datetime | None = None
+    for entry in read_journal(plan):
+        if entry.get("action") != "switch_mx" or not entry.get("changed"):
+            continue  # an idempotent re-run changed nothing: the clock keeps the first change
+        try:
+            when = datetime.fromisoformat(entry["time"])
+        except (KeyError, ValueError):
+            continue
+        since = when if entry.get("to") == "target" else None
+    return since
+
+
 def ttl_low_since(plan: Plan) -> datetime | None:
     """When the MX TTL last went to the cutover value (and was not restored since), per the journal."""
     since: datetime | None = None
@@ -279,4 +299,4 @@ def ttl_low_since(plan: Plan) -> datetime | None:
 
 
 __all__ = ["DnsChange", "switch_mx", "set_ttl", "read_zone", "journal_path", "append_journal", "read_journal",
-           "ttl_low_since", "JOURNAL_NAME"]
+           "ttl_low_since", "switched_to_target_at", "JOURNAL_NAME"]

@@ -64,6 +64,11 @@ class FreezeError(CutoverError):
     """The change freeze forbids this run (outside the window, or another run holds the freeze)."""
 
 
+class RollbackDeadlineError(CutoverError):
+    """The rollback deadline (plan ``rollback_until``, else the MX switch + 7 days) has passed and no override
+    reason was given."""
+
+
 class LedgerError(CutoverError):
     """The copy ledger is unreadable or inconsistent."""
 

@@ -448,6 +448,9 @@ class Plan(_Model):
     prefect: PrefectServer = PrefectServer()
     operators: list[Operator] = Field(default_factory=list)
     notify: Notify = Notify()
+    rollback_until: datetime | None = Field(
+        default=None, description="after this moment a rollback needs --override REASON; empty: the MX switch to "
+                                  "the target + 7 days (Aruba drops a domain whose MX left it after about 7 days)")
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -509,6 +512,8 @@ class Plan(_Model):
             ("clients", f"group {self.clients.group}, accounts {', '.join(self.clients.accounts)}" if self.clients
              else "none"),
             ("gates", f"on NO-GO: {self.gates.on_nogo}"),
+            ("rollback until", self.rollback_until.isoformat() if self.rollback_until else
+             "the MX switch to the target + 7 days"),
             ("ledger", str(self.ledger)),
             ("inventory", str(self.inventory)),
         ]
@@ -551,6 +556,7 @@ def parse_plan(text: str, path: Path) -> Plan:
     base_dir = path.resolve().parent
     tz_name = data.get("timezone", "Europe/Rome")
     problems = _localise_window(data, tz_name)
+    _localise(data, "rollback_until", tz_name)
     if problems:
         raise PlanError(path, [f"line {_line_of(node, ('window', key))}: window.{key}: {msg}" for key, msg in problems])
     for field_path in _PATH_FIELDS:
@@ -575,6 +581,11 @@ def _cross_checks(plan: Plan, node: yaml.Node | None) -> list[str]:
         line = _line_of(node, (side, "records", "spf"))
         problems.append(f"line {line}: {side}.records.spf: declared for one provider only; declare the SPF of both "
                         "(the zone keeps exactly one SPF record, switched with the MX) or of neither")
+    if plan.rollback_until is not None and plan.rollback_until <= plan.window.end:
+        line = _line_of(node, ("rollback_until",))
+        problems.append(f"line {line}: rollback_until: {plan.rollback_until.isoformat()} is not after the window end "
+                        f"({plan.window.end.isoformat()}): the day itself could not roll back; give a later moment "
+                        "(at the latest the switch + 7 days) or leave it out")
     names = {plan.provider(side).records.webmail.name for side in ("source", "target")
              if plan.provider(side).records.webmail is not None}
     if len(names) > 1:
@@ -621,6 +632,21 @@ def _localise_window(data: dict[str, Any], tz_name: str, now: datetime | None = 
         elif isinstance(value, datetime):
             window[key] = value
     return problems
+
+
+def _localise(data: dict[str, Any], key: str, tz_name: str) -> None:
+    """A naive top-level datetime (or ISO string) is read in the plan's timezone."""
+    value = data.get(key)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return  # pydantic reports the bad datetime with its line
+    if isinstance(value, datetime):
+        try:
+            data[key] = value if value.tzinfo is not None else value.replace(tzinfo=ZoneInfo(str(tz_name)))
+        except (ZoneInfoNotFoundError, ValueError):
+            return  # the timezone validator reports it
 
 
 def _resolve_path(data: dict[str, Any], field_path: tuple[str, ...], base_dir: Path) -> None:

@@ -12,6 +12,7 @@ from checks.gates import Decision, dns_gate
 from cutover.dnschange import DnsChange, set_ttl, switch_mx
 from cutover.plan import Plan
 from cutover.results import CheckResult
+from cutover.switch_mark import SwitchMark, try_switch_mark
 
 OPTS = dict(cache_policy=NO_CACHE, persist_result=False)
 
@@ -19,6 +20,12 @@ OPTS = dict(cache_policy=NO_CACHE, persist_result=False)
 @task(name="switch MX", task_run_name="switch MX to {to}", **OPTS)
 def switch_mx_task(plan: Plan, to: str) -> DnsChange:
     return switch_mx(plan, to)
+
+
+@task(name="switch mark", task_run_name="switch mark before the MX goes to {to}", **OPTS)
+def switch_mark_task(plan: Plan, mailboxes: list, to: str, by: str) -> SwitchMark | str:
+    """Both sides' UIDVALIDITY/UIDNEXT of every mailbox, recorded in the ledger right before the MX changes."""
+    return try_switch_mark(plan, mailboxes, to=to, by=by)  # type: ignore[arg-type]
 
 
 @task(name="set TTL", task_run_name="set MX TTL to {level}", **OPTS)

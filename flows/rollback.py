@@ -2,7 +2,8 @@
 records, DNS verified, new mail copied back.
 
 Safe to run twice: the clients' and the MX change are idempotent and the ledger remembers what was already copied
-back. A step that fails does not stop the next (the clients failing must not keep the MX on the target).
+back. A step that fails does not stop the next (the clients failing must not keep the MX on the target). After the
+rollback deadline (``cutover.rollback_deadline``) it refuses, before changing anything, unless given an override.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from prefect import flow
 from checks.gates import Verdict
 from cutover import freeze
 from cutover.clients import surroundings
-from cutover.errors import ClientsError, CutoverError
+from cutover.errors import ClientsError, CutoverError, RollbackDeadlineError
 from cutover.inventory import load_inventory
 from cutover.operators import identify
 from cutover.plan import load_plan
 from cutover.report import RunReport, checks_summary
+from cutover.rollback_deadline import require_rollback_allowed
 from flows._artifacts import announce, log, publish_report, run_id, run_name_of, started_by_a_run, ui_link
 from flows._clients import clients_decision, switch_clients_task
 from flows._copy import copy_all
@@ -27,7 +29,9 @@ DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
 
 @flow(name="rollback", flow_run_name=run_name_of("rollback"), persist_result=False)
 def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", operator: str = "ops",
-             operator_code: str | int = "") -> dict:
+             operator_code: str | int = "", override: str | None = None) -> dict:
+    """``override``: why a rollback after the rollback deadline (plan ``rollback_until``, else the switch + 7 days)
+    must run anyway; without it such a rollback is refused before it changes anything."""
     plan = load_plan(plan_path)
     inventory = load_inventory(plan)
     me = run_id()
@@ -35,13 +39,23 @@ def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", op
     # (`prefect deployment run -p operator_code=123456` sends a number: a code is digits either way.)
     who = operator if started_by_a_run() else str(identify(plan, operator, str(operator_code)))
     report = RunReport(f"Rollback of {plan.domain} to {plan.source.name}: {reason} ({who})")
+    try:
+        deadline = require_rollback_allowed(plan, override_reason=override,
+                                            how="the rollback's override parameter (`--override REASON`)")
+    except RollbackDeadlineError as exc:
+        report.verdict = f"ROLLBACK REFUSED: {exc}"
+        publish_report(plan, report, "rollback-report")
+        raise
+    log(deadline.describe())
     outcome: dict = {"verdict": "failed"}
     announce(plan, report, "rollback-started", f"pec-cutover: rollback of {plan.domain} to {plan.source.name} started "
-             f"by {who}: {reason}. {ui_link(me)}".strip(), reason=reason, operator=who)
+             f"by {who}: {reason}" + (f" ({deadline.describe()})" if deadline.passed else "") + f". {ui_link(me)}".strip(),
+             reason=reason, operator=who)
     try:
         with report.phase("take the freeze") as phase:
             held = freeze.acquire(plan, "rollback", me, note=f"{who}: {reason}")
             phase.lines.append(f"freeze held by this rollback ({held.took_over or 'was free'})")
+            phase.lines.append(deadline.describe())
         clients = None
         clients_ok = True
         if plan.clients is not None:
@@ -83,7 +97,7 @@ def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", op
         report.verdict = ("ROLLED BACK: PEC clients, MX and records on the source everywhere, new mail copied back "
                           "and verified" if ok else "ROLLBACK INCOMPLETE: see the failed phases")
         outcome = {"verdict": "rolled-back" if ok else "incomplete", "copied_back": sum(m.copied for m in copy.mailboxes),
-                   "dns": str(decision.verdict), "surroundings": surroundings(plan, "source", clients)}
+                   "dns": str(decision.verdict), "deadline": deadline.describe(), "surroundings": surroundings(plan, "source", clients)}
         if not ok:
             raise CutoverError(f"rollback incomplete: DNS {decision.verdict}, "
                                f"{copy.unverified_count} mailbox(es) not verified"

@@ -7,8 +7,12 @@ authenticated the sender), delivers it by LMTP to the same provider's Dovecot, s
 recipient's mailbox, and answers ``250 2.0.0 Ok: queued as <id>``, which the submission service passes back to
 the client (the PEC clients' Postfix relay logs it as the provider's queue id).
 
+It also stands for the provider's MX (``cutover.sandbox._sender`` delivers to it by the domain's MX): a recipient
+whose mailbox has another name on that provider (an InfoCert user ID) is delivered to that mailbox, as the
+provider's alias map does.
+
 Run by the sandbox as ``python -m cutover.sandbox._mta CONFIG`` (JSON: ``{"listeners": [{"name", "port",
-"lmtp"}], "log": path}``); one line per delivery in the log.
+"lmtp", "mailboxes": {address: mailbox}}], "log": path}``); one line per delivery in the log.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ MAX_BYTES = 150 * 1024 * 1024  # above PEC's 100 MB per message
 
 
 class _Session:
-    def __init__(self, name: str, lmtp: str, log: Path) -> None:
+    def __init__(self, name: str, lmtp: str, log: Path, mailboxes: dict[str, str] | None = None) -> None:
         self.name, self.lmtp, self.log = name, lmtp, log
+        self.mailboxes = mailboxes or {}
         self.reset()
 
     def reset(self) -> None:
@@ -38,8 +43,10 @@ class _Session:
         """LMTP to the provider's Dovecot; returns the queue id (raises on any refused recipient)."""
         queue_id = f"{self.name.upper()}{secrets.token_hex(5).upper()}"
         client = smtplib.LMTP(self.lmtp, timeout=30)
+        # The provider's alias map: an address whose mailbox is named otherwise (InfoCert's user IDs).
+        rcpts = [self.mailboxes.get(r.lower(), r) for r in self.recipients]
         try:
-            refused = client.sendmail(self.sender or "", self.recipients, data)
+            refused = client.sendmail(self.sender or "", rcpts, data)
         finally:
             try:
                 client.quit()
@@ -58,8 +65,9 @@ def _address(arg: str) -> str | None:
     return arg[start + 1:end] if 0 <= start < end else None
 
 
-async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str, lmtp: str, log: Path) -> None:
-    session = _Session(name, lmtp, log)
+async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str, lmtp: str, log: Path,
+                 mailboxes: dict[str, str] | None = None) -> None:
+    session = _Session(name, lmtp, log, mailboxes)
 
     async def reply(text: str) -> None:
         writer.write(text.encode() + b"\r\n")
@@ -131,7 +139,7 @@ async def _main(config_path: Path) -> None:
     servers = []
     for listener in config["listeners"]:
         def handler(r, w, listener=listener):
-            return _serve(r, w, listener["name"], listener["lmtp"], log)
+            return _serve(r, w, listener["name"], listener["lmtp"], log, listener.get("mailboxes"))
         servers.append(await asyncio.start_server(handler, "127.0.0.1", int(listener["port"])))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -348,13 +348,35 @@ class Sandbox:
             config = self.state_dir / "mta" / "mta.json"
             config.parent.mkdir(parents=True, exist_ok=True)
             config.write_text(json.dumps({"log": str(self.logs / "mta-deliveries.log"), "listeners": [
-                {"name": n, "port": self.ports[f"{n}-mta"], "lmtp": str(self.dovecots[n].paths.base_dir / "lmtp")}
+                {"name": n, "port": self.ports[f"{n}-mta"], "lmtp": str(self.dovecots[n].paths.base_dir / "lmtp"),
+                 "mailboxes": self._alias_map(n)}
                 for n in ("aruba", "infocert")]}), encoding="utf-8")
+            # Each provider's MX host names -> its MTA listener: where mail that follows the MX is delivered.
+            self.mx_listeners_file.write_text(json.dumps({
+                mx.host: {"provider": n, "port": self.ports[f"{n}-mta"]}
+                for n, side in (("aruba", "source"), ("infocert", "target")) for mx in self.plan.provider(side).mx
+            }, indent=2), encoding="utf-8")
         elif name == "relay":
             _relay.prepare(self.relay_dir, self.ports["relay"])
         elif name == "reader":
             # The reader's settings are the pec_client role's to write; the sandbox only makes room for them.
             self.reader_config.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def mx_listeners_file(self) -> Path:
+        """JSON ``{MX host name: {"provider", "port"}}``: each provider's MX served by its sandbox MTA listener."""
+        return self.state_dir / "mta" / "mx-listeners.json"
+
+    def _alias_map(self, name: str) -> dict[str, str]:
+        """Members whose mailbox on this provider is named other than their address (InfoCert user IDs)."""
+        side = _side_key(name)
+        try:
+            from cutover.inventory import load_inventory
+            members = [mb.address for mb in load_inventory(self.plan)]
+        except Exception:  # noqa: BLE001 - no (valid) inventory: mailboxes are named by address
+            return {}
+        names = {address.lower(): self.login_name(side, address).lower() for address in members}
+        return {address: login for address, login in names.items() if login != address}
 
     # ----- lifecycle ----------------------------------------------------------------------------
     def _pid(self, svc: _Service) -> int | None:
