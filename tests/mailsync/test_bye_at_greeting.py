@@ -106,7 +106,7 @@ def test_bye_at_greeting_is_throttled_for_login_readiness_canary_and_copy(sandbo
 
     with pytest.raises(Throttled) as exc:
         connect(plan, "target", mb)
-    assert "Connection queue full" in str(exc.value) and "2FA" not in str(exc.value)
+    assert "the server said: * BYE Connection queue full" in str(exc.value) and "2FA" not in str(exc.value)
 
     verdict = mailbox_readiness(plan, mb)
     assert (verdict.status, verdict.side) == ("throttled", "target"), verdict.row()
