@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LC_ALL := C.UTF-8
 export LANG := C.UTF-8
 
-.PHONY: setup system venv test rehearsal bench sandbox-down clean
+.PHONY: setup system venv test rehearsal bench bench-ui sandbox-down clean
 
 setup: system venv
 
@@ -35,6 +35,10 @@ rehearsal: setup
 
 bench: setup
 	$(BIN)/python bench/copy_bench.py $(BENCH_ARGS)
+
+# The Prefect UI rendering a 1,200-mailbox cutover report (goal: under 2 s), against the full-inline old shape.
+bench-ui: setup
+	$(BIN)/python bench/ui_render.py $(BENCH_ARGS)
 
 sandbox-down:
 	$(BIN)/pec-cutover sandbox down
