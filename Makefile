@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LC_ALL := C.UTF-8
 export LANG := C.UTF-8
 
-.PHONY: setup system venv test rehearsal bench bench-scale sandbox-down clean
+.PHONY: setup system venv test rehearsal bench bench-scale bench-ui sandbox-down clean
 
 setup: system venv
 
@@ -39,6 +39,10 @@ bench: setup
 # 1,200 mailboxes x 20 messages, a real Prefect server: readiness, prestage, final deltas (CLI, flow, @20ms), mbsync
 bench-scale: setup
 	$(BIN)/python bench/scale_bench.py $(BENCH_SCALE_ARGS)
+
+# The Prefect UI rendering a 1,200-mailbox cutover report (goal: under 2 s), against the full-inline old shape.
+bench-ui: setup
+	$(BIN)/python bench/ui_render.py $(BENCH_ARGS)
 
 sandbox-down:
 	$(BIN)/pec-cutover sandbox down

@@ -1,4 +1,5 @@
-"""DNS probes with dnspython: what every authoritative server and configured resolver says about the zone's MX.
+"""DNS probes with dnspython: what every authoritative server and configured resolver says about the zone's MX
+and the records that follow the provider (plan ``records:``: SPF TXT, SRV, webmail CNAME).
 
 Plain functions returning :class:`CheckResult` (one per server where it makes sense), questions asked in
 parallel. A server that times out, refuses or answers wrongly is a failed result with its reason; only bad
@@ -21,10 +22,13 @@ import dns.message
 import dns.name
 import dns.query
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
 from cutover.dnschange import ttl_low_since
+from cutover.dnsrecords import WantedRecord, is_spf, wanted_records
 from cutover.ttl import ttl_to_wait
 from cutover.plan import DnsServer, Plan
 from cutover.results import CheckResult
@@ -295,7 +299,8 @@ def resolver_propagation(plan: Plan, expect: Expect, *, deadline_s: float | None
     poll_s = plan.dns.poll_interval_s if poll_s is None else poll_s
     min_fraction = plan.gates.min_resolver_fraction if min_fraction is None else min_fraction
     total = len(plan.dns.resolvers)
-    expected = f"≥ {min_fraction:.0%} of {total} resolvers on the {expect} MX within {deadline_s:g}s"
+    what = f"the {expect} MX" + (" and records" if wanted_records(plan, expect) else "")
+    expected = f"≥ {min_fraction:.0%} of {total} resolvers on {what} within {deadline_s:g}s"
     if total == 0:
         return CheckResult(name="resolver propagation", ok=False, expected=expected, observed="no resolvers configured",
                            reason="no-resolvers", detail="add dns.resolvers to the plan",
@@ -305,24 +310,114 @@ def resolver_propagation(plan: Plan, expect: Expect, *, deadline_s: float | None
     while True:
         polls += 1
         results = resolver_mx(plan, expect)
-        converged = [r for r in results if r.ok]
+        records = {r.data["resolver"]: r for r in resolver_records(plan, expect)}
+        # A resolver has converged when it answers the new MX and every record that follows the provider.
+        converged = [r for r in results if r.ok and records.get(r.data["resolver"], r).ok]
         fraction = len(converged) / total
         elapsed = time.monotonic() - started
         if fraction + 1e-9 >= min_fraction or elapsed + poll_s > deadline_s:
             break
         time.sleep(poll_s)
     reached = fraction + 1e-9 >= min_fraction
-    pending = {r.data["resolver"]: r.data.get("ttl_remaining") for r in results if not r.ok}
+    pending = {r.data["resolver"]: r.data.get("ttl_remaining") for r in results
+               if not (r.ok and records.get(r.data["resolver"], r).ok)}
     observed = f"{len(converged)}/{total} ({fraction:.0%})" + (f" after {elapsed:.1f}s" if reached else "")
+    lagging = [f"{n}: {records[n].detail}" for n in pending if n in records and not records[n].ok]
     detail = "" if reached else (f"still old after {elapsed:.1f}s: "
-                                 + ", ".join(f"{n} (TTL left {t}s)" for n, t in pending.items()))
+                                 + ", ".join(f"{n} (TTL left {t}s)" for n, t in pending.items())
+                                 + ("; records: " + "; ".join(lagging) if lagging else ""))
     return CheckResult(
         name="resolver propagation", ok=reached, expected=expected, observed=observed,
         target=f"{total} resolvers", reason="" if reached else "not-converged", detail=detail, duration_s=elapsed,
         data={"fraction": fraction, "converged": len(converged), "total": total,
               "converged_after_s": round(elapsed, 3) if reached else None, "polls": polls, "pending": pending,
-              "results": [r.to_dict() for r in results]},
+              "results": [r.to_dict() for r in results],
+              "records": [r.to_dict() for r in records.values()]},
     )
+
+
+# ----- the records that follow the provider -----------------------------------------------------
+
+def authoritative_records(plan: Plan, expect: Expect, *, servers: Sequence[DnsServer] | None = None) -> list[CheckResult]:
+    """One result per authoritative server: every record of plan ``records:`` is ``expect``'s provider's (or
+    absent where that provider declares none). ``[]`` when the plan manages no record besides the MX."""
+    wanted = wanted_records(plan, expect)
+    if not wanted:
+        return []
+    servers = list(servers) if servers is not None else authoritative_servers(plan)
+    return _parallel(lambda server: _records_probe(plan, expect, wanted, server, recursive=False), servers)
+
+
+def resolver_records(plan: Plan, expect: Expect) -> list[CheckResult]:
+    """One result per configured resolver: does it return ``expect``'s provider's records (as
+    :func:`authoritative_records`)? ``[]`` when the plan manages no record besides the MX."""
+    wanted = wanted_records(plan, expect)
+    if not wanted:
+        return []
+    return _parallel(lambda server: _records_probe(plan, expect, wanted, server, recursive=True),
+                     list(plan.dns.resolvers))
+
+
+def _records_probe(plan: Plan, expect: Expect, wanted: list[WantedRecord], server: DnsServer, *,
+                   recursive: bool) -> CheckResult:
+    other_side: Expect = "source" if expect == "target" else "target"
+    other = {r.kind: r for r in wanted_records(plan, other_side)}
+    seconds = 0.0
+    per_record: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    reason = ""
+    for record in wanted:
+        reply = _ask(server, record.name, dns.rdatatype.from_text(record.rdtype), timeout=plan.dns.timeout_s,
+                     recursive=recursive)
+        seconds += reply.seconds
+        if not reply.ok:
+            per_record[record.kind] = {"ok": False, "expected": record.shown(), "observed": f"no answer: {reply.reason}",
+                                       "seen": "none", "ttl": None}
+            problems.append(f"{record.label}: no answer ({reply.error})")
+            reason = reason or reply.reason
+            continue
+        rrset = _rrset(reply, dns.rdatatype.from_text(record.rdtype))
+        values = _record_values(record, rrset)
+        ok = values == _record_values_of(record, record.value)
+        if ok:
+            seen = expect
+        elif values == _record_values_of(record, other[record.kind].value):
+            seen = other_side
+        else:
+            seen = "other"
+        observed = ", ".join(sorted(values)) or "(none)"
+        per_record[record.kind] = {"ok": ok, "expected": record.shown(), "observed": observed, "seen": seen,
+                                   "ttl": rrset.ttl if rrset is not None else None}
+        if not ok:
+            reason = reason or "mismatch"
+            cached = f", cached for another {rrset.ttl}s" if recursive and rrset is not None else ""
+            problems.append(f"{record.label}: " + (f"still the {seen}'s ({observed}{cached})" if seen == other_side
+                                                   else f"{observed}, expected {record.shown()}"))
+    return CheckResult(
+        name="resolver records" if recursive else "authoritative records",
+        ok=not problems, target=str(server), duration_s=seconds, reason=reason, detail="; ".join(problems),
+        expected="; ".join(f"{r.label} {r.shown()}" for r in wanted),
+        observed="; ".join(f"{r.label} {per_record[r.kind]['observed']}" for r in wanted),
+        data={("resolver" if recursive else "server"): server.name, "expect": expect, "records": per_record},
+    )
+
+
+def _record_values(record: WantedRecord, rrset: dns.rrset.RRset | None) -> frozenset[str]:
+    """What a served RRset says for ``record``: the SPF strings of a TXT RRset, else canonical rdata texts."""
+    if rrset is None:
+        return frozenset()
+    if record.kind == "spf":
+        return frozenset(t for t in (b"".join(r.strings).decode("utf-8", "replace") for r in rrset) if is_spf(t))
+    return frozenset(r.to_text().lower() for r in rrset)
+
+
+def _record_values_of(record: WantedRecord, value: str | None) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if record.kind == "spf":
+        return frozenset([value])
+    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(record.rdtype), value)
+    return frozenset([rdata.to_text().lower()])
 
 
 # ----- pre-flight -------------------------------------------------------------------------------
@@ -373,27 +468,12 @@ def ttl_preflight(plan: Plan, *, now: datetime | None = None) -> CheckResult:
 
 
 def record_expectations(plan: Plan) -> list[CheckResult]:
-    """Optional TXT (e.g. SPF) at the zone apex and A/CNAME expectations from the plan, asked of the primary."""
+    """Optional A/CNAME expectations from the plan (``dns.expect_a``), asked of the primary. (The SPF and the other
+    records that follow the provider are :func:`authoritative_records` / :func:`resolver_records`.)"""
     jobs: list[Callable[[], CheckResult]] = []
-    for text in plan.dns.expect_txt:
-        jobs.append(lambda text=text: _expect_txt(plan, text))
     for name, addresses in plan.dns.expect_a.items():
         jobs.append(lambda name=name, addresses=addresses: _expect_a(plan, name, addresses))
     return _parallel(lambda job: job(), jobs)
-
-
-def _expect_txt(plan: Plan, text: str) -> CheckResult:
-    reply = _ask(plan.dns.primary, _zone_fqdn(plan), dns.rdatatype.TXT, timeout=plan.dns.timeout_s, recursive=False)
-    base = dict(name="TXT record", expected=text, target=f"{plan.dns.zone} @ {plan.dns.primary}",
-                duration_s=reply.seconds)
-    if not reply.ok:
-        return CheckResult(ok=False, observed=f"no answer: {reply.reason}", reason=reply.reason, detail=reply.error,
-                           **base)
-    rrset = _rrset(reply, dns.rdatatype.TXT)
-    texts = [b"".join(r.strings).decode("utf-8", "replace") for r in rrset] if rrset is not None else []
-    ok = text in texts
-    return CheckResult(ok=ok, observed="; ".join(texts) or "(no TXT)", reason="" if ok else "mismatch",
-                       data={"txt": texts}, **base)
 
 
 def _expect_a(plan: Plan, name: str, addresses: list[str]) -> CheckResult:
@@ -469,10 +549,12 @@ def infer_expect(plan: Plan) -> Expect | None:
 
 
 def dns_status(plan: Plan, expect: Expect) -> list[CheckResult]:
-    """Every authoritative server, their agreement, every resolver (one poll), record expectations, DNSSEC."""
+    """Every authoritative server (MX, records), their agreement, every resolver (one poll: MX, records), A
+    expectations, DNSSEC."""
     authoritative = authoritative_mx(plan, expect)
-    return [*authoritative, authoritative_agree(authoritative), *resolver_mx(plan, expect),
-            *record_expectations(plan), dnssec_validation(plan)]
+    return [*authoritative, *authoritative_records(plan, expect), authoritative_agree(authoritative),
+            *resolver_mx(plan, expect), *resolver_records(plan, expect), *record_expectations(plan),
+            dnssec_validation(plan)]
 
 
 def render_status(results: Sequence[CheckResult], *, title: str = "DNS status") -> Any:
@@ -490,5 +572,6 @@ def render_status(results: Sequence[CheckResult], *, title: str = "DNS status") 
 
 
 __all__ = ["authoritative_servers", "authoritative_mx", "authoritative_agree", "resolver_mx", "resolver_propagation",
+           "authoritative_records", "resolver_records",
            "ttl_preflight", "record_expectations", "dnssec_validation", "infer_expect", "dns_status",
            "render_status"]

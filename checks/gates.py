@@ -191,9 +191,10 @@ def check_rule(rule: str, result: CheckResult | None, expected: str) -> RuleOutc
 
 
 def dns_gate(authoritative: list[CheckResult], propagation: CheckResult | None, gates: Gates,
-             agreement: CheckResult | None = None) -> Decision:
+             agreement: CheckResult | None = None, records: Sequence[CheckResult] | None = None) -> Decision:
     """After the MX switch: enough authoritative servers answer the new MX (and, when checked, agree on one SOA
-    serial), enough resolvers see it."""
+    serial, and serve the provider's records), enough resolvers see it (the propagation check counts a resolver
+    only once it also returns the records)."""
     rules = [
         fraction_rule("authoritative servers on the new MX", authoritative, gates.min_authoritative_fraction,
                       "authoritative servers"),
@@ -201,7 +202,10 @@ def dns_gate(authoritative: list[CheckResult], propagation: CheckResult | None, 
     ]
     if agreement is not None:
         rules.insert(1, check_rule("authoritative servers agree", agreement, "one SOA serial on every server"))
-    evidence = list(authoritative) + [r for r in (agreement, propagation) if r is not None]
+    if records:
+        rules.insert(1, fraction_rule("authoritative servers serve the provider's records", records,
+                                      gates.min_authoritative_fraction, "authoritative servers"))
+    evidence = list(authoritative) + list(records or []) + [r for r in (agreement, propagation) if r is not None]
     return decide("dns", rules, gates, evidence)
 
 
@@ -225,5 +229,12 @@ def access_gate(*, webmail: list[CheckResult], canaries: list[CheckResult], unve
     return decide("access", rules, gates, list(webmail) + list(canaries))
 
 
-__all__ = ["Verdict", "RuleOutcome", "Decision", "decide", "dns_gate", "access_gate", "fraction_rule",
+def clients_gate(clients: Sequence[CheckResult], gates: Gates) -> Decision:
+    """After the PEC clients' switch: every client on the new provider and proven working (no client reported:
+    no evidence, HOLD)."""
+    rule = fraction_rule("every PEC client switched and working", clients, 1.0, "PEC clients")
+    return decide("clients", [rule], gates, list(clients))
+
+
+__all__ = ["Verdict", "RuleOutcome", "Decision", "decide", "dns_gate", "access_gate", "clients_gate", "fraction_rule",
            "at_most_rule", "propagation_rule", "check_rule"]

@@ -1,8 +1,11 @@
-"""DNS changes of the cutover: switch the MX between providers and move its TTL, through Ansible.
+"""DNS changes of the cutover: switch the MX (and the records that follow the provider) and move their TTL,
+through Ansible.
 
 Each change reads the primary with dnspython before and after (records, SOA serial), runs the playbook through
-:mod:`cutover.ansible_bridge` and returns a :class:`DnsChange`. A failure raises :class:`DnsChangeError` with the
-server's reason. TTL changes are journaled next to the ledger so the pre-flight knows since when the TTL is low.
+:mod:`cutover.ansible_bridge` and returns a :class:`DnsChange` whose diff is what the playbook reported per RRset
+(in check mode: what it would change). The MX and the records of :mod:`cutover.dnsrecords` change in one TSIG
+update. A failure raises :class:`DnsChangeError` with the server's reason. TTL changes are journaled next to the
+ledger so the pre-flight knows since when the TTL is low, MX switches so the rollback knows its deadline.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import difflib
 import json
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +26,7 @@ import dns.rcode
 import dns.rdatatype
 
 from cutover.ansible_bridge import PlaybookResult, run_playbook
+from cutover.dnsrecords import switch_rrsets, wanted_records
 from cutover.errors import AnsibleError, DnsChangeError
 from cutover.plan import Plan
 
@@ -69,19 +73,31 @@ class _Zone:
     mx: list[tuple[int, str]]
     mx_ttl: int | None
     serial: int | None
+    # The managed records as served: (name, type) -> (ttl, sorted rdata texts); absent ones are not keys.
+    records: dict[tuple[str, str], tuple[int, list[str]]] = field(default_factory=dict)
+    apex_txt: list[str] = field(default_factory=list)  # the apex's TXT strings, decoded (SPF among them)
 
 
 def switch_mx(plan: Plan, to: Side, *, dry_run: bool = False) -> DnsChange:
-    """Replace the zone's MX set with ``to``'s provider MX set (TTL kept as served). Idempotent."""
+    """Replace the zone's MX set with ``to``'s provider's and, in the same TSIG update, the records that follow
+    the provider (plan ``records:``), all at the MX TTL as served. Idempotent."""
     if to not in ("source", "target"):
         raise DnsChangeError(f"switch_mx: to must be 'source' or 'target', not {to!r}")
     provider = plan.provider(to)
     desired = sorted(provider.mx_set)
     before = read_zone(plan)
     ttl = before.mx_ttl or plan.dns.ttl.cutover
-    extravars = {**_base_vars(plan), "mx_values": [f"{p} {h}" for p, h in desired], "mx_ttl": ttl}
-    return _apply(plan, f"switch MX to {to} ({provider.name})", "switch_mx.yml", extravars, before,
-                  desired_mx=desired, desired_ttl=ttl, dry_run=dry_run)
+    rrsets = [{"record": f"{plan.dns.zone}.", "type": "MX", "ttl": ttl, "values": [f"{p} {h}" for p, h in desired],
+               "state": "present"}, *switch_rrsets(plan, to, ttl=ttl, apex_txt=before.apex_txt)]
+    extravars = {**_base_vars(plan), "dns_rrsets": rrsets}
+    records = len(rrsets) - 1
+    action = f"switch MX to {to} ({provider.name})" + (f" with {records} records" if records else "")
+    change = _apply(plan, action, "switch_mx.yml", extravars, before, dry_run=dry_run)
+    if not dry_run:
+        # The moment the MX changed is the start of the rollback deadline (cutover.rollback_deadline).
+        append_journal(plan, {"action": "switch_mx", "to": to, "provider": provider.name, "changed": change.changed,
+                              "serial": change.serial_after})
+    return change
 
 
 def set_ttl(plan: Plan, level: TtlLevel, *, dry_run: bool = False) -> DnsChange:
@@ -93,10 +109,13 @@ def set_ttl(plan: Plan, level: TtlLevel, *, dry_run: bool = False) -> DnsChange:
     if not before.mx:
         raise DnsChangeError(f"zone {plan.dns.zone} has no MX on {plan.dns.primary}; nothing to set the TTL of")
     rrsets = [{"record": f"{plan.dns.zone}.", "type": "MX", "values": [f"{p} {h}" for p, h in before.mx]}]
+    # The records that follow the provider move with the MX: a resolver must not keep an old SPF for hours
+    # after the new MX.
+    rrsets += [{"record": name, "type": rdtype, "values": values} for (name, rdtype), (_, values) in before.records.items()]
     extravars = {**_base_vars(plan), "dns_rrsets_current": rrsets, "dns_ttl": ttl}
     playbook = "lower_ttl.yml" if level == "cutover" else "restore_ttl.yml"
-    change = _apply(plan, f"set MX TTL to {level} ({ttl}s)", playbook, extravars, before,
-                    desired_mx=before.mx, desired_ttl=ttl, dry_run=dry_run)
+    what = "MX TTL" if len(rrsets) == 1 else f"TTL of the MX and {len(rrsets) - 1} records"
+    change = _apply(plan, f"set {what} to {level} ({ttl}s)", playbook, extravars, before, dry_run=dry_run)
     if not dry_run:
         append_journal(plan, {"action": "set_ttl", "level": level, "ttl": ttl, "changed": change.changed,
                               "serial": change.serial_after, "ttl_before": before.mx_ttl})
@@ -104,10 +123,8 @@ def set_ttl(plan: Plan, level: TtlLevel, *, dry_run: bool = False) -> DnsChange:
 
 
 def _apply(plan: Plan, action: str, playbook: str, extravars: dict[str, Any], before: _Zone, *,
-           desired_mx: list[tuple[int, str]], desired_ttl: int, dry_run: bool) -> DnsChange:
+           dry_run: bool) -> DnsChange:
     started = time.monotonic()
-    before_text = _records_text(plan, before.mx, before.mx_ttl)
-    would_be = _records_text(plan, desired_mx, desired_ttl)
     try:
         result = run_playbook(plan, playbook, extravars, check=dry_run)
     except AnsibleError as exc:
@@ -119,14 +136,14 @@ def _apply(plan: Plan, action: str, playbook: str, extravars: dict[str, Any], be
             f"{action} on {plan.dns.primary} failed: {reason}; zone served at serial {after.serial} "
             f"({'unchanged' if after.serial == before.serial else f'was {before.serial}'})"
         )
-    after_text = _records_text(plan, after.mx, after.mx_ttl)
+    # The diff is what the playbook saw and did (or, in check mode, would do), RRset by RRset.
+    changed = [r for r in result.reports if r.changed]
     diff = "".join(difflib.unified_diff(
-        before_text.splitlines(keepends=True) if before_text else [],
-        (would_be if dry_run else after_text).splitlines(keepends=True),
+        [line + "\n" for r in changed for line in r.before], [line + "\n" for r in changed for line in r.after],
         fromfile="served before", tofile="would be served" if dry_run else "served after", n=0,
     ))
-    return DnsChange(action=action, changed=result.changed, dry_run=dry_run, records_before=before_text,
-                     records_after=after_text, serial_before=before.serial, serial_after=after.serial,
+    return DnsChange(action=action, changed=result.changed, dry_run=dry_run, records_before=_records_text(plan, before),
+                     records_after=_records_text(plan, after), serial_before=before.serial, serial_after=after.serial,
                      diff=diff, duration_s=time.monotonic() - started)
 
 
@@ -168,36 +185,54 @@ def _address(host: str) -> str:
 
 
 def read_zone(plan: Plan) -> _Zone:
-    """MX set, MX TTL and SOA serial as the primary serves them now (raises DnsChangeError if it cannot say)."""
+    """MX set, MX TTL, SOA serial and the managed records as the primary serves them now (raises DnsChangeError
+    if it cannot say)."""
     d = plan.dns
     mx: list[tuple[int, str]] = []
     mx_ttl: int | None = None
     serial: int | None = None
-    for rdtype in (dns.rdatatype.MX, dns.rdatatype.SOA):
-        query = dns.message.make_query(f"{d.zone}.", rdtype)
+    records: dict[tuple[str, str], tuple[int, list[str]]] = {}
+    apex_txt: list[str] = []
+    questions = [(f"{d.zone}.", "MX"), (f"{d.zone}.", "SOA")]
+    questions += [(r.name, r.rdtype) for r in wanted_records(plan, "source")]
+    for name, type_text in questions:
+        rdtype = dns.rdatatype.from_text(type_text)
+        query = dns.message.make_query(name, rdtype)
         try:
-            response = dns.query.udp(query, _address(d.primary.host), port=d.primary.port, timeout=d.timeout_s)
+            response, _tcp = dns.query.udp_with_fallback(query, _address(d.primary.host), port=d.primary.port,
+                                                         timeout=d.timeout_s)
         except dns.exception.Timeout:
             raise DnsChangeError(f"DNS primary {d.primary} did not answer within {d.timeout_s}s; is it running?") from None
         except OSError as exc:
             raise DnsChangeError(f"DNS primary {d.primary} unreachable: {exc.strerror or exc}") from None
+        if response.rcode() == dns.rcode.NXDOMAIN and name != f"{d.zone}.":
+            continue  # a managed name that does not exist (yet)
         if response.rcode() != dns.rcode.NOERROR:
             raise DnsChangeError(f"DNS primary {d.primary} answered {dns.rcode.to_text(response.rcode())} "
-                                 f"for {d.zone} {dns.rdatatype.to_text(rdtype)}; does it serve the zone?")
+                                 f"for {name} {type_text}; does it serve the zone?")
         for rrset in response.answer:
-            if rrset.rdtype == dns.rdatatype.MX:
+            if rrset.rdtype != rdtype or rrset.name.to_text().lower() != name:
+                continue
+            if rdtype == dns.rdatatype.MX:
                 mx = sorted((r.preference, r.exchange.to_text().lower()) for r in rrset)
                 mx_ttl = rrset.ttl
-            elif rrset.rdtype == dns.rdatatype.SOA:
+            elif rdtype == dns.rdatatype.SOA:
                 serial = int(rrset[0].serial)
-    return _Zone(mx=mx, mx_ttl=mx_ttl, serial=serial)
+            else:
+                records[(name, type_text)] = (rrset.ttl, sorted(r.to_text() for r in rrset))
+                if rdtype == dns.rdatatype.TXT:
+                    apex_txt = [b"".join(r.strings).decode("utf-8", "replace") for r in rrset]
+    return _Zone(mx=mx, mx_ttl=mx_ttl, serial=serial, records=records, apex_txt=apex_txt)
 
 
-def _records_text(plan: Plan, mx: list[tuple[int, str]], ttl: int | None) -> str:
-    return "".join(f"{plan.dns.zone}. {ttl} IN MX {p} {h}\n" for p, h in mx)
+def _records_text(plan: Plan, zone: _Zone) -> str:
+    lines = [f"{plan.dns.zone}. {zone.mx_ttl} IN MX {p} {h}\n" for p, h in zone.mx]
+    lines += [f"{name} {ttl} IN {rdtype} {value}\n" for (name, rdtype), (ttl, values) in zone.records.items()
+              for value in values]
+    return "".join(lines)
 
 
-# ----- journal of TTL changes -------------------------------------------------------------------
+# ----- journal of DNS changes (TTL moves, MX switches) -------------------------------------------
 
 def journal_path(plan: Plan) -> Path:
     return plan.ledger.parent / JOURNAL_NAME
@@ -228,6 +263,21 @@ def read_journal(plan: Plan) -> list[dict[str, Any]]:
     return out
 
 
+def switched_to_target_at(plan: Plan) -> datetime | None:
+    """When the MX last changed from the source to the target, per the journal; None if it never did, or if a
+    later change put it back on the source."""
+    since: datetime | None = None
+    for entry in read_journal(plan):
+        if entry.get("action") != "switch_mx" or not entry.get("changed"):
+            continue  # an idempotent re-run changed nothing: the clock keeps the first change
+        try:
+            when = datetime.fromisoformat(entry["time"])
+        except (KeyError, ValueError):
+            continue
+        since = when if entry.get("to") == "target" else None
+    return since
+
+
 def ttl_low_since(plan: Plan) -> datetime | None:
     """When the MX TTL last went to the cutover value (and was not restored since), per the journal."""
     since: datetime | None = None
@@ -249,4 +299,4 @@ def ttl_low_since(plan: Plan) -> datetime | None:
 
 
 __all__ = ["DnsChange", "switch_mx", "set_ttl", "read_zone", "journal_path", "append_journal", "read_journal",
-           "ttl_low_since", "JOURNAL_NAME"]
+           "ttl_low_since", "switched_to_target_at", "JOURNAL_NAME"]

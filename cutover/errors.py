@@ -64,6 +64,11 @@ class FreezeError(CutoverError):
     """The change freeze forbids this run (outside the window, or another run holds the freeze)."""
 
 
+class RollbackDeadlineError(CutoverError):
+    """The rollback deadline (plan ``rollback_until``, else the MX switch + 7 days) has passed and no override
+    reason was given."""
+
+
 class LedgerError(CutoverError):
     """The copy ledger is unreadable or inconsistent."""
 
@@ -157,3 +162,7 @@ class DnsChangeError(CutoverError):
 
 class AnsibleError(CutoverError):
     """ansible-runner could not run a playbook."""
+
+
+class ClientsError(CutoverError):
+    """The PEC clients' switch could not run (no client section, a secret missing, Ansible could not start)."""

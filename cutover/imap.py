@@ -291,7 +291,9 @@ def _mapped(mailbox: str, server: str, exc: BaseException, *, side: str, at_logi
 
 
 def _server_text(exc: BaseException) -> str:
-    text = str(exc)
+    # imaplib raises a refused greeting with the server's line as bytes ("* BYE ..."): its words, not Python's repr.
+    first = exc.args[0] if len(exc.args) == 1 else None
+    text = first.decode("utf-8", "replace").strip() if isinstance(first, bytes) else str(exc)
     if isinstance(exc, LoginError) or "AUTHENTICATIONFAILED" in text:
         # imapclient wraps the server's answer; keep it short and free of anything we sent.
         text = text.replace("b'", "").replace("'", "")

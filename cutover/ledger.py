@@ -16,6 +16,8 @@ Tables
                 size, SHA-256, target folder, target UIDVALIDITY and UID, state, verified flag, time.
   ``events``    notable facts (UIDVALIDITY reset, ...), for reports.
   ``refusals``  source messages the target permanently refused (skipped), with the server's words.
+  ``switch_marks`` / ``switch_mark_folders``  right before each MX change, every mailbox's folders on both sides
+                (UIDVALIDITY, UIDNEXT, MESSAGES): what was there before the switch (``cutover.switch_mark``).
   ``approvals`` an operator's approval of a mailbox's skipped messages (who, why, when): refusals recorded
                 before it no longer count as missing.
 
@@ -32,6 +34,7 @@ Nothing here holds message bodies or credentials: only sizes, digests, folder na
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -416,5 +419,91 @@ class Ledger:
     def addresses(self) -> Iterator[str]:
         yield from (r[0] for r in self._read("SELECT DISTINCT address FROM messages ORDER BY address"))
 
+    # --- the switch mark (issue 11): both sides' UIDVALIDITY/UIDNEXT right before each MX change ----------
+    def _ensure_switch_marks(self) -> None:
+        if not getattr(self, "_switch_marks_ready", False):
+            try:
+                with self._write_lock:
+                    conn = self._conn()
+                    _retry_locked(lambda: conn.executescript(_SWITCH_MARK_SCHEMA))
+            except sqlite3.Error as exc:
+                raise LedgerError(f"ledger {self.path}: cannot add the switch mark tables ({exc})") from None
+            self._switch_marks_ready = True
 
-__all__ = ["Ledger", "MessageRow", "FolderState", "DONE_STATES"]
+    def record_switch_mark(self, mark: SwitchMarkRun, folders: Iterable[SwitchMarkFolder]) -> None:
+        """Record one switch mark: every folder's row, then the mark itself (present only once complete)."""
+        self._ensure_switch_marks()
+        self._write("INSERT OR REPLACE INTO switch_mark_folders (mark, address, side, folder, uidvalidity, uidnext, "
+                    "messages) VALUES (?,?,?,?,?,?,?)",
+                    [(mark.mark, f.address, f.side, f.folder, f.uidvalidity, f.uidnext, f.messages) for f in folders],
+                    many=True, durable=True)
+        self._write("INSERT OR REPLACE INTO switch_marks (mark, to_side, by, at, seconds, mailboxes, failed) "
+                    "VALUES (?,?,?,?,?,?,?)", (mark.mark, mark.to_side, mark.by, mark.at, mark.seconds, mark.mailboxes,
+                                              json.dumps(mark.failed, ensure_ascii=False)), durable=True)
+
+    def switch_marks(self) -> list[SwitchMarkRun]:
+        """Every complete switch mark, oldest first."""
+        self._ensure_switch_marks()
+        return [SwitchMarkRun(m, t, b, at, s, n, json.loads(f)) for m, t, b, at, s, n, f in self._read(
+            "SELECT mark, to_side, by, at, seconds, mailboxes, failed FROM switch_marks ORDER BY at")]
+
+    def switch_mark_folders(self, mark: str, address: str | None = None) -> list[SwitchMarkFolder]:
+        """The folders a mark recorded (of one mailbox, or all), by address, side and folder."""
+        self._ensure_switch_marks()
+        sql = "SELECT address, side, folder, uidvalidity, uidnext, messages FROM switch_mark_folders WHERE mark=?"
+        params: tuple = (mark,)
+        if address is not None:
+            sql += " AND address=?"
+            params += (address,)
+        return [SwitchMarkFolder(*row) for row in self._read(sql + " ORDER BY address, side, folder", params)]
+
+
+_SWITCH_MARK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS switch_mark_folders (
+    mark TEXT NOT NULL,
+    address TEXT NOT NULL,
+    side TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    PRIMARY KEY (mark, address, side, folder)
+);
+CREATE TABLE IF NOT EXISTS switch_marks (
+    mark TEXT PRIMARY KEY,
+    to_side TEXT NOT NULL,
+    by TEXT NOT NULL,
+    at REAL NOT NULL,
+    seconds REAL NOT NULL,
+    mailboxes INTEGER NOT NULL,
+    failed TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class SwitchMarkFolder:
+    """One folder of one side as it stood right before an MX change."""
+
+    address: str
+    side: str  # source | target
+    folder: str
+    uidvalidity: int
+    uidnext: int
+    messages: int
+
+
+@dataclass(frozen=True)
+class SwitchMarkRun:
+    """One switch mark: which MX change, who took it, when (epoch seconds), how long, and the mailboxes it missed."""
+
+    mark: str
+    to_side: str
+    by: str
+    at: float
+    seconds: float
+    mailboxes: int  # marked on both sides
+    failed: dict  # address -> why it could not be marked
+
+
+__all__ = ["Ledger", "MessageRow", "FolderState", "DONE_STATES", "SwitchMarkFolder", "SwitchMarkRun"]

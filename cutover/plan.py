@@ -96,14 +96,77 @@ class MxRecord(_Model):
         return f"{self.preference} {self.host}"
 
 
+def _fqdn(value: str) -> str:
+    value = value.strip().lower()
+    if not value or " " in value or "." not in value.rstrip("."):
+        raise ValueError(f"{value!r} is not a host name")
+    return value if value.endswith(".") else value + "."
+
+
+class SrvTarget(_Model):
+    """Where an RFC 6186 / RFC 8314 SRV record sends mail clients: host and port (priority, weight)."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    priority: int = Field(default=0, ge=0, le=65535)
+    weight: int = Field(default=1, ge=0, le=65535)
+
+    _host = field_validator("host")(lambda v: _fqdn(v))
+
+    def rdata(self) -> str:
+        return f"{self.priority} {self.weight} {self.port} {self.host}"
+
+
+class WebmailAlias(_Model):
+    """A name under the zone (default ``webmail``) that is a CNAME of the provider's webmail host."""
+
+    name: str = "webmail"
+    target: str
+
+    _target = field_validator("target")(lambda v: _fqdn(v))
+
+    @field_validator("name")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        v = v.strip().lower().rstrip(".")
+        if not v or " " in v or v.startswith("_"):
+            raise ValueError(f"{v!r} is not a name under the zone (write e.g. webmail)")
+        return v
+
+
+class DnsRecords(_Model):
+    """Records of the domain that follow the provider, besides the MX; each optional.
+
+    ``spf`` is the zone apex's SPF TXT string (other TXT strings at the apex are kept), ``imaps`` and
+    ``submissions`` the RFC 6186/8314 SRV records ``_imaps._tcp`` / ``_submissions._tcp``, ``webmail`` a CNAME.
+    A record one provider declares and the other does not is removed when switching to the other.
+    """
+
+    spf: str | None = None
+    imaps: SrvTarget | None = None
+    submissions: SrvTarget | None = None
+    webmail: WebmailAlias | None = None
+
+    @field_validator("spf")
+    @classmethod
+    def _spf(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = " ".join(v.split())
+        if not v.startswith("v=spf1 "):
+            raise ValueError("an SPF record starts with 'v=spf1 ' (e.g. 'v=spf1 include:_spf.example.it -all')")
+        return v
+
+
 class Provider(_Model):
-    """One PEC provider (source or target): endpoints, MX set, auth mode, limits."""
+    """One PEC provider (source or target): endpoints, MX set, records, auth mode, limits."""
 
     name: str
     imap: Endpoint
     smtp: Endpoint | None = None
     webmail: list[Webmail] = Field(default_factory=list)
     mx: list[MxRecord] = Field(min_length=1)
+    records: DnsRecords = DnsRecords()
     auth: Auth = Auth()
     ca_bundle: Path | None = None
     max_connections: int = Field(default=4, ge=1, le=64,
@@ -162,7 +225,6 @@ class Dns(_Model):
     timeout_s: float = Field(default=2.0, gt=0)
     propagation_deadline_s: float = Field(default=600, gt=0)
     poll_interval_s: float = Field(default=2.0, gt=0)
-    expect_txt: list[str] = Field(default_factory=list)
     expect_a: dict[str, list[str]] = Field(default_factory=dict)
     ansible_inventory: Path | None = None
 
@@ -170,6 +232,57 @@ class Dns(_Model):
     @classmethod
     def _zone(cls, v: str) -> str:
         return v.strip().lower().rstrip(".")
+
+
+class ClientLogin(_Model):
+    """How a client logs in at one provider: user name (empty: the address) and a secret reference."""
+
+    user: str | None = None
+    secret: str
+
+    _ref = field_validator("secret")(lambda v: _check_ref(v))
+
+
+class ClientAccount(_Model):
+    """A PEC mailbox the organisation's own systems use (read over IMAP, send through a relay), per provider.
+
+    InfoCert Legalmail clients log in with the InfoCert user ID, Aruba with the address: ``user`` differs.
+    """
+
+    address: str
+    source: ClientLogin
+    target: ClientLogin
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        v = v.strip().lower()
+        local, at, domain = v.partition("@")
+        if not (local and at and "." in domain):
+            raise ValueError(f"{v!r} is not a mail address")
+        return v
+
+    def login(self, side: Literal["source", "target"]) -> ClientLogin:
+        return self.source if side == "source" else self.target
+
+    def user(self, side: Literal["source", "target"]) -> str:
+        return self.login(side).user or self.address
+
+
+class Clients(_Model):
+    """The organisation's own PEC clients: the Ansible group the ``pec_client`` role is applied to, and the
+    accounts its hosts name (``account:`` in their host vars)."""
+
+    group: str = "pec_clients"
+    accounts: dict[str, ClientAccount] = Field(min_length=1)
+    verify_timeout_s: float = Field(default=90, gt=0, description="per client: relay delivery, reader's poll")
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c == "_" for c in v):
+            raise ValueError(f"{v!r} is not an Ansible group name (letters, digits, underscores)")
+        return v
 
 
 class Copy(_Model):
@@ -266,6 +379,10 @@ class SandboxSettings(_Model):
     state_dir: Path
     webmail_port: int = Field(default=10443, ge=1, le=65535)
     secondary_port: int | None = None
+    relay_port: int | None = Field(default=None, ge=1, le=65535,
+                                   description="the PEC clients' Postfix relay (runs when the plan has clients)")
+    mta_ports: list[int] = Field(default_factory=list, description="source, target: where each provider's "
+                                 "submission service hands mail on (delivered to its Dovecot by LMTP)")
     max_userip_connections: dict[Literal["source", "target"], int] = Field(
         default_factory=dict, description="make a provider strict: its Dovecot's mail_max_userip_connections "
                                           "(sessions per member and IP; Dovecot's default is 10)")
@@ -336,10 +453,14 @@ class Plan(_Model):
     ledger: Path
     inventory: Path
     reports_dir: Path | None = None
+    clients: Clients | None = None
     sandbox: SandboxSettings | None = None
     prefect: PrefectServer = PrefectServer()
     operators: list[Operator] = Field(default_factory=list)
     notify: Notify = Notify()
+    rollback_until: datetime | None = Field(
+        default=None, description="after this moment a rollback needs --override REASON; empty: the MX switch to "
+                                  "the target + 7 days (Aruba drops a domain whose MX left it after about 7 days)")
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -395,7 +516,14 @@ class Plan(_Model):
             ("dns", f"zone {self.dns.zone}, primary {self.dns.primary}, {len(self.dns.authoritative) or 'discovered'} authoritative, {len(self.dns.resolvers)} resolvers"),
             ("ttl", f"normal {self.dns.ttl.normal}s, cutover {self.dns.ttl.cutover}s"),
             ("copy", f"{self.copy_.mailboxes_in_parallel} mailboxes in parallel, batches of {self.copy_.batch_messages}"),
+            ("records", ", ".join(k for k in ("spf", "imaps", "submissions", "webmail")
+                                  if any(getattr(self.provider(s).records, k) is not None
+                                         for s in ("source", "target"))) or "MX only"),
+            ("clients", f"group {self.clients.group}, accounts {', '.join(self.clients.accounts)}" if self.clients
+             else "none"),
             ("gates", f"on NO-GO: {self.gates.on_nogo}"),
+            ("rollback until", self.rollback_until.isoformat() if self.rollback_until else
+             "the MX switch to the target + 7 days"),
             ("ledger", str(self.ledger)),
             ("inventory", str(self.inventory)),
         ]
@@ -438,15 +566,43 @@ def parse_plan(text: str, path: Path) -> Plan:
     base_dir = path.resolve().parent
     tz_name = data.get("timezone", "Europe/Rome")
     problems = _localise_window(data, tz_name)
+    _localise(data, "rollback_until", tz_name)
     if problems:
         raise PlanError(path, [f"line {_line_of(node, ('window', key))}: window.{key}: {msg}" for key, msg in problems])
     for field_path in _PATH_FIELDS:
         _resolve_path(data, field_path, base_dir)
     data["base_dir"] = base_dir
     try:
-        return Plan.model_validate(data)
+        plan = Plan.model_validate(data)
     except ValidationError as exc:
         raise PlanError(path, [_describe(err, node) for err in exc.errors()]) from None
+    problems = _cross_checks(plan, node)
+    if problems:
+        raise PlanError(path, problems)
+    return plan
+
+
+def _cross_checks(plan: Plan, node: yaml.Node | None) -> list[str]:
+    """Rules that span fields, reported like field errors (line and field of the first field involved)."""
+    problems = []
+    spf = {side: plan.provider(side).records.spf for side in ("source", "target")}
+    if (spf["source"] is None) != (spf["target"] is None):
+        side = "source" if spf["source"] is not None else "target"
+        line = _line_of(node, (side, "records", "spf"))
+        problems.append(f"line {line}: {side}.records.spf: declared for one provider only; declare the SPF of both "
+                        "(the zone keeps exactly one SPF record, switched with the MX) or of neither")
+    if plan.rollback_until is not None and plan.rollback_until <= plan.window.end:
+        line = _line_of(node, ("rollback_until",))
+        problems.append(f"line {line}: rollback_until: {plan.rollback_until.isoformat()} is not after the window end "
+                        f"({plan.window.end.isoformat()}): the day itself could not roll back; give a later moment "
+                        "(at the latest the switch + 7 days) or leave it out")
+    names = {plan.provider(side).records.webmail.name for side in ("source", "target")
+             if plan.provider(side).records.webmail is not None}
+    if len(names) > 1:
+        line = _line_of(node, ("target", "records", "webmail", "name"))
+        problems.append(f"line {line}: target.records.webmail.name: the providers' webmail aliases have different "
+                        f"names ({', '.join(sorted(names))}); use one name, its CNAME target follows the provider")
+    return problems
 
 
 _RELATIVE_DAY = re.compile(r"^today(?:\s*([+-])\s*(\d+)\s*d)?$")
@@ -488,6 +644,21 @@ def _localise_window(data: dict[str, Any], tz_name: str, now: datetime | None = 
     return problems
 
 
+def _localise(data: dict[str, Any], key: str, tz_name: str) -> None:
+    """A naive top-level datetime (or ISO string) is read in the plan's timezone."""
+    value = data.get(key)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return  # pydantic reports the bad datetime with its line
+    if isinstance(value, datetime):
+        try:
+            data[key] = value if value.tzinfo is not None else value.replace(tzinfo=ZoneInfo(str(tz_name)))
+        except (ZoneInfoNotFoundError, ValueError):
+            return  # the timezone validator reports it
+
+
 def _resolve_path(data: dict[str, Any], field_path: tuple[str, ...], base_dir: Path) -> None:
     holder: Any = data
     for key in field_path[:-1]:
@@ -504,6 +675,9 @@ def _describe(err: dict[str, Any], root: yaml.Node | None) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         msg = "required field is missing"
+    elif err["type"] == "extra_forbidden" and tuple(err["loc"]) == ("dns", "expect_txt"):
+        msg = ("no longer a plan field: each provider declares its records (source.records.spf, "
+               "target.records.spf, ...), switched with the MX and checked in both directions")
     elif err["type"] == "extra_forbidden":
         msg = "unknown field (check the spelling; see inventory/rehearsal/plan.yaml for the fields)"
     where = f"line {line}: " if line else ""
@@ -528,5 +702,6 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-__all__ = ["Plan", "Provider", "Endpoint", "Auth", "Webmail", "MxRecord", "Dns", "DnsServer", "Tsig", "Ttl", "Copy",
+__all__ = ["Plan", "Provider", "Endpoint", "Auth", "Webmail", "MxRecord", "DnsRecords", "SrvTarget", "WebmailAlias",
+           "Clients", "ClientAccount", "ClientLogin", "Dns", "DnsServer", "Tsig", "Ttl", "Copy",
            "Gates", "Window", "SandboxSettings", "load_plan", "parse_plan", "SCHEMES"]

@@ -17,6 +17,7 @@ from cutover.errors import CutoverError, OperatorError, SecretError
 from cutover.inventory import load_inventory
 from cutover.operators import find, identify
 from cutover.plan import load_plan
+from cutover.rollback_deadline import require_rollback_allowed
 from cutover.prefect_server import client_environment
 
 
@@ -57,13 +58,19 @@ def register(app: typer.Typer) -> None:
     @run_app.command("rollback")
     def run_rollback(plan: Path = plan_opt, reason: str = typer.Option(..., help="why (goes into the report)"),
                      operator: str = typer.Option("ops", help="who rolls back (one of the plan's operators)"),
-                     code: str = code_opt) -> None:
+                     code: str = code_opt,
+                     override: Optional[str] = typer.Option(
+                         None, metavar="REASON", help="roll back after the rollback deadline (plan rollback_until, "
+                         "else the MX switch + 7 days) anyway, e.g. after the source confirmed the domain is active")) -> None:
         """MX back to the source, DNS verified, mail that reached the target copied back."""
         with handle_errors():
-            identify(load_plan(plan), operator, code)  # refused here, in one line, before any run starts
+            loaded = load_plan(plan)
+            identify(loaded, operator, code)  # refused here, in one line, before any run starts
+            require_rollback_allowed(loaded, override_reason=override)
         _client(plan)
         from flows.rollback import rollback
-        _run(plan, lambda: rollback(plan_path=str(plan), reason=reason, operator=operator, operator_code=code))
+        _run(plan, lambda: rollback(plan_path=str(plan), reason=reason, operator=operator, operator_code=code,
+                                    override=override))
 
     @gate_app.command("decide")
     def gate_decide(run_id: str, rollback: bool = typer.Option(False, "--rollback"), cont: bool = typer.Option(False, "--continue"),

@@ -1,4 +1,4 @@
-"""The cutover day: freeze → DNS switch → gate → final delta → accessibility → gate → complete.
+"""The cutover day: freeze → DNS switch → gate → PEC clients → gate → final delta → accessibility → gate → complete.
 
 A NO-GO rolls back at once (plan ``on_nogo: rollback``) or pauses the run for a human (``on_nogo: ask``).
 """
@@ -17,17 +17,20 @@ from checks.gates import Decision, access_gate
 from checks.imap import canary_logins, endpoints_reachable
 from checks.webmail import webmail_checks
 from cutover import freeze, window as window_rules
-from cutover.errors import FreezeError
+from cutover.clients import surroundings
+from cutover.errors import FreezeError, RollbackDeadlineError
 from cutover.inventory import Inventory, load_inventory
 from cutover.ledger import Ledger
 from cutover.mailsync import CopyReport
 from cutover.plan import Plan, load_plan
 from cutover.report import Phase, RunReport, checks_summary
 from cutover.results import CheckResult
+from cutover.rollback_deadline import check_rollback_deadline, require_rollback_allowed
 from cutover.ttl import keep_low_after_go
 from flows._artifacts import announce, log, publish_report, run_id, run_name_of, ui_link
+from flows._clients import clients_decision, switch_clients_task
 from flows._copy import copy_all
-from flows._dns import dns_checks, dns_decision, set_ttl_task, switch_mx_task
+from flows._dns import dns_checks, dns_decision, set_ttl_task, switch_mark_task, switch_mx_task
 from flows.gate import apply_gate
 from flows.rollback import rollback
 
@@ -78,6 +81,16 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             holding = True
             phase.lines.append(f"change freeze taken by this run {held.took_over}".strip())
 
+        with report.phase("switch mark") as phase:
+            mark = switch_mark_task(plan, list(inventory), "target", f"cutover run {me}")
+            if isinstance(mark, str):
+                phase.status, phase.lines = "failed", [mark]
+            else:
+                phase.lines.append(mark.describe())
+                phase.lines += mark.failures()
+                if mark.failed:
+                    phase.status = "incomplete"
+
         with report.phase(f"switch MX to {plan.target.name}") as phase:
             switched = True  # from here a failure leaves the domain half-way: the freeze stays until a decision
             change = switch_mx_task(plan, "target")
@@ -91,9 +104,25 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
         action, decision = _checks_and_gate(report, "DNS checks and gate", dns_round, plan, decisions, overridden,
                                             gate_deadline)
         if action == "rollback":
+            _refuse_late_rollback(plan, report)  # after the rollback deadline: no rollback without an override
             done = True  # the rollback flow takes the freeze over and lifts it
             return _roll_back(plan_path, plan, report, decisions, operator, "DNS gate: " + decision.summary())
         freeze.require_held(plan, me)
+
+        clients = None
+        if plan.clients is not None:
+            def clients_round() -> tuple[Decision, list[CheckResult], list[str]]:
+                nonlocal clients
+                clients = switch_clients_task(plan, "target")
+                return clients_decision(plan, clients), clients.results(), [clients.markdown()]
+
+            action, decision = _checks_and_gate(report, f"PEC clients to {plan.target.name} and gate", clients_round,
+                                                plan, decisions, overridden, gate_deadline)
+            if action == "rollback":
+                _refuse_late_rollback(plan, report)
+                done = True
+                return _roll_back(plan_path, plan, report, decisions, operator, "clients gate: " + decision.summary())
+            freeze.require_held(plan, me)
 
         with report.phase("final delta copy") as phase:
             copy = copy_all(plan_path, plan, list(inventory), direction="forward", label="final-delta")
@@ -117,6 +146,7 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
         action, decision = _checks_and_gate(report, "accessibility checks and gate", access_round, plan, decisions,
                                             overridden, gate_deadline)
         if action == "rollback":
+            _refuse_late_rollback(plan, report)
             done = True
             return _roll_back(plan_path, plan, report, decisions, operator, "access gate: " + decision.summary())
         freeze.require_held(plan, me)
@@ -131,12 +161,14 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
             freeze.release(plan, me)
             holding, done = False, True
             phase.lines.append("change freeze lifted")
+            phase.lines.append(check_rollback_deadline(plan).describe() +
+                               "; after it `pec-cutover run rollback` needs --override REASON")
         report.verdict = (f"GO: {plan.domain} now served by {plan.target.name}; {copy.verified_count}/{len(inventory)} "
                           "mailboxes verified" + (f"; NO-GO OVERRIDDEN at gate(s) {', '.join(overridden)} by a human "
                                                   "decision (see gate decisions)" if overridden else ""))
         announce(plan, report, "go", f"pec-cutover: GO. {report.verdict}", verdict="GO", overridden=overridden)
         result = {"verdict": "GO", "overridden": overridden, "decisions": decisions, "verified": copy.verified_count,
-                  "report": _timings(report)}
+                  "report": _timings(report), "surroundings": surroundings(plan, "target", clients)}
         # The run list shows a GO reached through an overridden NO-GO by its state's name, not as a plain GO.
         return Completed(name=GO_OVERRIDDEN, message=report.verdict, data=result) if overridden else result
     finally:
@@ -163,16 +195,18 @@ def cutover(plan_path: str = DEFAULT_PLAN, override_window: str | None = None, o
         publish_report(plan, report, "cutover-report")
 
 
-def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tuple[Decision, list[CheckResult]]],
-                     plan: Plan, decisions: list[str], overridden: list[str],
+def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tuple], plan: Plan,
+                     decisions: list[str], overridden: list[str],
                      gate_deadline: datetime | None = None) -> tuple[str, Decision]:
-    """Run the checks and apply their gate, again for as long as the operator answers 'retry'."""
+    """Run the checks (-> decision, evidence[, markdown sections]) and apply their gate, again for as long as the
+    operator answers 'retry'."""
     attempt = 0
     while True:
         attempt += 1
         with report.phase(f"{title} (attempt {attempt})") as phase:
-            decision, evidence = run_checks()
+            decision, evidence, *sections = run_checks()
             phase.checks += evidence
+            phase.sections += [section for group in sections for section in group]
             phase.sections.append(decision.markdown())
             action = apply_gate(decision, plan=plan, attempt=attempt, decisions=decisions, window_deadline=gate_deadline,
                                 report=report)
@@ -183,6 +217,19 @@ def _checks_and_gate(report: RunReport, title: str, run_checks: Callable[[], tup
                     overridden.append(decision.gate)
         if action != "retry":
             return action, decision
+
+
+def _refuse_late_rollback(plan: Plan, report: RunReport) -> None:
+    """A gate's rollback (automatic or decided at the pause) never runs after the rollback deadline: the source may
+    have dropped the domain, and an override is a human's decision with a reason (`pec-cutover run rollback
+    --override REASON`). Raising here keeps the freeze sticky: the domain stays as it is until someone decides."""
+    try:
+        require_rollback_allowed(plan, how="`pec-cutover run rollback --override REASON` after checking")
+    except RollbackDeadlineError as exc:
+        with report.phase("rollback") as phase:
+            phase.status = "failed"
+            phase.lines.append(f"not rolled back by the gate: {exc}")
+        raise
 
 
 def _roll_back(plan_path: str, plan: Plan, report: RunReport, decisions: list[str], operator: str, why: str) -> State:

@@ -47,7 +47,7 @@ def serve_all(plan_path: str) -> None:
         cutover.to_deployment(name="cutover", parameters=params, schedule=window_schedule(plan), tags=["pec-cutover"], entrypoint_type=MODULE,
                               description=f"Cutover of {plan.domain}, scheduled at the window start"),
         rollback.to_deployment(name="rollback", parameters={**params, "reason": "rollback by hand"}, tags=["pec-cutover"], entrypoint_type=MODULE,
-                               description="Run on demand at any moment: MX back, new mail copied back"),
+                               description="Run on demand at any moment until the rollback deadline (after it: -p override=REASON): MX back, new mail copied back"),
     )
 
 

@@ -6,6 +6,12 @@ Scenario 2, NO-GO: fresh sandbox, same preparation, the target webmail goes down
 gate says NO-GO and pauses; mail reaches the target meanwhile; the operator (played here through the same call
 as ``pec-cutover gate decide``) chooses rollback → MX back on the source and that mail copied back.
 
+Both scenarios carry real mail that follows the MX: from before the switch until after GO (scenario 1) and across
+the NO-GO and the rollback (scenario 2) a PEC message every half second is sent by SMTP to whichever provider the
+sandbox's resolver names as MX at that moment (``cutover.sandbox._sender``). After the late-mail pass (scenario 1)
+or the second rollback (scenario 2) every message sent is looked up by Message-ID and SHA-256 on the side that now
+serves the domain: ``mail flow: sent N, on <provider> exactly once N, lost 0, duplicated 0``.
+
 Both scenarios go through the production path: a long-running, locked Prefect server (``pec-cutover server start``), the
 deployments of ``prefect.yaml`` (``prefect deploy --all``) and a process worker; readiness runs as a deployment
 run, and scenario 2 ends with a second rollback started on demand as a deployment run (as from the UI).
@@ -29,6 +35,7 @@ REHEARSAL_PLAN = REPO / "inventory" / "rehearsal" / "plan.yaml"
 PREFECT_HOME = REPO / ".sandbox" / "prefect"
 MESSAGES_PER_MAILBOX = 60
 POOL = "pec-cutover"
+STREAM_INTERVAL_S = 0.5  # the mail that follows the MX: one PEC message every half second, by SMTP
 
 # Before Prefect is imported: keep the rehearsal's run history with the sandbox, and no telemetry.
 os.environ.setdefault("PREFECT_HOME", str(PREFECT_HOME))
@@ -48,6 +55,9 @@ from cutover.mailsync import copy_mailboxes  # noqa: E402
 from cutover.plan import Plan, load_plan  # noqa: E402
 from cutover.sandbox import Sandbox, seed  # noqa: E402
 from cutover.sandbox._prefect import PrefectStack  # noqa: E402
+from cutover.sandbox._sender import (MailStream, MxSender, load_mx_listeners, pec_stream_messages, prove,  # noqa: E402
+                                     summarise)
+from cutover.sandbox.pec_messages import Signer  # noqa: E402
 from cutover.sandbox._users import write_secret_file  # noqa: E402
 from cutover.sandbox._webhook import WebhookReceiver  # noqa: E402
 
@@ -161,22 +171,32 @@ def prepare(plan: Plan, inventory: Inventory, scenario: str) -> Sandbox:
 def scenario_go(plan: Plan, inventory: Inventory) -> str:
     from flows.cutover_day import cutover
 
+    from flows.prestage import prestage
+
     scenario = "scenario 1: GO"
     box = prepare(plan, inventory, scenario)
-    with step(scenario, "new mail arrives at the source during the day"):
-        for m in inventory.mailboxes[:3]:
-            box.deliver("source", m.address, _mail(f"morning-{m.local_part}", m.address))
-        console.print("3 new PEC messages delivered to aruba")
-    with step(scenario, "cutover flow"):
-        result = cutover(plan_path=str(REHEARSAL_PLAN), operator="rehearsal")
-        _phases(result)
+    stream = start_mail_stream(box, inventory, "go")
+    try:
+        with step(scenario, "new mail arrives at the source during the day"):
+            for m in inventory.mailboxes[:3]:
+                box.deliver("source", m.address, _mail(f"morning-{m.local_part}", m.address))
+            console.print("3 new PEC messages delivered to aruba (IMAP APPEND), and the stream by the MX goes on")
+        with step(scenario, "cutover flow"):
+            result = cutover(plan_path=str(REHEARSAL_PLAN), operator="rehearsal")
+            _phases(result)
+    finally:
+        deliveries = stop_mail_stream(stream, plan, "GO")
+    with step(scenario, "late-mail pass after GO (pre-stage again, as the runbook asks)"):
+        console.print(prestage(plan_path=str(REHEARSAL_PLAN)))
     with step(scenario, "independent verification"):
         check = copy_mailboxes(plan, inventory.mailboxes, verify_only=True)
         console.print(f"verify-only pass: {check.verified_count}/{len(inventory)} mailboxes identical "
                       f"({check.total_messages} messages, SHA-256 on both sides)")
         console.print(render_status(dns_status(plan, "target"), title="DNS: MX on InfoCert everywhere?"))
-    ok = result["verdict"] == "GO" and check.ok
-    return f"{result['verdict']}; verified {check.verified_count}/{len(inventory)}" + ("" if ok else " (UNEXPECTED)")
+        flow_line, flow_ok = mail_flow(box, "target", deliveries)
+    ok = result["verdict"] == "GO" and check.ok and flow_ok
+    return f"{result['verdict']}; verified {check.verified_count}/{len(inventory)}; {flow_line}" + \
+        ("" if ok else " (UNEXPECTED)")
 
 
 def scenario_nogo(plan: Plan, inventory: Inventory) -> str:
@@ -190,57 +210,94 @@ def scenario_nogo(plan: Plan, inventory: Inventory) -> str:
     box = prepare(plan, inventory, scenario)
     member = inventory.mailboxes[0]
     out: dict = {}
-    with step(scenario, "cutover flow until the access gate pauses (webmail down)"):
-        box.stop_service("webmail")
-        console.print("InfoCert webmail stopped: the access gate will say NO-GO and, with on_nogo: ask, pause")
-        thread = threading.Thread(target=lambda: out.update(result=_catch(lambda: cutover(
-            plan_path=str(REHEARSAL_PLAN), operator="rehearsal"))), daemon=True)
-        thread.start()
-        run_id = None
-        with get_client(sync_client=True) as client:
-            while run_id is None and thread.is_alive():
-                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
-                run_id = str(runs[0].id) if runs else None
-                time.sleep(0.5)
-        if run_id is None:
-            raise CutoverError(f"the cutover did not pause at a gate: {out.get('result')}")
-        console.print(f"run {run_id} is paused at the access gate")
-        refused_401(stack.unauthenticated(paused_run=run_id))
-    with step(scenario, "mail reaches InfoCert while the run is paused"):
-        box.deliver("target", member.address, _mail("arrived-at-infocert", member.address))
-        console.print(f"1 PEC message delivered to {member.address} on infocert after the MX switch")
-    with step(scenario, "operator decides: rollback (as `pec-cutover gate decide`, with a one-time code)"):
-        operator = plan.operators[0]
-        code = current_code(plan.secret(operator.totp_secret).reveal())
-        wrong = decide_gate(run_id, "continue", "Somebody Else", "not an operator", "123456")
-        console.print(f"a decision by someone the plan does not name: {wrong}")
-        if "unknown operator" not in wrong:
-            raise CutoverError(f"a decision by an unknown operator was not refused: {wrong}")
-        console.print(f"pec-cutover gate decide {run_id} --rollback --operator '{operator.name}' --code ****** "
-                      "--reason 'InfoCert webmail down after the switch'")
-        console.print(decide_gate(run_id, "rollback", operator.name, "InfoCert webmail down after the switch", code))
-        thread.join(600)
-        result = out.get("result")
-        if isinstance(result, BaseException):
-            raise result
-        _phases(result)
-    with step(scenario, "independent verification"):
-        back = _count_message(box, member.address, "<arrived-at-infocert@pec.rehearsal>")
-        console.print(render_status(dns_status(plan, "source"), title="DNS: MX back on Aruba everywhere?"))
-        console.print(f"the message that reached InfoCert is on aruba {back} time(s) (expected 1)")
-    with step(scenario, "a second rollback started on demand, as a deployment run (as from the UI)"):
-        operator = plan.operators[0]
-        report = deployment_run("rollback/rollback", plan_path=str(REHEARSAL_PLAN),
-                                reason="second pass while resolvers converge back", operator=operator.name,
-                                operator_code=current_code(plan.secret(operator.totp_secret).reveal()))
-        console.print(next((line for line in report.splitlines() if line.startswith("**Verdict")), report[-300:]))
-        again = _count_message(box, member.address, "<arrived-at-infocert@pec.rehearsal>")
-        console.print(f"after the second rollback the message is on aruba {again} time(s) (expected 1)")
+    stream = start_mail_stream(box, inventory, "nogo")
+    try:
+        with step(scenario, "cutover flow until the access gate pauses (webmail down)"):
+            box.stop_service("webmail")
+            console.print("InfoCert webmail stopped: the access gate will say NO-GO and, with on_nogo: ask, pause")
+            thread = threading.Thread(target=lambda: out.update(result=_catch(lambda: cutover(
+                plan_path=str(REHEARSAL_PLAN), operator="rehearsal"))), daemon=True)
+            thread.start()
+            run_id = None
+            with get_client(sync_client=True) as client:
+                while run_id is None and thread.is_alive():
+                    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+                    run_id = str(runs[0].id) if runs else None
+                    time.sleep(0.5)
+            if run_id is None:
+                raise CutoverError(f"the cutover did not pause at a gate: {out.get('result')}")
+            console.print(f"run {run_id} is paused at the access gate")
+            refused_401(stack.unauthenticated(paused_run=run_id))
+        with step(scenario, "mail reaches InfoCert while the run is paused"):
+            box.deliver("target", member.address, _mail("arrived-at-infocert", member.address))
+            console.print(f"1 PEC message delivered to {member.address} on infocert after the MX switch")
+        with step(scenario, "operator decides: rollback (as `pec-cutover gate decide`, with a one-time code)"):
+            operator = plan.operators[0]
+            code = current_code(plan.secret(operator.totp_secret).reveal())
+            wrong = decide_gate(run_id, "continue", "Somebody Else", "not an operator", "123456")
+            console.print(f"a decision by someone the plan does not name: {wrong}")
+            if "unknown operator" not in wrong:
+                raise CutoverError(f"a decision by an unknown operator was not refused: {wrong}")
+            console.print(f"pec-cutover gate decide {run_id} --rollback --operator '{operator.name}' --code ****** "
+                          "--reason 'InfoCert webmail down after the switch'")
+            console.print(decide_gate(run_id, "rollback", operator.name, "InfoCert webmail down after the switch", code))
+            thread.join(600)
+            result = out.get("result")
+            if isinstance(result, BaseException):
+                raise result
+            _phases(result)
+        deliveries = stop_mail_stream(stream, plan, "the rollback")
+        with step(scenario, "independent verification"):
+            back = _count_message(box, member.address, "<arrived-at-infocert@pec.rehearsal>")
+            console.print(render_status(dns_status(plan, "source"), title="DNS: MX back on Aruba everywhere?"))
+            console.print(f"the message that reached InfoCert is on aruba {back} time(s) (expected 1)")
+        with step(scenario, "a second rollback started on demand, as a deployment run (as from the UI)"):
+            operator = plan.operators[0]
+            report = deployment_run("rollback/rollback", plan_path=str(REHEARSAL_PLAN),
+                                    reason="second pass while resolvers converge back", operator=operator.name,
+                                    operator_code=current_code(plan.secret(operator.totp_secret).reveal()))
+            console.print(next((line for line in report.splitlines() if line.startswith("**Verdict")), report[-300:]))
+            again = _count_message(box, member.address, "<arrived-at-infocert@pec.rehearsal>")
+            console.print(f"after the second rollback the message is on aruba {again} time(s) (expected 1)")
+            flow_line, flow_ok = mail_flow(box, "source", deliveries)
+    finally:
+        stream.stop()  # already stopped after the rollback, unless a step failed before
     box.start_service("webmail")
-    ok = result["verdict"] == "ROLLED-BACK" and back == 1 and again == 1
-    return f"{result['verdict']}; mail copied back: {back}; after a second rollback by deployment: {again}" + \
-        ("" if ok else " (UNEXPECTED)")
+    ok = result["verdict"] == "ROLLED-BACK" and back == 1 and again == 1 and flow_ok
+    return f"{result['verdict']}; mail copied back: {back}; after a second rollback by deployment: {again}; " \
+        f"{flow_line}" + ("" if ok else " (UNEXPECTED)")
+
+
+def start_mail_stream(box: Sandbox, inventory: Inventory, tag: str) -> MailStream:
+    """Real mail by the MX: a PEC message every STREAM_INTERVAL_S to the members in turn, resolved through the
+    sandbox's resolver before each one and delivered by SMTP to the MTA of the provider it names."""
+    pair = box.ca.signer_pair()
+    sender = MxSender(box.plan, load_mx_listeners(box.mx_listeners_file))
+    log = PREFECT_HOME / "mailflow" / f"{tag}-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
+    stream = MailStream(sender, pec_stream_messages(Signer.load(pair.cert, pair.key), seed=f"rehearsal-{tag}", tag=tag),
+                        [m.address for m in inventory.mailboxes], interval_s=STREAM_INTERVAL_S, log=log)
+    console.print(f"mail stream started: a PEC message every {STREAM_INTERVAL_S} s, sent by the MX that "
+                  f"{box.plan.dns.resolvers[0]} answers at that moment (log: {log})")
+    return stream.start()
+
+
+def stop_mail_stream(stream: MailStream, plan: Plan, what: str) -> list:
+    """Let the stream run one cutover TTL and a second past ``what``, then stop it."""
+    time.sleep(plan.dns.ttl.cutover + 1)
+    deliveries = stream.stop()
+    console.print(f"mail stream stopped {plan.dns.ttl.cutover + 1} s after {what}: {len(deliveries)} sent "
+                  f"({summarise(deliveries)})")
+    return deliveries
+
+
+def mail_flow(box: Sandbox, side: str, deliveries: list) -> tuple[str, bool]:
+    """The proof, by Message-ID and SHA-256, that every message sent is on ``side`` exactly once."""
+    proof = prove(box, side, deliveries)
+    console.print(proof.line() if proof.ok else f"[red]{proof.line()}[/red]", soft_wrap=True)
+    for detail in proof.details:
+        console.print(f"  {detail}", soft_wrap=True, markup=False)
+    return proof.line(), proof.ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,6 +385,10 @@ def _phases(result: dict) -> None:
     console.print(table)
     for decision in result.get("decisions", []):
         console.print(f"gate: {decision}")
+    # What moved with the MX (issue 18): after GO on the target, after a rollback back on the source.
+    from cutover.clients import surroundings_line
+    if moved := result.get("surroundings") or (result.get("rollback") or {}).get("surroundings"):
+        console.print(surroundings_line(moved))
 
 
 def _status(box: Sandbox) -> None:

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Install the Debian packages the pec-cutover sandbox runs (Dovecot with IMAP and submission, BIND9, unbound, nginx, isync, openssl)
-# and the unprivileged mail user. Idempotent and non-interactive; package post-install scripts must not
-# start the system services (the sandbox runs its own instances on 127.0.0.1), so a policy-rc.d that
-# forbids service starts is put in place for the duration of the install if none exists.
+# Install the Debian packages the pec-cutover sandbox runs (Dovecot with submission and LMTP, BIND9, unbound,
+# nginx, Postfix, isync, openssl, chromium) and the unprivileged mail user. Idempotent and non-interactive; package
+# post-install scripts must not start the system services (the sandbox runs its own instances on 127.0.0.1), so
+# a policy-rc.d that forbids service starts is put in place for the duration of the install if none exists.
+# Postfix is installed as "No configuration": no /etc/postfix/main.cf is written and the system's Postfix never
+# runs; the sandbox's relay is an instance with its own config directory (postfix -c).
 set -euo pipefail
 
-PACKAGES=(dovecot-core dovecot-imapd dovecot-submissiond bind9 bind9-utils bind9-dnsutils unbound nginx-light isync openssl
+PACKAGES=(dovecot-core dovecot-imapd dovecot-submissiond dovecot-lmtpd bind9 bind9-utils bind9-dnsutils unbound
+          nginx-light postfix libsasl2-modules isync openssl
           chromium)  # chromium: the browser test of the Prefect UI (tests/flows/test_ui_gate.py)
 MAIL_USER=pecmail   # Dovecot refuses to store mail as root; see cutover/sandbox/_dovecot.py
 
@@ -22,6 +25,17 @@ for pkg in "${PACKAGES[@]}"; do
 done
 
 if ((${#missing[@]})); then
+  if [[ " ${missing[*]} " == *" postfix "* ]]; then
+    # Debian's postfix replaces any other MTA package: never do that to a machine behind the operator's back.
+    other_mta=$(dpkg-query -W -f='${Package} ${Status}\n' exim4-daemon-light exim4-daemon-heavy sendmail-bin \
+                opensmtpd msmtp-mta nullmailer ssmtp dma 2>/dev/null | awk '/install ok installed/ {print $1}' || true)
+    if [[ -n $other_mta ]]; then
+      echo "install-system.sh: installing postfix would remove the installed MTA ($other_mta); install postfix" \
+           "yourself if that is fine (apt-get install postfix), then run this again" >&2
+      exit 1
+    fi
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  fi
   policy=/usr/sbin/policy-rc.d
   created_policy=0
   if [[ ! -e $policy ]]; then

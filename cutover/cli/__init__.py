@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cutover.cli import clients as clients_cli
 from cutover.cli import copy as copy_cli
 from cutover.cli import dns as dns_cli
 from cutover.cli import evidence as evidence_cli
@@ -36,6 +37,7 @@ plan_app = typer.Typer(help="Validate and show a cutover plan.", no_args_is_help
 app.add_typer(plan_app, name="plan")
 app.add_typer(sandbox_cli.app, name="sandbox", help="Start, stop, seed and inspect the local sandbox servers.")
 app.add_typer(dns_cli.app, name="dns", help="Show and change the domain's MX and TTLs (Ansible + checks).")
+app.add_typer(clients_cli.app, name="clients", help="Point the organisation's PEC clients at a provider (Ansible).")
 app.add_typer(copy_cli.app, name="copy", help="Copy mailboxes from source to target, verified and resumable; "
                                              "approve-skipped: accept messages the target refused.")
 app.add_typer(server_cli.app, name="server")

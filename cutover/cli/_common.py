@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from enum import Enum
 from pathlib import Path
 from typing import Iterator, NoReturn
 
@@ -15,6 +16,13 @@ from cutover.errors import CutoverError
 DEFAULT_PLAN = Path("inventory/rehearsal/plan.yaml")
 
 PlanOption = typer.Option(DEFAULT_PLAN, "--plan", "-p", help="plan YAML", show_default=True)
+
+
+class Side(str, Enum):
+    """A provider of the plan, as the CLI's ``--to``/``--expect`` take it."""
+
+    target = "target"
+    source = "source"
 
 
 def fail(console: Console, exc: CutoverError) -> NoReturn:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -13,19 +12,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cutover.cli._common import PlanOption, handle_errors
-from cutover.dnschange import DnsChange, set_ttl, switch_mx
+from cutover.cli._common import PlanOption, Side, handle_errors
+from cutover.dnschange import DnsChange, append_journal, set_ttl, switch_mx
 from cutover import freeze
 from cutover.errors import CutoverError
 from cutover.plan import load_plan
+from cutover.rollback_deadline import require_rollback_allowed
 from cutover.ttl import restore_due
 
 app = typer.Typer(no_args_is_help=True)
-
-
-class Side(str, Enum):
-    target = "target"
-    source = "source"
 
 
 @app.command("status")
@@ -63,6 +58,9 @@ def switch(
     emergency: str = typer.Option(None, "--emergency", metavar="REASON",
                                   help="with --to source: switch back even while a cutover holds the freeze "
                                        "(when the rollback flow cannot run); recorded in the freeze marker"),
+    override: str = typer.Option(None, "--override", metavar="REASON",
+                                 help="with --to source: switch back after the rollback deadline (plan rollback_until, "
+                                      "else the switch + 7 days) anyway"),
     plan_path: Path = PlanOption,
 ) -> None:
     """Replace the zone's MX set with the target's (cutover) or the source's (rollback), through Ansible."""
@@ -71,6 +69,15 @@ def switch(
         plan = load_plan(plan_path)
         if emergency and to.value != "source":
             raise CutoverError("--emergency only switches back to the source (the safe side)")
+        if to.value == "source" and not dry_run:
+            # Back to the source after the deadline points the domain's mail at a provider that may have dropped it.
+            late = require_rollback_allowed(plan, override_reason=override)
+            if late.passed:
+                console.print(f"[yellow]{escape(late.describe())}[/yellow]", soft_wrap=True)
+                append_journal(plan, {"action": "rollback_override", "by": "dns switch --to source",
+                                      "reason": late.override_reason, "deadline": late.deadline.isoformat()})
+                if emergency:
+                    emergency = f"{emergency} ({late.describe()})"
         if not dry_run and not emergency:
             freeze.ensure_not_frozen(plan, f"DNS switch to {to.value} by hand")
         if emergency and not dry_run:
@@ -82,6 +89,8 @@ def switch(
             console.print("[yellow]freeze taken for an emergency switch back; it stays until a rollback run "
                           f"(which copies new mail back) lifts it, or it is removed from {freeze.marker_path(plan)}"
                           "[/yellow]", soft_wrap=True)
+        if not dry_run:
+            _mark(console, plan, to.value, "emergency switch by hand" if emergency else "dns switch by hand")
         _show(console, switch_mx(plan, to.value, dry_run=dry_run))
 
 
@@ -106,6 +115,25 @@ def ttl(
                           "ttl.restore_after): a rollback from now on propagates at the normal TTL[/yellow]",
                           soft_wrap=True)
         _show(console, set_ttl(plan, "cutover" if lower else "normal", dry_run=dry_run))
+
+
+def _mark(console: Console, plan, to: str, by: str) -> None:
+    """The switch mark right before the MX changes (recorded in the ledger); never a reason not to switch."""
+    from cutover.inventory import load_inventory
+    from cutover.switch_mark import try_switch_mark
+
+    try:
+        mailboxes = list(load_inventory(plan))
+    except CutoverError as exc:
+        console.print(f"[yellow]switch mark NOT recorded: {escape(str(exc))}[/yellow]", soft_wrap=True)
+        return
+    mark = try_switch_mark(plan, mailboxes, to=to, by=by)  # type: ignore[arg-type]
+    if isinstance(mark, str):
+        console.print(f"[yellow]{escape(mark)}[/yellow]", soft_wrap=True)
+        return
+    console.print(escape(mark.describe()), soft_wrap=True)
+    for line in mark.failures():
+        console.print(f"[yellow]  not marked: {escape(line)}[/yellow]", soft_wrap=True)
 
 
 def _show(console: Console, change: DnsChange) -> None:

@@ -11,13 +11,14 @@ from rich.table import Table
 from cutover.cli._common import DEFAULT_PLAN, handle_errors
 from cutover.inventory import load_inventory
 from cutover.plan import load_plan
-from cutover.sandbox import SERVICE_NAMES, Sandbox, ServiceStatus, seed as seed_mailboxes
+from cutover.sandbox import OPTIONAL_SERVICES, SERVICE_NAMES, Sandbox, ServiceStatus, seed as seed_mailboxes
 from cutover.sandbox._wan import LinkSettings, request as wan_request
 
 app = typer.Typer(no_args_is_help=True, help="Start, stop, seed and inspect the local sandbox servers.")
 
 _PLAN_HELP = "plan YAML (its 'sandbox:' section says where state lives)"
-_SERVICES_HELP = f"only these services (repeatable): {', '.join(SERVICE_NAMES)}"
+_SERVICES_HELP = (f"only these services (repeatable): {', '.join(SERVICE_NAMES)}, and with the plan's surroundings "
+                  f"{', '.join(OPTIONAL_SERVICES)}")
 
 
 def _status_table(rows: list[ServiceStatus], title: str) -> Table:
@@ -28,7 +29,7 @@ def _status_table(rows: list[ServiceStatus], title: str) -> Table:
         state = "[green]up[/green]" if s.running else "[red]down[/red]"
         if s.detail not in ("up", "down"):
             state += f" ({s.detail})"
-        table.add_row(s.name, s.kind, f"127.0.0.1:{s.port}", str(s.pid or "-"), state)
+        table.add_row(s.name, s.kind, f"127.0.0.1:{s.port}" if s.port else "-", str(s.pid or "-"), state)
     return table
 
 

@@ -22,6 +22,7 @@ class ZoneData:
     ttl: int
     tsig_name: str
     tsig_algorithm: str
+    records: tuple[str, ...] = ()  # zone-file lines of the source's records (plan ``records:``), absolute names
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -39,6 +40,9 @@ def initial_serial() -> int:
 def zone_file_text(data: ZoneData) -> str:
     z = data.zone
     mx = "\n".join(f"@\tIN\tMX\t{pref} {host}" for pref, host in data.mx)
+    records = "".join(line + "\n" for line in data.records)
+    # A webmail alias of the plan is a CNAME, which cannot sit beside an A record.
+    webmail = "" if any(line.startswith(f"webmail.{z}. ") for line in data.records) else "webmail\tIN\tA\t127.0.0.1\n"
     # refresh 30 s so a released secondary catches up fast; expire far away so a held one keeps serving.
     return f"""$ORIGIN {z}.
 $TTL {data.ttl}
@@ -47,9 +51,8 @@ $TTL {data.ttl}
 @\tIN\tNS\tns2.{z}.
 ns1\tIN\tA\t127.0.0.1
 ns2\tIN\tA\t127.0.0.1
-webmail\tIN\tA\t127.0.0.1
-{mx}
-"""
+{webmail}{mx}
+{records}"""
 
 
 def _key_clause(data: ZoneData, secret: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import re
 import secrets
 import signal
@@ -24,10 +25,11 @@ from cryptography import x509
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
+from cutover.dnsrecords import txt_rdata, wanted_records
 from cutover.errors import SandboxError, SecretError
 from cutover.operators import new_secret
 from cutover.plan import Plan
-from cutover.sandbox import _dns, _wan, _webmail
+from cutover.sandbox import _dns, _relay, _wan, _webmail
 from cutover.sandbox._ca import CertKind, SandboxCA
 from cutover.sandbox._dovecot import DovecotInstance, DovecotPaths, ensure_mail_user
 from cutover.sandbox._imap import open_as
@@ -36,7 +38,13 @@ from cutover.sandbox._process import (children_of, has_exited, pid_matches, port
 from cutover.sandbox._users import PasswdEntry, new_password, ssha512, ssha512_matches, write_secret_file
 from cutover.secrets import SecretRef, parse_ref, resolve
 
-SERVICE_NAMES = ("aruba", "infocert", "ns1", "ns2", "resolver", "webmail")
+SERVICE_NAMES = ("aruba", "infocert", "ns1", "ns2", "resolver", "webmail")  # what every sandbox runs
+# The surroundings, run only when the plan asks for them: "mta" when the providers have an smtp endpoint and
+# sandbox.mta_ports, "relay" with sandbox.relay_port, "reader" with a clients section, "wan" (a latency proxy in
+# front of both Dovecots) with sandbox.wan or after `sandbox up --rtt-ms` (see Sandbox.services).
+OPTIONAL_SERVICES = ("mta", "relay", "reader", "wan")
+_ALL_SERVICES = SERVICE_NAMES + OPTIONAL_SERVICES
+READER_APP = "protocollo"  # the sandbox's reader stands for the federation's document-management system
 Side = Literal["source", "target", "aruba", "infocert"]
 ADMIN_USER = "sandbox-admin"
 START_TIMEOUT_S = 20.0  # generous: a loaded 2-core CI machine can take seconds to start a daemon
@@ -64,7 +72,7 @@ class ServiceStatus:
 
     name: str
     kind: str
-    port: int
+    port: int | None  # None: a service without a port (the reader)
     pid: int | None
     running: bool
     detail: str = ""
@@ -75,7 +83,7 @@ class _Service:
     name: str
     kind: str
     program: str
-    port: int
+    port: int | None
     config: Path
     log: Path
     pid_file: Path
@@ -88,6 +96,13 @@ def _side_key(side: str) -> Literal["source", "target"]:
     if side in ("target", "infocert"):
         return "target"
     raise SandboxError(f"unknown side {side!r}; use source/aruba or target/infocert")
+
+
+def _local_port(endpoint, tls: str) -> int | None:
+    """The port of a plan endpoint served on this machine with TLS mode ``tls``, else None."""
+    if endpoint is None or endpoint.host not in ("127.0.0.1", "localhost") or endpoint.tls != tls:
+        return None
+    return endpoint.port
 
 
 class Sandbox:
@@ -115,10 +130,11 @@ class Sandbox:
                 name, self.ports[name] + behind,
                 DovecotPaths(self.state_dir / "dovecot" / name, self.state_dir / "mail" / name, self.logs / f"{name}.log"),
                 good.cert, good.key,
-                # the plan's SMTP endpoint on this machine is served by this Dovecot's submission service
-                submission_port=(submission[name].port if submission[name] is not None
-                                 and submission[name].host == "127.0.0.1" else None),
-                relay_port=self.ports[name] - 993 + 25)
+                # the plan's SMTP endpoint on this machine is served by this Dovecot's submission service, implicit
+                # TLS or STARTTLS as the endpoint says; it relays to the sandbox MTA when the plan runs one
+                submission_port=_local_port(submission[name], "implicit"),
+                starttls_port=_local_port(submission[name], "starttls"),
+                relay_port=self.ports.get(f"{name}-mta"))
             for name in ("aruba", "infocert")
         }
         for side, limit in (plan.sandbox.max_userip_connections or {}).items():
@@ -137,7 +153,7 @@ class Sandbox:
             secondary = others[0]
         if not plan.dns.resolvers:
             raise SandboxError("the plan names no dns.resolvers; the sandbox runs one (unbound) on that port")
-        return {
+        ports = {
             "aruba": plan.source.imap.port,
             "infocert": plan.target.imap.port,
             "ns1": primary.port,
@@ -145,6 +161,44 @@ class Sandbox:
             "resolver": plan.dns.resolvers[0].port,
             "webmail": plan.sandbox.webmail_port if plan.sandbox else 10443,
         }
+        settings = plan.sandbox
+        if settings is not None and settings.mta_ports:
+            # Each provider's submission service (its plan smtp endpoint) relays to the sandbox MTA, which
+            # delivers to that provider's Dovecot.
+            if len(settings.mta_ports) != 2 or plan.source.smtp is None or plan.target.smtp is None:
+                raise SandboxError("sandbox.mta_ports needs two ports (source, target) and an smtp endpoint for "
+                                   "both providers (their submission services)")
+            ports.update({"aruba-submission": plan.source.smtp.port, "infocert-submission": plan.target.smtp.port,
+                          "aruba-mta": settings.mta_ports[0], "infocert-mta": settings.mta_ports[1],
+                          "mta": settings.mta_ports[0]})
+        if settings is not None and settings.relay_port is not None:
+            ports["relay"] = settings.relay_port
+        return ports
+
+    @property
+    def services(self) -> list[str]:
+        """The services this plan's sandbox runs (the optional ones only when the plan configures them)."""
+        active = {"mta": "mta" in self.ports, "relay": "relay" in self.ports, "reader": self.plan.clients is not None,
+                  "wan": self.wan is not None}
+        return [n for n in _ALL_SERVICES if n not in OPTIONAL_SERVICES or active[n]]
+
+    @property
+    def clients_dir(self) -> Path:
+        """Where the sandbox's PEC clients keep their configuration (the inventory's ``pec_clients`` hosts)."""
+        return self.state_dir / "clients"
+
+    @property
+    def relay_dir(self) -> Path:
+        """The relay's Postfix config directory (``postfix -c``)."""
+        return self.clients_dir / "relay"
+
+    @property
+    def reader_config(self) -> Path:
+        return self.clients_dir / READER_APP / "pec.ini"
+
+    @property
+    def reader_status(self) -> Path:
+        return self.clients_dir / READER_APP / "status.json"
 
     @property
     def ca_file(self) -> Path:
@@ -175,20 +229,33 @@ class Sandbox:
             return _Service(name, "https", "nginx", self.ports[name], conf, self.logs / "webmail.log", pid_file,
                             ("/usr/sbin/nginx", "-e", str(self.logs / "webmail-error.log"),
                              "-p", str(self._webmail_dir()), "-c", str(conf)))
-        if name == "wan" and self.wan is not None:
+        if name in OPTIONAL_SERVICES and name not in self.services:
+            raise SandboxError(f"sandbox service {name!r} is not configured by plan {self.plan.name!r} "
+                               "(sandbox.mta_ports / sandbox.relay_port / clients / sandbox.wan or "
+                               "`sandbox up --rtt-ms`)")
+        if name == "wan":
             return _Service(name, "wan-proxy", "cutover.sandbox._wan", self.wan.routes[0].listen_port,
                             self.wan.config_file, self.logs / "wan.log", pid_file,
                             (sys.executable, "-m", "cutover.sandbox._wan", str(self.wan.config_file)))
-        raise SandboxError(f"unknown sandbox service {name!r}; known: {', '.join(self._all_names())}")
-
-    def _all_names(self) -> tuple[str, ...]:
-        return SERVICE_NAMES + (("wan",) if self.wan is not None else ())
+        if name == "mta":
+            conf = self.state_dir / "mta" / "mta.json"
+            return _Service(name, "smtp", "cutover.sandbox._mta", self.ports["mta"], conf, self.logs / "mta.log",
+                            pid_file, (sys.executable, "-m", "cutover.sandbox._mta", str(conf)))
+        if name == "relay":
+            return _Service(name, "smtp-relay", _relay.MASTER, self.ports["relay"], self.relay_dir,
+                            self.logs / "relay.log", pid_file, tuple(_relay.argv(self.relay_dir)))
+        if name == "reader":
+            return _Service(name, "imap-reader", "cutover.sandbox._reader", None, self.reader_config,
+                            self.logs / "reader.log", pid_file,
+                            (sys.executable, "-m", "cutover.sandbox._reader", str(self.reader_config),
+                             str(self.reader_status)))
+        raise SandboxError(f"unknown sandbox service {name!r}; known: {', '.join(_ALL_SERVICES)}")
 
     def _names(self, services: Iterable[str] | None) -> list[str]:
-        names = list(self._all_names()) if services is None else list(services)
+        names = self.services if services is None else list(services)
         for n in names:
             self._service(n)  # validates the name
-        return [n for n in self._all_names() if n in names]
+        return [n for n in _ALL_SERVICES if n in names]
 
     # ----- state and secrets --------------------------------------------------------------------
     def _prepare_state(self) -> None:
@@ -253,8 +320,12 @@ class Sandbox:
 
     # ----- configuration ------------------------------------------------------------------------
     def _zone_data(self) -> _dns.ZoneData:
-        return _dns.ZoneData(self.plan.dns.zone, sorted(self.plan.source.mx_set), self.plan.dns.ttl.normal,
-                             self.plan.dns.tsig.name, self.plan.dns.tsig.algorithm)
+        # The zone starts as the source provider publishes it: its MX and the records that follow it.
+        ttl = self.plan.dns.ttl.normal
+        records = tuple(f"{r.name} {ttl} IN {r.rdtype} {txt_rdata(r.value) if r.kind == 'spf' else r.value}"
+                        for r in wanted_records(self.plan, "source") if r.value is not None)
+        return _dns.ZoneData(self.plan.dns.zone, sorted(self.plan.source.mx_set), ttl,
+                             self.plan.dns.tsig.name, self.plan.dns.tsig.algorithm, records)
 
     def _write_config(self, name: str, *, held: bool = False) -> None:
         if name in self.dovecots:
@@ -286,6 +357,39 @@ class Sandbox:
             if not (directory / "current.pem").exists():
                 pair = self.ca.server_pair("good")
                 _webmail.install_cert(directory, pair.cert, pair.key)
+        elif name == "mta":
+            config = self.state_dir / "mta" / "mta.json"
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text(json.dumps({"log": str(self.logs / "mta-deliveries.log"), "listeners": [
+                {"name": n, "port": self.ports[f"{n}-mta"], "lmtp": str(self.dovecots[n].paths.base_dir / "lmtp"),
+                 "mailboxes": self._alias_map(n)}
+                for n in ("aruba", "infocert")]}), encoding="utf-8")
+            # Each provider's MX host names -> its MTA listener: where mail that follows the MX is delivered.
+            self.mx_listeners_file.write_text(json.dumps({
+                mx.host: {"provider": n, "port": self.ports[f"{n}-mta"]}
+                for n, side in (("aruba", "source"), ("infocert", "target")) for mx in self.plan.provider(side).mx
+            }, indent=2), encoding="utf-8")
+        elif name == "relay":
+            _relay.prepare(self.relay_dir, self.ports["relay"])
+        elif name == "reader":
+            # The reader's settings are the pec_client role's to write; the sandbox only makes room for them.
+            self.reader_config.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def mx_listeners_file(self) -> Path:
+        """JSON ``{MX host name: {"provider", "port"}}``: each provider's MX served by its sandbox MTA listener."""
+        return self.state_dir / "mta" / "mx-listeners.json"
+
+    def _alias_map(self, name: str) -> dict[str, str]:
+        """Members whose mailbox on this provider is named other than their address (InfoCert user IDs)."""
+        side = _side_key(name)
+        try:
+            from cutover.inventory import load_inventory
+            members = [mb.address for mb in load_inventory(self.plan)]
+        except Exception:  # noqa: BLE001 - no (valid) inventory: mailboxes are named by address
+            return {}
+        names = {address.lower(): self.login_name(side, address).lower() for address in members}
+        return {address: login for address, login in names.items() if login != address}
 
     # ----- lifecycle ----------------------------------------------------------------------------
     def _pid(self, svc: _Service) -> int | None:
@@ -293,7 +397,7 @@ class Sandbox:
         return pid if pid is not None and pid_matches(pid, svc.program, svc.config) else None
 
     def _healthy(self, svc: _Service) -> bool:
-        return self._pid(svc) is not None and port_open(svc.port)
+        return self._pid(svc) is not None and (svc.port is None or port_open(svc.port))
 
     def _logs_of(self, svc: _Service) -> str:
         logs = [svc.log] + ([self.logs / "webmail-error.log"] if svc.name == "webmail" else [])
@@ -302,7 +406,7 @@ class Sandbox:
     def _spawn(self, name: str) -> tuple[_Service, int]:
         """Start ``name``'s daemon once its port is free; returns it with the new process's own pid."""
         svc = self._service(name)
-        if self._pid(svc) is None and (port_in_use(svc.port) or port_open(svc.port)):
+        if svc.port is not None and self._pid(svc) is None and (port_in_use(svc.port) or port_open(svc.port)):
             raise SandboxError(f"cannot start sandbox {name}: port 127.0.0.1:{svc.port} is taken by a process the "
                                "sandbox did not start; stop it or change the port in the plan")
         return svc, spawn(list(svc.argv), log_file=svc.log, pid_file=svc.pid_file)
@@ -310,14 +414,16 @@ class Sandbox:
     def _await(self, svc: _Service, pid: int) -> None:
         """Wait until ``pid`` (the process just spawned, never an older one) is ours and answers on its port."""
         def healthy() -> bool:
-            return read_pid(svc.pid_file) == pid and pid_matches(pid, svc.program, svc.config) and port_open(svc.port)
+            return (read_pid(svc.pid_file) == pid and pid_matches(pid, svc.program, svc.config)
+                    and (svc.port is None or port_open(svc.port)))
 
         # Not pid_matches for "exited": right after exec, /proc/<pid>/cmdline can still be empty for a moment.
         wait_until(lambda: healthy() or has_exited(pid), timeout=START_TIMEOUT_S)
         if healthy():
             return
         why = "exited" if has_exited(pid) else f"is not answering after {START_TIMEOUT_S:.0f}s"
-        raise SandboxError(f"sandbox {svc.name} did not come up on 127.0.0.1:{svc.port}: process {pid} {why}; "
+        where = f" on 127.0.0.1:{svc.port}" if svc.port is not None else ""
+        raise SandboxError(f"sandbox {svc.name} did not come up{where}: process {pid} {why}; "
                            f"read {self._logs_of(svc)}")
 
     def up(self, services: Iterable[str] | None = None) -> list[ServiceStatus]:
@@ -363,7 +469,7 @@ class Sandbox:
         pid = read_pid(svc.pid_file)
         ours = pid is not None and stop_pid(pid, svc.program, svc.config, timeout=STOP_TIMEOUT_S)
         svc.pid_file.unlink(missing_ok=True)
-        if ours:
+        if ours and svc.port is not None:
             # All our processes are gone, so their sockets are closed; wait for the kernel to agree (bounded:
             # a port held by someone else is reported by the next start).
             wait_until(lambda: not port_in_use(svc.port), timeout=PORT_FREE_TIMEOUT_S, interval=0.01)
@@ -384,7 +490,7 @@ class Sandbox:
         for n in self._names(services):
             svc = self._service(n)
             pid = self._pid(svc)
-            open_ = port_open(svc.port)
+            open_ = port_open(svc.port) if svc.port is not None else bool(pid)
             if pid and open_:
                 detail = "up"
             elif pid:
@@ -528,10 +634,41 @@ class Sandbox:
                 elif not ssha512_matches(entry.password_hash, password):
                     entry.password_hash = ssha512(password)
                     changed_here += 1
+            changed_here += self._ensure_client_accounts(side, entries, {mb.address for mb in boxes})
             if changed_here:
                 d.users.write(entries, settle=existed)
             changed += changed_here
         return changed
+
+    def _ensure_client_accounts(self, side: Literal["source", "target"], entries: dict[str, PasswdEntry],
+                                members: set[str]) -> int:
+        """The plan's PEC client accounts on one server, with the password their secret holds (created if missing).
+
+        A login other than the address (InfoCert's user ID) is a second passwd-file line whose ``user=`` field
+        makes Dovecot continue as the address, as the provider maps a user ID to its mailbox."""
+        if self.plan.clients is None:
+            return 0
+        changed = 0
+        for account in self.plan.clients.accounts.values():
+            login = account.login(side)
+            password = self._get_or_create_secret(self.plan.secret_ref(login.secret), new_password)
+            wanted = [] if account.address in members else [(account.address, {})]
+            if account.user(side).lower() != account.address:
+                wanted.append((account.user(side).lower(), {"user": account.address}))
+            for user, extra in wanted:
+                entry = entries.get(user)
+                if entry is None or entry.extra != extra or not ssha512_matches(entry.password_hash, password):
+                    entries[user] = PasswdEntry(user, ssha512(password), dict(extra))
+                    changed += 1
+        return changed
+
+    def client_login(self, side: Side, account: str) -> tuple[str, str]:
+        """(login, password) of a plan client account on one provider (tests and the rehearsal log in with it)."""
+        if self.plan.clients is None or account not in self.plan.clients.accounts:
+            raise SandboxError(f"plan {self.plan.name!r} has no client account {account!r}")
+        acct = self.plan.clients.accounts[account]
+        key = _side_key(side)
+        return acct.user(key), resolve(self.plan.secret_ref(acct.login(key).secret)).reveal()
 
     def set_password(self, side: Side, address: str, new_password: str, *, update_secret: bool = False) -> None:
         """Change a member's password on one server (as a member would mid-migration).

@@ -34,7 +34,7 @@ def _ports(plan) -> dict[str, int]:
 
 def test_rehearsal_plan_has_the_ports_of_write_environment_base_10000(tmp_path: Path) -> None:
     committed = load_plan(REHEARSAL / "plan.yaml")
-    generated = load_plan(write_environment(tmp_path, base_port=10000).plan)
+    generated = load_plan(write_environment(tmp_path, base_port=10000, surroundings=True).plan)
     assert _ports(committed) == _ports(generated)
     assert _ports(committed)["aruba"] == 10993 and _ports(committed)["webmail"] == 10443
     assert committed.source.mx_set == generated.source.mx_set
