@@ -9,6 +9,7 @@ target after the switch copied back. More promises of the runbook: test_runbook.
 from __future__ import annotations
 
 import csv
+import json
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -18,11 +19,14 @@ import dns.query
 import dns.rdatatype
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, FlowRunFilter,
+                                            FlowRunFilterName, TaskRunFilter, TaskRunFilterFlowRunId)
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.flow_runs import resume_flow_run
 
 from cutover import freeze
 from cutover.errors import FreezeError
+from cutover.limits import mailbox_workers
 from flows.cutover_day import cutover
 from flows.history import decide_gate, recent_runs
 from flows.prestage import prestage
@@ -63,6 +67,20 @@ def artifact_exists(key: str) -> bool:
         return bool(client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))))
 
 
+def copy_run_evidence(label: str) -> tuple[list[str], list[float], int]:
+    """The newest copy subflow named ``label``: its task run names, its progress artifact's values, and the rows
+    of its per-mailbox table."""
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[label])),
+                                      sort=FlowRunSort.START_TIME_DESC, limit=1)
+        tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id])))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    progress = [float(a.data) for a in artifacts if a.type == "progress"]
+    tables = [a for a in artifacts if a.type == "table"]
+    rows = sum(len(t.data if isinstance(t.data, list) else json.loads(t.data)) for t in tables)
+    return sorted(t.name for t in tasks), progress, rows
+
+
 def served_mx_ttl(day: Day, server: str) -> tuple[int | None, int]:
     """(MX TTL, SOA serial) one authoritative server serves now."""
     port = {"ns1": day.plan.dns.authoritative[0].port, "ns2": day.plan.dns.authoritative[1].port}[server]
@@ -97,6 +115,12 @@ def test_go_path_outside_window_with_override(day_factory):
     assert all(r["status"] == "ready" for a, r in rows.items() if a != second)
     assert not any(secret in csv_path.read_text() for secret in day.secrets)
     prestage(plan_path=str(day.plan_path))
+    # The copy runs in a few lanes (one task run, one lease of the providers' slots each), never a task per mailbox;
+    # every mailbox is in the table and the progress reached 100 %.
+    tasks, progress, rows = copy_run_evidence("prestage")
+    lanes = mailbox_workers(day.plan, len(day.inventory))
+    assert tasks == [f"forward copy lane {n} of {lanes}" for n in range(1, lanes + 1)]
+    assert progress == [100.0] and rows == len(day.inventory), (progress, rows)
     day.box.deliver("source", first, new_mail("during-the-day-1", first))   # mail keeps arriving at Aruba
 
     with pytest.raises(FreezeError, match="outside the window"):
