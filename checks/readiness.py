@@ -23,7 +23,6 @@ Without a master account a refused target login is reported as bad-credentials "
 from __future__ import annotations
 
 import csv
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -163,27 +162,35 @@ class CopiedBytes(Protocol):
 
 def readiness(plan: Plan, inventory: Inventory, *, on_progress: ProgressFn | None = None,
               ledger: CopiedBytes | None = None, probe_providers: bool = True) -> ReadinessReport:
-    """Probe every mailbox on both sides, ``min(source, target).max_connections`` mailboxes at a time; then
-    each provider once (capabilities, session limit, round trip: :mod:`checks.providers`), as a member whose
-    login worked there. With ``ledger``, the quota headroom is for what is still to copy."""
+    """Probe every mailbox on both sides, each side as many mailboxes at a time as its ``max_connections`` (the
+    two sides at once: a login round trip on one provider never waits for the other's); then each provider once
+    (capabilities, session limit, round trip: :mod:`checks.providers`), as a member whose login worked there.
+    With ``ledger``, the quota headroom is for what is still to copy."""
     mailboxes = list(inventory)
-    workers = max(1, min(plan.source.max_connections, plan.target.max_connections, len(mailboxes)))
     existence_plan = _existence_plan(plan)
-    done = 0
-    lock = threading.Lock()
 
-    def one(mb: Mailbox) -> MailboxReadiness:
-        nonlocal done
-        verdict = mailbox_readiness(plan, mb, existence_plan=existence_plan,
-                                    copied_bytes=ledger.done_bytes(mb.address) if ledger is not None else 0)
-        if on_progress is not None:
-            with lock:
-                done += 1
-                on_progress(done, len(mailboxes), verdict)
-        return verdict
+    def workers(side: Side) -> int:
+        return max(1, min(plan.provider(side).max_connections, len(mailboxes)))
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="readiness") as pool:
-        verdicts = list(pool.map(one, mailboxes))
+    def timed_probe(side: Side, mb: Mailbox) -> tuple[SideProbe, float]:
+        started = time.monotonic()
+        probe = probe_side(plan, side, mb)
+        if side == "target" and probe.status == "bad-credentials":
+            probe = _tell_missing_from_refused(plan, mb, probe, existence_plan)
+        return probe, time.monotonic() - started
+
+    verdicts: list[MailboxReadiness] = []
+    with ThreadPoolExecutor(max_workers=workers("source"), thread_name_prefix="readiness-source") as source_pool, \
+            ThreadPoolExecutor(max_workers=workers("target"), thread_name_prefix="readiness-target") as target_pool:
+        sources = [source_pool.submit(timed_probe, "source", mb) for mb in mailboxes]
+        targets = [target_pool.submit(timed_probe, "target", mb) for mb in mailboxes]
+        for n, (mb, source_future, target_future) in enumerate(zip(mailboxes, sources, targets), start=1):
+            (source, source_s), (target, target_s) = source_future.result(), target_future.result()
+            verdict = _verdict(plan, mb, source, target, ledger.done_bytes(mb.address) if ledger is not None else 0,
+                               seconds=max(source_s, target_s))
+            verdicts.append(verdict)
+            if on_progress is not None:
+                on_progress(n, len(mailboxes), verdict)
     verdicts = _master_refused_everywhere(plan, verdicts)
     profiles: list[ProviderProfile] = []
     if probe_providers:
@@ -206,11 +213,15 @@ def mailbox_readiness(plan: Plan, mailbox: Mailbox, *, existence_plan: Plan | No
     target = probe_side(plan, "target", mailbox)
     if target.status == "bad-credentials":
         target = _tell_missing_from_refused(plan, mailbox, target, existence_plan)
+    return _verdict(plan, mailbox, source, target, copied_bytes, seconds=time.monotonic() - started)
+
+
+def _verdict(plan: Plan, mailbox: Mailbox, source: SideProbe, target: SideProbe, copied_bytes: int, *,
+             seconds: float) -> MailboxReadiness:
     to_copy = None if source.used_kib is None else max(0, source.used_kib - copied_bytes // 1024)
     status, side, detail = _classify(plan, source, target, to_copy)
     return MailboxReadiness(mailbox.address, status, side, _action(plan, status, side, source, target, to_copy),
-                            detail, source, target, time.monotonic() - started, tuple(mailbox.logins_differ().items()),
-                            to_copy)
+                            detail, source, target, seconds, tuple(mailbox.logins_differ().items()), to_copy)
 
 
 def probe_side(plan: Plan, side: Side, mailbox: Mailbox) -> SideProbe:
