@@ -11,8 +11,11 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from cutover.errors import SandboxError
 
@@ -208,3 +211,33 @@ def tail(path: Path, lines: int = 5) -> str:
     except OSError:
         return ""
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def established_connections(port: int) -> int:
+    """TCP connections to 127.0.0.1:``port`` established now, as the kernel sees them (the client ends, of every
+    process on this machine): what a provider's connection cap is measured against in the tests and benches."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and int(fields[2].split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+@contextmanager
+def peak_connections(port: int, every_s: float = 0.002) -> Iterator[list[int]]:
+    """Sample :func:`established_connections` on a thread while the block runs; ``peak[0]`` is the highest count."""
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], established_connections(port))
+            time.sleep(every_s)
+
+    sampler = threading.Thread(target=sample, name=f"peak-connections-{port}", daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        sampler.join()

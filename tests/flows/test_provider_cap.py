@@ -13,34 +13,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
 from cutover.limits import concurrency_limit_name, session_cap
 from cutover.plan import Plan, load_plan
+from cutover.sandbox import established_connections, peak_connections
 from flows.prestage import prestage
 
 from .conftest import Day, run_in_thread
 
 CAP = 2
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _established(port: int) -> int:
-    """TCP connections to 127.0.0.1:``port`` established now, as the kernel sees them (client ends only, of
-    every process on the machine)."""
-    count = 0
-    for line in open("/proc/net/tcp").read().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "01" and int(fields[2].split(":")[1], 16) == port:
-            count += 1
-    return count
 
 
 def _strict_target(day: Day) -> Plan:
@@ -51,26 +38,8 @@ def _strict_target(day: Day) -> Plan:
                                                        "  max_messages_per_s: 10", 1))
     plan = load_plan(day.plan_path)
     assert plan.target.max_connections == CAP and plan.copy_settings.mailboxes_in_parallel > CAP
-    assert _established(plan.target.imap.port) == 0
+    assert established_connections(plan.target.imap.port) == 0
     return plan
-
-
-@contextmanager
-def _peak_connections(port: int) -> Iterator[list[int]]:
-    peak, stop = [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _established(port))
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        sampler.join()
 
 
 def _timed_prestage(plan_path: Path, addresses: list[str]) -> dict:
@@ -95,7 +64,7 @@ def test_two_flow_runs_in_one_process_share_the_targets_cap(day_factory) -> None
     plan = _strict_target(day)
     addresses = [m.address for m in day.inventory]
     session_cap(plan.target).reset_peak()
-    with _peak_connections(plan.target.imap.port) as peak:
+    with peak_connections(plan.target.imap.port) as peak:
         runs = [run_in_thread(lambda half=half: _timed_prestage(day.plan_path, half))
                 for half in (addresses[:2], addresses[2:])]
         for thread, _ in runs:
@@ -118,7 +87,7 @@ def test_a_flow_run_in_another_process_shares_it_through_the_prefect_limit(day_f
               "r = prestage(plan_path=sys.argv[1], mailboxes=sys.argv[2:]); "
               "print(json.dumps({**r, 'span': [t0, time.monotonic()]}))")
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_HOME": str(tmp_path / "other-home")}
-    with _peak_connections(plan.target.imap.port) as peak:
+    with peak_connections(plan.target.imap.port) as peak:
         other = subprocess.Popen([sys.executable, "-c", script, str(day.plan_path), *addresses[2:]], cwd=REPO,
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         here = _timed_prestage(day.plan_path, addresses[:2])

@@ -20,6 +20,7 @@ from cutover.errors import AuthFailed, ConnectionLost, Throttled
 from cutover.imap import _mapped, connect
 from cutover.limits import session_cap
 from cutover.mailsync import copy_mailboxes
+from cutover.sandbox import established_connections, peak_connections
 
 
 @pytest.fixture
@@ -35,17 +36,6 @@ def strict(sandbox_env):
     yield limit
     for side in dict.fromkeys(touched):
         box.set_connection_limit(side, None)
-
-
-def _established(port: int) -> int:
-    """TCP connections to 127.0.0.1:``port`` established now, as the kernel sees them (client ends only)."""
-    count = 0
-    for line in open("/proc/net/tcp").read().splitlines()[1:]:
-        fields = line.split()
-        remote, state = fields[2], fields[3]
-        if state == "01" and int(remote.split(":")[1], 16) == port:
-            count += 1
-    return count
 
 
 @pytest.mark.parametrize("said, exc, at_login, expected", [
@@ -135,23 +125,10 @@ def test_max_connections_is_one_cap_for_the_whole_process(imap_view, sandbox_env
     base = plan_for(mailboxes_in_parallel=2)
     plan = base.model_copy(update={"target": base.target.model_copy(update={"max_connections": 2})})
     port = plan.target.imap.port
-    assert _established(port) == 0
+    assert established_connections(port) == 0
     session_cap(plan.target).reset_peak()
-    peak, stop = [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _established(port))
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            reports = list(pool.map(lambda pair: copy_mailboxes(plan, pair), [boxes[:2], boxes[2:]]))
-    finally:
-        stop.set()
-        sampler.join()
+    with peak_connections(port) as peak, ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda pair: copy_mailboxes(plan, pair), [boxes[:2], boxes[2:]]))
     assert all(m.verified for r in reports for m in r.mailboxes), [m.as_row() for r in reports for m in r.mailboxes]
     assert 1 <= peak[0] <= 2, peak[0]
     assert session_cap(plan.target).peak <= 2 and session_cap(plan.target).in_use == 0
