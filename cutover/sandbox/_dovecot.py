@@ -220,7 +220,13 @@ userdb {{
   default_fields = uid={user} gid={group} home={p.mail}/%d/%n
 }}
 
+# Login and mail processes serve many connections each, as a provider's servers run (Dovecot's "high-performance
+# mode"): the default, a fresh login process and a fresh imap process for every connection, makes the sandbox's
+# process forks, not the tools under test, the cost of thousands of short sessions.
 service imap-login {{
+  service_count = 0
+  process_min_avail = 2
+  vsz_limit = 1G
   inet_listener imap {{
     port = 0
   }}
@@ -229,6 +235,9 @@ service imap-login {{
     port = {self.port}
     ssl = yes
   }}
+}}
+service imap {{
+  service_count = 100
 }}
 service auth {{
   # passwd-files are mode 600 root: the auth process reads them as root.
