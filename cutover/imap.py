@@ -163,8 +163,14 @@ def connect(plan: Plan, side: Side, mailbox: Mailbox, *, timeout: float | None =
             try:
                 _authenticate(plan, provider, side, client, mailbox)
             except LoginError as exc:
+                bye = _bye_text(client)
                 with contextlib.suppress(Exception):
                     client.shutdown()
+                if bye is not None:
+                    # imaplib reports a "* BYE" answered to the LOGIN/AUTHENTICATE with its words only
+                    # ("command: LOGIN => Too many open connections", or "socket error: EOF" during AUTHENTICATE):
+                    # the server turned the session away, never a refused password.
+                    exc = LoginError(f"* BYE {bye}")
                 mapped = _mapped(mailbox.address, where, exc, side=side, at_login=True)
                 if isinstance(mapped, AuthFailed) and mailbox.login(side) != mailbox.address:
                     mapped = AuthFailed(mailbox.address, f"{mapped.detail} (login name {mailbox.login(side)!r})",
@@ -179,6 +185,18 @@ def connect(plan: Plan, side: Side, mailbox: Mailbox, *, timeout: float | None =
     except BaseException:
         slot()
         raise
+
+
+def _bye_text(client: IMAPClient) -> str | None:
+    """The text of a ``* BYE`` the server sent in this session (imaplib keeps it among the untagged responses)."""
+    try:
+        said = client._imap.untagged_responses.get("BYE")
+    except AttributeError:
+        return None
+    if not said:
+        return None
+    last = said[-1]
+    return (last.decode("utf-8", "replace") if isinstance(last, bytes) else str(last)).strip()[:200]
 
 
 def reserve(plan: Plan, side: Side, mailbox: Mailbox, *, wait_for_slot: bool = True) -> "_Slot":

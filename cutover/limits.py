@@ -25,12 +25,15 @@ if TYPE_CHECKING:
 
 # RFC 5530 response codes for "try later / too many" ([LIMIT] also means "too large" on an APPEND: APPEND
 # refusals are classified by their own rules first, see mailsync._imapops), [THROTTLED] (Yahoo, Gmail-like),
-# Dovecot's per user+IP limit, and common wordings.
+# Dovecot's per user+IP limit, and common wordings ("too many open/concurrent connections", Gmail's "exceeded
+# command or bandwidth limits", "server busy, try later").
 _THROTTLE = re.compile(
     r"\[(?:UNAVAILABLE|LIMIT|INUSE|THROTTLED|OVERLOAD)\]"
     r"|maximum number of (?:connections|sessions|simultaneous)"
-    r"|too many (?:connections|sessions|simultaneous|logins|login attempts|requests|commands)"
-    r"|connection (?:limit|rate)|rate limit|slow down|try again later|throttl",
+    r"|too many (?:[\w-]+ ){0,2}(?:connections|sessions|logins|login attempts|requests|commands)"
+    r"|too many simultaneous"
+    r"|connection (?:limit|rate)|rate limit|(?:command|bandwidth) limit|slow down|try (?:again )?later"
+    r"|server (?:is )?busy|temporarily unavailable|throttl",
     re.I)
 
 

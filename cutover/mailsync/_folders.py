@@ -73,13 +73,17 @@ def map_folders(source: list[Folder], target: list[Folder], overrides: dict[str,
     Order of precedence: the plan's override map (target names written with the target's separator),
     INBOX, special-use (a source \\Sent goes to the target's \\Sent whatever its name), then the same path
     re-joined with the target's separator. The personal namespace prefixes (RFC 2342; Courier and Cyrus style
-    ``INBOX.``) are taken off the source name and put on the target's. Raises :class:`FolderMapError` on a
-    collision.
+    ``INBOX.``) are taken off the source name and put on the target's. A child of INBOX (``INBOX/x``) goes to
+    ``INBOX.x`` on a target whose namespace is ``INBOX.`` (``INBOX.INBOX.x`` only when a source ``x`` takes
+    ``INBOX.x`` or the target already has it), and back to the ``INBOX/x`` the target has. Raises
+    :class:`FolderMapError` on a collision.
     """
     overrides = overrides or {}
     delim = target_delimiter(target)
     target_special = {f.special_use(): f.name for f in target if f.special_use()}
+    on_target = {f.name for f in target}
     mapping: dict[str, str] = {}
+    inbox_children: dict[str, tuple[str, str]] = {}  # source name -> (short, long): see below
     for folder in source:
         if not folder.selectable or folder.virtual:
             continue
@@ -95,6 +99,24 @@ def map_folders(source: list[Folder], target: list[Folder], overrides: dict[str,
                 name = name[len(source_prefix):]
             mapped = translate(name, folder.delimiter, delim)
             mapping[folder.name] = target_prefix + mapped if target_prefix and mapped != "INBOX" else mapped
+            under_inbox = f"INBOX{delim}"
+            if _under_inbox(target_prefix, delim) and mapped.upper().startswith(under_inbox.upper()):
+                # A child of INBOX ("INBOX/x") to a target whose personal folders all live under INBOX
+                # (Courier's "INBOX."): "INBOX.x" is that child there, not "INBOX.INBOX.x".
+                inbox_children[folder.name] = (target_prefix + mapped[len(under_inbox):], mapping[folder.name])
+            elif (_under_inbox(source_prefix, folder.delimiter) and not _under_inbox(target_prefix, delim)
+                  and mapped.upper() != "INBOX" and mapping[folder.name] not in on_target
+                  and f"{under_inbox}{mapped}" in on_target):
+                # The way back: Courier's "INBOX.x" goes to the INBOX child "INBOX/x" the target already has
+                # (where the forward copy came from), not to a new top-level "x".
+                mapping[folder.name] = f"{under_inbox}{mapped}"
+    taken = set(mapping.values())
+    for name, (short, long) in inbox_children.items():
+        # The long name stays where a source folder "x" also claims "INBOX.x" (never merged) or where the
+        # target already holds it (an earlier copy put the messages there).
+        if short not in taken and long not in on_target:
+            mapping[name] = short
+            taken.add(short)
     seen: dict[str, str] = {}
     for src, tgt in mapping.items():
         key = "INBOX" if tgt.upper() == "INBOX" else tgt
@@ -103,6 +125,11 @@ def map_folders(source: list[Folder], target: list[Folder], overrides: dict[str,
                                  "add a folder_map entry to the plan's copy settings")
         seen[key] = src
     return mapping
+
+
+def _under_inbox(prefix: str, delim: str | None) -> bool:
+    """True for a personal namespace that lives under INBOX (Courier's and Cyrus's ``INBOX.``)."""
+    return bool(prefix and delim) and prefix.upper() == f"INBOX{delim}"
 
 
 def personal_prefix(namespace: object) -> str:

@@ -1,18 +1,21 @@
-"""A provider that turns a session away with ``* BYE`` at the greeting (issue 10, part 2): throttled, never
-"unreachable" and never "bad credentials"; the copy backs off and finishes, or reports the server's words.
+"""A provider that turns a session away at the greeting or at the LOGIN (issue 10, part 2): throttled, never
+"unreachable" and never "bad credentials" (no 2FA hint); the copy backs off and finishes, or reports the server's words.
 
 Dovecot cannot be made to do this to a *new* connection: when its login processes are full it sends
 ``* BYE Connection queue full`` to the oldest client still logging in and keeps new ones waiting in the kernel's
-queue, and ``mail_max_userip_connections`` answers the LOGIN (``NO [LIMIT]``, see test_throttling.py). So the test
-puts a small TCP front (:class:`GreetingGate`, ~40 lines, below) before the sandbox's real target Dovecot: it
-answers the first N connections itself, over TLS with that Dovecot's own certificate, with Dovecot's wording
-``* BYE Connection queue full`` and closes them; every later connection is passed through to the real Dovecot
-byte for byte (TLS end to end), so what the copy writes and verifies is on the real server.
+queue, and ``mail_max_userip_connections`` answers the LOGIN (``NO [LIMIT]``, see test_throttling.py); it never
+answers ``* BYE`` to a LOGIN, ``NO [UNAVAILABLE]``, ``NO [INUSE]`` or ``NO [THROTTLED]`` for a limit. So the tests
+put a small IMAP front (:class:`ImapFront`, below) before the sandbox's real target Dovecot. It speaks TLS with that
+Dovecot's own certificate and relays each session to the real Dovecot over a verified TLS session of its own;
+``at="greeting"``: the first N connections get the answer (``* BYE ...``) instead of the greeting and are closed;
+``at="login"``: the first N LOGIN/AUTHENTICATE commands (across connections) get the answer instead of reaching
+Dovecot (``* BYE ...`` then close, or ``<tag> NO [...] ...`` with the session left open), every later byte of that
+session is relayed as it is. What the copy writes and verifies is on the real server behind the front.
 """
 
 from __future__ import annotations
 
-import socket
+import asyncio
 import ssl
 import threading
 
@@ -24,74 +27,109 @@ from cutover.errors import Throttled
 from cutover.imap import connect
 from cutover.mailsync import copy_mailboxes
 
-BYE = b"* BYE Connection queue full\r\n"
+BYE = "* BYE Connection queue full"
 
 
-class GreetingGate:
-    """127.0.0.1:``port`` in front of a real IMAPS server: the first ``refuse`` connections (None: all) get
-    ``* BYE`` at the greeting over TLS with ``cert``/``key``; the others are piped to ``upstream_port``."""
+class ImapFront:
+    """127.0.0.1:``port`` in front of a real IMAPS server (``upstream_host``:``upstream_port``, verified with
+    ``upstream_ca``): the first ``refuse`` connections (``at="greeting"``) or LOGIN/AUTHENTICATE commands
+    (``at="login"``) get ``answer`` (None: all of them); ``refused`` counts them. TLS with ``cert``/``key``."""
 
-    def __init__(self, upstream_port: int, cert: str, key: str, refuse: int | None) -> None:
-        self.upstream_port, self.refuse, self.refused = upstream_port, refuse, 0
+    def __init__(self, upstream_host: str, upstream_port: int, upstream_ca: str | None, cert: str, key: str, *,
+                 refuse: int | None, answer: str = BYE, at: str = "greeting") -> None:
+        assert at in ("greeting", "login")
+        self.upstream_host, self.upstream_port, self.at = upstream_host, upstream_port, at
+        self.refuse, self.refused, self.answer = refuse, 0, answer.encode()
         self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._tls.load_cert_chain(cert, key)
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
+        self._up_tls = ssl.create_default_context(cafile=upstream_ca)
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._tls), self._loop).result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
 
     def close(self) -> None:
-        self._server.close()
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+    def stop_refusing(self) -> None:
+        with self._lock:
+            self.refuse = self.refused
 
-    def _handle(self, conn: socket.socket) -> None:
+    def _take(self) -> bool:
         with self._lock:
             turn_away = self.refuse is None or self.refused < self.refuse
             self.refused += turn_away
-        if turn_away:
-            try:
-                with self._tls.wrap_socket(conn, server_side=True) as tls:
-                    tls.sendall(BYE)
-            except OSError:
-                conn.close()
-            return
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        for a, b in ((conn, upstream), (upstream, conn)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+        return turn_away
 
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
+            if self.at == "greeting" and self._take():
+                writer.write(self.answer + b"\r\n")
+                await writer.drain()
+                return
+            up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port,
+                                                                 ssl=self._up_tls)
+            down = asyncio.ensure_future(self._pipe(up_reader, writer))
+            try:
+                await self._commands(reader, up_writer, writer)
+            finally:
+                down.cancel()
+                up_writer.close()
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            writer.close()
+
+    async def _commands(self, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter,
+                        client: asyncio.StreamWriter) -> None:
+        """The client's side: watched line by line until a LOGIN/AUTHENTICATE goes through, then relayed as is."""
+        watching = self.at == "login"
+        while True:
+            data = await (reader.readline() if watching else reader.read(65536))
+            if not data:
+                return
+            if watching:
+                tag, _, rest = data.partition(b" ")
+                if rest.split(b" ", 1)[0].strip().upper() in (b"LOGIN", b"AUTHENTICATE"):
+                    if self._take():
+                        bye = self.answer.startswith(b"* BYE")
+                        client.write((b"" if bye else tag + b" ") + self.answer + b"\r\n")
+                        await client.drain()
+                        if bye:
+                            return
+                        continue
+                    watching = False
+            upstream.write(data)
+            await upstream.drain()
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
 
 
 @pytest.fixture
 def gate(sandbox_env):
-    """``open(refuse) -> (gate, plan)``: a GreetingGate before the target Dovecot, and the session plan with the
-    target's IMAP port moved to it."""
+    """``open(plan, refuse, answer=BYE, at="greeting") -> (front, plan)``: an ImapFront before the target
+    Dovecot, and the plan with the target's IMAP port moved to it."""
     box, opened = sandbox_env.sandbox, []
 
-    def open_(plan, refuse: int | None):
+    def open_(plan, refuse: int | None, answer: str = BYE, at: str = "greeting"):
         dovecot = box.dovecots["infocert"]
-        g = GreetingGate(plan.target.imap.port, str(dovecot.cert), str(dovecot.key), refuse)
+        imap = plan.target.imap
+        g = ImapFront(imap.host, imap.port, str(plan.target.ca_bundle) if plan.target.ca_bundle else None,
+                      str(dovecot.cert), str(dovecot.key), refuse=refuse, answer=answer, at=at)
         opened.append(g)
-        target = plan.target.model_copy(update={"imap": plan.target.imap.model_copy(update={"port": g.port})})
+        target = plan.target.model_copy(update={"imap": imap.model_copy(update={"port": g.port})})
         return g, plan.model_copy(update={"target": target})
 
     yield open_
@@ -131,3 +169,58 @@ def test_the_copy_backs_off_through_bye_at_greeting_and_finishes(imap_view, sand
     # what was copied is on the real Dovecot behind the gate
     assert imap_view.digests(imap_view.snapshot(sandbox_env, "target", mb.address)) == \
         imap_view.digests(imap_view.snapshot(sandbox_env, "source", mb.address))
+
+
+# What providers answer a LOGIN when they are full or want a client to slow down (RFC 5530 codes, and plain
+# words: "too many ... connections"); none of them is the member's password.
+LOGIN_REFUSALS = [
+    "* BYE Too many open connections",
+    "* BYE Server busy",
+    "NO [UNAVAILABLE] Service temporarily unavailable, try later",
+    "NO [INUSE] Mailbox in use by another session",
+    "NO [THROTTLED] Request is throttled",
+    "NO Too many concurrent connections for this account",
+]
+
+
+@pytest.mark.parametrize("answer", LOGIN_REFUSALS)
+@pytest.mark.parametrize("auth", ["login", "master"])
+def test_a_refused_login_is_throttled_then_the_copy_backs_off_and_finishes(imap_view, sandbox_env, make_mailbox,
+                                                                          plan_for, gate, answer, auth) -> None:
+    """``login``: the member's LOGIN; ``master``: SASL AUTHENTICATE PLAIN as the master user (issue 10, part 1)."""
+    mb = make_mailbox(messages=8)
+    words = answer.removeprefix("* BYE ").removeprefix("NO ")
+    g, plan = gate(plan_for(throttle_backoff_s=0.05, throttle_retries=2,
+                            master_side="target" if auth == "master" else None), refuse=None, answer=answer,
+                   at="login")
+
+    with pytest.raises(Throttled) as exc:
+        connect(plan, "target", mb)
+    assert words in str(exc.value) and "2FA" not in str(exc.value), exc.value
+    verdict = mailbox_readiness(plan, mb)
+    assert (verdict.status, verdict.side) == ("throttled", "target"), verdict.row()
+    assert "2FA" not in verdict.action and "password" not in verdict.action, verdict.action
+    result = canary_login(plan, mb)
+    assert (result.ok, result.reason) == (False, "throttled") and "2FA" not in result.detail, result
+    m = copy_mailboxes(plan, [mb]).mailboxes[0]
+    assert (m.status, m.reason) == ("failed", "throttled"), m.as_row()
+    assert words in m.error and "after 3 attempts" in m.error and "2FA" not in m.error, m.error
+    assert g.refused >= 6  # login, readiness, canary and the copy's three attempts all met the refusal
+    assert not any(imap_view.snapshot(sandbox_env, "target", mb.address).values())  # nothing appended
+
+    # The provider refuses two more logins, then lets the sessions in: the copy waits, retries, copies and verifies.
+    g.refuse = g.refused + 2
+    waits: list[tuple[float, str]] = []
+    m = copy_mailboxes(plan_for(throttle_backoff_s=0.2, throttle_retries=6,
+                                master_side="target" if auth == "master" else None).model_copy(
+        update={"target": plan.target}), [mb],
+        on_progress=lambda e: e.waiting_s and waits.append((e.waiting_s, e.detail))).mailboxes[0]
+    assert m.verified and m.copied == 8, m.as_row()
+    assert g.refused == g.refuse and waits and words in waits[0][1], (g.refused, waits)
+    assert mailbox_readiness(plan, mb).status == "ready"
+    assert canary_login(plan, mb).ok
+    # On the real Dovecot behind the front: every message once (nothing lost, nothing doubled).
+    target = imap_view.digests(imap_view.snapshot(sandbox_env, "target", mb.address))
+    source = imap_view.digests(imap_view.snapshot(sandbox_env, "source", mb.address))
+    held = [n for folder in target.values() for n in folder.values()]
+    assert target == source and sum(held) == 8 and set(held) == {1}, target

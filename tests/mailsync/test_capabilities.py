@@ -191,3 +191,39 @@ def test_noselect_placeholders_are_not_copied_and_do_not_stop_a_copy(imap_view, 
     assert m.verified and m.copied == 1, m.as_row()
     target = imap_view.digests(imap_view.snapshot(sandbox_env, "target", mb.address))
     assert sum(target["Pratiche/2024/Gennaio"].values()) == 1
+
+
+def test_a_child_of_inbox_goes_to_the_child_of_inbox_on_a_courier_target_and_back(imap_view, sandbox_env,
+                                                                                   make_mailbox, plan_for,
+                                                                                   namespace) -> None:
+    """Source INBOX/Pratiche ("/" namespace) to a target with "INBOX." and ".": INBOX.Pratiche, never
+    INBOX.INBOX.Pratiche; a rerun copies nothing; the rollback brings the target's new mail back into
+    INBOX/Pratiche (no new top-level "Pratiche"); a forward run after it copies nothing twice."""
+    mb = make_mailbox(messages=4)
+    box = sandbox_env.sandbox
+    for i in range(3):
+        box.deliver("source", mb.address, imap_view.message(f"pratica {i}", "figlia di INBOX"), folder="INBOX/Pratiche")
+    box.deliver("source", mb.address, imap_view.message("pratica 2024", "nipote"), folder="INBOX/Pratiche/2024")
+    namespace("target", "INBOX.", ".")
+
+    m = copy_mailboxes(plan_for(), [mb]).mailboxes[0]
+    assert m.verified and m.copied == 8, m.as_row()
+    target = imap_view.digests(imap_view.snapshot(sandbox_env, "target", mb.address))
+    assert sum(target["INBOX.Pratiche"].values()) == 3 and sum(target["INBOX.Pratiche.2024"].values()) == 1, target
+    assert not [name for name in target if name.upper().startswith("INBOX.INBOX")], sorted(target)
+    again = copy_mailboxes(plan_for(), [mb]).mailboxes[0]
+    assert again.verified and again.copied == 0, again.as_row()
+
+    box.deliver("target", mb.address, imap_view.message("dopo", "arrivata sul target"), folder="INBOX.Pratiche")
+    back = copy_mailboxes(plan_for(), [mb], direction="reverse").mailboxes[0]
+    assert back.verified and back.copied == 1, back.as_row()
+    source = imap_view.digests(imap_view.snapshot(sandbox_env, "source", mb.address))
+    assert "Pratiche" not in source and sum(source["INBOX/Pratiche"].values()) == 4, sorted(source)
+    assert set(source["INBOX/Pratiche"].values()) == {1}
+
+    forward = copy_mailboxes(plan_for(), [mb]).mailboxes[0]
+    assert forward.verified and forward.copied == 0, forward.as_row()
+    target = imap_view.digests(imap_view.snapshot(sandbox_env, "target", mb.address))
+    assert target["INBOX.Pratiche"] == source["INBOX/Pratiche"] and set(target["INBOX.Pratiche"].values()) == {1}
+    held = [n for folder in target.values() for n in folder.values()]
+    assert sum(held) == 9 and set(held) == {1}, target

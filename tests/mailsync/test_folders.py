@@ -47,6 +47,30 @@ def test_collision_is_refused() -> None:
     assert map_folders([F("A", "/"), F("B", "/")], [F("INBOX", "/")]) == {"A": "A", "B": "B"}
 
 
+def test_a_child_of_inbox_to_a_courier_namespace_is_a_child_of_inbox_there_and_back() -> None:
+    """Dovecot ("" and "/") to Courier ("INBOX." and "."): INBOX/x is INBOX.x there, never INBOX.INBOX.x; the
+    way back finds the INBOX/x it came from."""
+    dovecot = [F("INBOX"), F("INBOX/x"), F("INBOX/x/y"), F("Archivio")]
+    courier = [F("INBOX", ".")]
+    forward = map_folders(dovecot, courier, target_prefix="INBOX.")
+    assert forward == {"INBOX": "INBOX", "INBOX/x": "INBOX.x", "INBOX/x/y": "INBOX.x.y", "Archivio": "INBOX.Archivio"}
+    after = [F(name, ".") for name in forward.values()] + [F("INBOX.nuova", ".")]  # one made after the switch
+    assert map_folders(after, dovecot, source_prefix="INBOX.") == {
+        "INBOX": "INBOX", "INBOX.x": "INBOX/x", "INBOX.x.y": "INBOX/x/y", "INBOX.Archivio": "Archivio",
+        "INBOX.nuova": "nuova"}
+
+
+def test_a_child_of_inbox_keeps_the_long_name_when_the_short_one_is_taken_or_already_there() -> None:
+    both = [F("INBOX"), F("x"), F("INBOX/x")]  # two folders: "x" takes INBOX.x, nothing is merged
+    forward = map_folders(both, [F("INBOX", ".")], target_prefix="INBOX.")
+    assert forward == {"INBOX": "INBOX", "x": "INBOX.x", "INBOX/x": "INBOX.INBOX.x"}
+    assert map_folders([F(n, ".") for n in forward.values()], both, source_prefix="INBOX.") == {
+        "INBOX": "INBOX", "INBOX.x": "x", "INBOX.INBOX.x": "INBOX/x"}
+    # a target where an earlier copy already made INBOX.INBOX.x: the messages stay where they are
+    assert map_folders([F("INBOX"), F("INBOX/x")], [F("INBOX", "."), F("INBOX.INBOX.x", ".")],
+                       target_prefix="INBOX.") == {"INBOX": "INBOX", "INBOX/x": "INBOX.INBOX.x"}
+
+
 @pytest.mark.parametrize("sizes, max_messages, max_bytes, expected", [
     ({1: 10, 2: 10, 3: 10}, 2, 1000, [[1, 2], [3]]),
     ({1: 600, 2: 600, 3: 100}, 10, 1000, [[1], [2, 3]]),

@@ -45,7 +45,13 @@ def strict(sandbox_env):
     ("[THROTTLED] Slow down", imaplib.IMAP4.error, False, "throttled"),
     ("[INUSE] Mailbox in use", imaplib.IMAP4.error, False, "throttled"),
     ("[LIMIT] Maximum number of connections from user+IP exceeded", LoginError, True, "throttled"),
+    ("command: LOGIN => Too many concurrent connections for this account", LoginError, True, "throttled"),
+    ("command: LOGIN => Too many open connections", LoginError, True, "throttled"),
+    ("[ALERT] Account exceeded command or bandwidth limits. (Failure)", LoginError, True, "throttled"),
+    ("command: LOGIN => Server busy, try later", LoginError, True, "throttled"),
+    ("* BYE Server busy", LoginError, True, "throttled"),  # what connect() makes of a BYE answered to LOGIN
     ("[AUTHENTICATIONFAILED] Authentication failed.", LoginError, True, "bad-credentials"),
+    ("command: LOGIN => Login failed", LoginError, True, "bad-credentials"),
     ("command: LOGIN => socket error: EOF", LoginError, True, "unreachable"),
     ("socket error: EOF", imaplib.IMAP4.abort, False, "unreachable"),
 ])
