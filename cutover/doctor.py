@@ -126,8 +126,8 @@ def _deployments(plan: Plan, plan_path: Path, env: Mapping[str, str], timeout: f
     if other:
         listed = ", ".join(f"{name} → {given}" for name, given in other.items())
         problems.append(f"default plan_path is not this plan ({listed}): a run started from the UI without "
-                        "plan_path=P would use another plan; set plan_path in prefect.yaml's definitions to P and "
-                        "`prefect deploy --all` again (or `pec-cutover serve --plan P`)")
+                        "plan_path=P would use another plan; set the plan_path values in prefect.yaml (definitions: "
+                        "plan, and the rollback's) to P and `prefect deploy --all` again (or `pec-cutover serve --plan P`)")
     start = plan.window.start
     for run in runs:
         when = datetime.fromisoformat(str(run.get("expected_start_time")).replace("Z", "+00:00"))

@@ -62,4 +62,4 @@ def test_doctor_says_whether_the_deployments_agree_with_the_plan(stack: PrefectS
     other, _ = _deployments(stack, day.plan_path)
     assert not other.ok, other
     assert "rollback → inventory/example-production/plan.yaml" in other.detail
-    assert "set plan_path in prefect.yaml's definitions to P" in other.detail
+    assert "set the plan_path values in prefect.yaml (definitions: plan, and the rollback's) to P" in other.detail
