@@ -247,7 +247,8 @@ def sample_target(plan: Plan, directory: Path, result: VerifyResult, *, sample: 
 def prefect_runs(plan_path: Path, home: Path | None = None) -> list[RunRecord]:
     """Every run of the four flows whose ``plan_path`` is this plan, with its artifacts, oldest first."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName,
+                                                FlowRunFilter, FlowRunFilterParentFlowRunId)
     from prefect.client.schemas.sorting import FlowRunSort
 
     want = Path(plan_path).resolve()
@@ -263,7 +264,15 @@ def prefect_runs(plan_path: Path, home: Path | None = None) -> list[RunRecord]:
             given = (run.parameters or {}).get("plan_path")
             if not given or (Path(given) if Path(given).is_absolute() else base / given).resolve() != want:
                 continue
-            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+            # The run's own artifacts and its subflows' (the copy's per-mailbox tables live in the "copy mailboxes"
+            # subflow runs); a subflow that is one of the four flows (a gate's rollback) is a run of its own here.
+            ids, todo = [run.id], [run.id]
+            while todo:
+                children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=todo)))
+                todo = [c.id for c in children if c.flow_id not in flows and c.id not in ids]
+                ids += todo
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
             out.append(RunRecord(
                 id=str(run.id), flow=flows.get(run.flow_id, "?"), name=run.name, state=run.state_name or "?",
                 start=run.start_time.isoformat() if run.start_time else "",

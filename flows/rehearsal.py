@@ -338,7 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     # Issue 16: the auditor's bundle of the whole rehearsal, exported and re-checked (runs read while the server is up).
     from cutover import evidence
     bundle = REPO / ".sandbox" / f"evidence-{time.strftime('%Y%m%dT%H%M%S')}"
-    checked = evidence.verify(evidence.export(plan, bundle, runs).out)
+    try:
+        checked = evidence.verify(evidence.export(plan, bundle, runs).out)
+    except CutoverError as exc:  # the bundle could not be written: one line, and the rehearsal fails
+        console.print(f"[red]evidence: not exported: {exc}[/red]", soft_wrap=True)
+        return 1
     console.print(f"evidence: {checked.files} files, manifest verified ({bundle})" if checked.ok else
                   f"[red]evidence: {checked.files} files, manifest NOT verified: {checked.problems}[/red]")
     console.print(f"rehearsal done in {time.monotonic() - started:.0f} s. The sandbox is still up "
@@ -347,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"  PREFECT_HOME={PREFECT_HOME} .venv/bin/pec-cutover history\n"
                   f"  PREFECT_HOME={PREFECT_HOME} .venv/bin/pec-cutover server start   # then http://127.0.0.1:"
                   f"{stack.port if stack else 10420} (user:password in .sandbox/secrets/prefect-auth)")
-    return 0 if all("UNEXPECTED" not in v for v in verdicts.values()) else 1
+    return 0 if checked.ok and all("UNEXPECTED" not in v for v in verdicts.values()) else 1
 
 
 def _mail(marker: str, to: str) -> bytes:

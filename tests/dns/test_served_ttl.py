@@ -75,3 +75,30 @@ def test_after_go_the_low_ttl_is_kept_until_restore_after_then_restored(zone) ->
     at_go = plan.model_copy(update={"dns": plan.dns.model_copy(update={
         "ttl": plan.dns.ttl.model_copy(update={"restore_after": timedelta(0)})})})
     assert keep_low_after_go(at_go) is None                             # 0: the cutover restores it at GO
+
+
+def test_the_cli_lowers_from_the_served_ttl_and_warns_on_a_restore_before_hypercare_ends(zone) -> None:
+    """The runbook's commands: `dns ttl --lower` (T-2) journals what was served before, and `dns ttl --restore`
+    (T+7) warns when run before ``ttl.restore_after`` is up, then restores all the same."""
+    from datetime import timezone
+
+    from typer.testing import CliRunner
+
+    from cutover.cli import app
+    from cutover.ttl import keep_low_after_go, restore_due
+
+    plan, path = zone.plan, str(zone.environment.plan)
+    zone.set_mx(plan.source.mx_set, SERVED)
+    lowered = CliRunner().invoke(app, ["dns", "ttl", "--lower", "--plan", path], env={"COLUMNS": "200"})
+    assert lowered.exit_code == 0, lowered.output
+    assert zone.served()[1] == plan.dns.ttl.cutover
+    assert ttl_to_wait(plan).seconds == SERVED                         # the pre-flight will wait what was served
+
+    keep_low_after_go(plan)                                             # what a GO journals
+    assert restore_due(plan) > datetime.now(timezone.utc) + timedelta(days=6)
+    early = CliRunner().invoke(app, ["dns", "ttl", "--restore", "--plan", path], env={"COLUMNS": "200"})
+    assert early.exit_code == 0, early.output
+    assert "restoring before the end of hypercare" in early.output and "ttl.restore_after" in early.output
+    assert zone.served()[1] == plan.dns.ttl.normal and restore_due(plan) is None
+    again = CliRunner().invoke(app, ["dns", "ttl", "--restore", "--plan", path], env={"COLUMNS": "200"})
+    assert again.exit_code == 0 and "hypercare" not in again.output, again.output

@@ -43,6 +43,14 @@ def test_evidence_export_verify_sample_and_tamper(day_factory, tmp_path: Path) -
     assert any(f.startswith(f"runs/cutover-{cutover_run['run id']}/") and f.endswith("cutover-report.md") for f in files)
     assert any("gate-access" in f for f in files) and any("gate-dns" in f for f in files)   # gate decisions
     assert any(f.startswith("reports/readiness-") and f.endswith(".csv") for f in files)
+    # The per-mailbox tables (readiness, pre-stage): one row per member, as the UI showed them.
+    for flow, table_key in (("readiness", "readiness-mailboxes"), ("prestage", "-mailboxes")):
+        run = next(r for r in runs if r["flow"] == flow)
+        table = next(f for f in files if f.startswith(f"runs/{flow}-{run['run id']}/") and table_key in f
+                     and f.endswith(".json"))
+        rows_shown = json.loads((out / table).read_text())["data"]
+        assert {m.address for m in day.inventory} <= {v for row in rows_shown for v in row.values()}, (table, rows_shown)
+    assert any(f.startswith(f"runs/cutover-{cutover_run['run id']}/") and "final-delta-mailboxes" in f for f in files)
     rows = list(csv.DictReader((out / "ledger" / "messages.csv").open()))
     forward = [r for r in rows if r["direction"] == "forward"]
     assert len(forward) == sum(sum(day.digests("source", m.address).values()) for m in day.inventory)
