@@ -187,7 +187,8 @@ def test_paused_gate_resumed_with_rollback_then_rollback_twice(day_factory):
         cutover(plan_path=str(day.plan_path))
     with pytest.raises(FreezeError, match="pre-stage copy refused"):
         prestage(plan_path=str(day.plan_path))
-    with pytest.raises(ValueError):  # the form's rules: an action of the three, a name, a reason
+    # The form's rules, checked by our client before anything is sent: the action is one of the three.
+    with pytest.raises(ValueError, match=r"(?s)action\b.*Input should be 'rollback', 'continue' or 'retry'"):
         decide_gate(run_id, "maybe", "Test Ops", "typo")
     # The server validates the input against the form too (not only our client); the run stays paused.
     with pytest.raises(RuntimeError, match=r"Cannot resume this run: .*field 'action'.*'maybe' is not one of"):

@@ -5,7 +5,6 @@ server (a real HTTP server on 127.0.0.1); the flows run on the sandbox's real se
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from cutover.sandbox._webhook import WebhookReceiver
 from flows.cutover_day import cutover
 from flows.history import decide_gate
 
-from .conftest import Day, run_in_thread, wait_paused
+from .conftest import Day, run_in_thread, wait_paused, wait_ttl_low_long_enough
 from .test_cutover_day import artifact_exists
 from .test_deployments_run import free_port
 
@@ -71,14 +70,14 @@ def test_the_day_tells_the_channel(receiver, day_factory, tmp_path):
     go = cutover(plan_path=str(day.plan_path), operator="Test Ops")
     assert go["verdict"] == "GO"
 
-    set_ttl(load_plan(day.plan_path), "cutover")   # a second attempt: the GO restored the TTL
-    time.sleep(day.plan.dns.ttl.normal + 0.5)
+    set_ttl(load_plan(day.plan_path), "cutover")   # a second attempt: the TTL lowered again
+    wait_ttl_low_long_enough(day.plan)   # the pre-flight's own answer, not a guessed sleep
     day.box.stop_service("webmail")
     try:
         from flows.rollback import rollback
         rollback(plan_path=str(day.plan_path), reason="back before the second attempt", operator="Test Ops")
         set_ttl(load_plan(day.plan_path), "cutover")
-        time.sleep(day.plan.dns.ttl.normal + 0.5)
+        wait_ttl_low_long_enough(day.plan)
         thread, out = run_in_thread(lambda: cutover(plan_path=str(day.plan_path), operator="Test Ops"))
         run_id = wait_paused(day.plan_path)
         paused = [r["body"] for r in receiver.received() if r["body"]["event"] == "gate-paused"]

@@ -1,11 +1,13 @@
 """The README's commands, each run once as an operator types it: the installed ``.venv/bin/pec-cutover`` in a
 subprocess, on a sandbox it starts itself (``sandbox up|seed|status|down``), through the day (``dns ttl --lower``,
-``run readiness|prestage|cutover|rollback``, ``gate decide``). The subprocesses talk to this session's Prefect
+``run readiness|prestage|cutover|rollback``, ``gate decide``) and its last row (``dns ttl --restore``,
+``evidence export``/``verify``). The subprocesses talk to this session's Prefect
 test server (``PREFECT_API_URL``), so the test reads their runs back; outcomes are read from the servers.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
@@ -126,6 +128,18 @@ def test_the_readme_commands_through_the_installed_pec_cutover(environment) -> N
     assert back.returncode == 0 and "'verdict': 'rolled-back'" in back.stdout, back.stdout + back.stderr
     assert mx_and_ttl(plan, ns1)[0] == {r.host for r in plan.source.mx}
     assert mx_and_ttl(plan, resolver)[0] == {r.host for r in plan.source.mx}
+
+    # T+7, the README's last row: the normal TTL back (served by the primary), then the auditor's bundle.
+    restored = pec(process_env, "dns", "ttl", "--restore", "--plan", P)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert mx_and_ttl(plan, ns1) == ({r.host for r in plan.source.mx}, plan.dns.ttl.normal)
+    bundle = env.plan.parent / "evidence-bundle"
+    exported = pec(process_env, "evidence", "export", "--plan", P, "--out", str(bundle))
+    assert exported.returncode == 0 and "manifest" in exported.stdout, exported.stdout + exported.stderr
+    checked = pec(process_env, "evidence", "verify", str(bundle))
+    assert checked.returncode == 0 and "manifest verified" in checked.stdout, checked.stdout + checked.stderr
+    with (bundle / "runs" / "index.csv").open(newline="") as fh:
+        assert {row["flow"] for row in csv.DictReader(fh)} >= {"readiness", "prestage", "cutover", "rollback"}
 
     down = pec(process_env, "sandbox", "down", "--plan", P)
     assert down.returncode == 0, down.stdout + down.stderr
