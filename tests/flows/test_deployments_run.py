@@ -91,7 +91,9 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_da
         day.digests("source", day.inventory.mailboxes[0].address)
 
     # The day: the cutover is scheduled at the window start, a few seconds ahead, and the worker picks it up.
-    window_start = soon(8)
+    # Ahead by more than `pec-cutover schedule` takes to start on a loaded machine (8 s was not: "the window
+    # starts ..., not in the future").
+    window_start = soon(30)
     set_window(day.plan_path, window_start)
     out = stack.cli("schedule", "--plan", str(day.plan_path), program="pec-cutover")
     scheduled = re.search(r"run ([0-9a-f-]{36})", out).group(1)
