@@ -109,9 +109,17 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_da
     assert "inside the window" in report and "**Verdict: GO:" in report
     assert mx_everywhere(day, "target")
 
-    # A rollback started on demand (as from the UI's "Run" button).
+    # A rollback asked for with a code from five minutes ago fails and changes nothing.
+    stale = stack.run_deployment("rollback/rollback", {**plan, "reason": "old code", "operator": OPERATOR,
+                                                       "operator_code": current_code(totp, now=time.time() - 300)})
+    refused = stack.wait_final(stale)
+    assert refused.state_type == "FAILED" and "wrong or expired one-time code" in refused.message, refused
+    assert mx_everywhere(day, "target")
+
+    # A rollback started on demand. Its code is checked at the moment the run was asked for: here the run starts
+    # over a minute later (the worker may fetch it 10 s early), when the code has expired, as a busy worker could.
     run = stack.run_deployment("rollback/rollback", {**plan, "reason": "rehearsed by hand", "operator": OPERATOR,
-                                                     "operator_code": current_code(totp)})
+                                                     "operator_code": current_code(totp)}, "--start-in", "75 seconds")
     completed_with_report(stack, run, "rollback-report")
     assert mx_everywhere(day, "source")
 
@@ -121,9 +129,9 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_da
     run = stack.run_deployment("cutover/cutover", {**plan, "operator": "test"})
     assert "**Verdict: GO:" in completed_with_report(stack, run, "cutover-report")
     assert mx_everywhere(day, "target")
-    # Every run was picked up by the worker and run in its own process; none crashed.
+    # Every run was picked up by the worker and run in its own process; none crashed (the refused one failed).
     assert {r.state_name for d in ("readiness", "prestage", "cutover", "rollback")
-            for r in stack.flow_runs(f"{d}/{d}")} == {"Completed"}
+            for r in stack.flow_runs(f"{d}/{d}") if r.id != stale} == {"Completed"}
 
 
 def test_pec_cutover_serve_runs_every_flow(stack: PrefectStack, locked_day):
