@@ -26,6 +26,13 @@ def started_by_a_run() -> bool:
     return bool(run and run.parent_task_run_id)
 
 
+def requested_at() -> float | None:
+    """When this run was asked for (the server's creation time; None outside a run). An operator's one-time code
+    is checked against it: a busy worker may start the run after the code has expired."""
+    created = getattr(getattr(get_run_context(), "flow_run", None), "created", None)
+    return created.timestamp() if created else None
+
+
 def run_name_of(kind: str):
     """A ``flow_run_name`` callable: the run list names the domain and direction (and the mailbox count), not
     the plan's file path. A plan that does not load falls back to the path (the run then fails with its error)."""

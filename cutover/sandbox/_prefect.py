@@ -116,9 +116,11 @@ class PrefectStack:
             self.stop()
             raise SandboxError(f"the Prefect server did not become healthy on {self.api_url}: {tail(log)}")
 
-    def start_worker(self, pool: str, name: str) -> None:
-        """``prefect worker start --pool POOL`` (a process worker: each flow run in its own subprocess)."""
-        self._spawn(f"worker-{name}", self._prefect_argv("worker", "start", "--pool", pool, "--name", name))
+    def start_worker(self, pool: str, name: str, cwd: Path | None = None) -> None:
+        """``prefect worker start --pool POOL`` (a process worker: each flow run in its own subprocess), started in
+        ``cwd`` (the checkout by default; a service may start elsewhere: prefect.yaml's pull step moves every run to
+        ``PEC_CUTOVER_HOME``)."""
+        self._spawn(f"worker-{name}", self._prefect_argv("worker", "start", "--pool", pool, "--name", name), cwd=cwd)
 
     def start_serve(self, plan_path: Path) -> None:
         """``pec-cutover serve --plan P``: the four deployments served from one process."""
@@ -130,9 +132,10 @@ class PrefectStack:
             pid, program, marker = self._pids.pop()
             stop_pid(pid, program, marker, timeout=15.0)
 
-    def _spawn(self, label: str, argv: list[str]) -> int:
+    def _spawn(self, label: str, argv: list[str], cwd: Path | None = None) -> int:
         log = self.home / f"{label}.log"
-        pid = spawn(argv, log_file=log, pid_file=self.home / f"{label}.pid", env=self.env, cwd=self.pec_cutover_home)
+        pid = spawn(argv, log_file=log, pid_file=self.home / f"{label}.pid", env=self.env,
+                    cwd=cwd or self.pec_cutover_home)
         # pid_matches() needs a program and a string of its command line: the last argument is unique here.
         # `pec-cutover server start` and `pec-cutover prefect` exec `prefect`: that is the name to recognise.
         program = "prefect" if argv[1:2] in (["server"], ["prefect"]) else Path(argv[0]).name
@@ -163,6 +166,14 @@ class PrefectStack:
             if "UUID:" in line:
                 return line.split("UUID:", 1)[1].strip()
         raise SandboxError(f"`prefect deployment run {name}` printed no run id: {out.strip()[-300:]}")
+
+    def run_from_ui(self, name: str, parameters: dict[str, str]) -> str:
+        """What the UI's **Run** (custom run) sends for deployment ``flow/deployment``: one authenticated POST to
+        ``/deployments/{id}/create_flow_run`` with the form's values as typed (strings); the new run's id."""
+        flow_name, _, dep_name = name.partition("/")
+        deployment = self._api("GET", f"/deployments/name/{flow_name}/{dep_name}")
+        run = self._api("POST", f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})
+        return run["id"]
 
     # --- the API, read only ----------------------------------------------------------------------------------
     def flow_run(self, run_id: str) -> FlowRunView:

@@ -66,3 +66,47 @@ def test_schedule_with_no_server_is_one_clear_line(tmp_path):
                            str(tmp_path / "plan.yaml")], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "cannot reach the Prefect server" in proc.stderr, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# What a worker's flow-run process does with an entrypoint (after prefect.yaml's pull step put it in the checkout),
+# then every module of this repository that got loaded, and the name it was loaded under.
+_LOAD_AS_A_WORKER = """
+import json, sys
+from pathlib import Path
+from prefect.flows import load_flow_from_entrypoint
+repo = Path.cwd().resolve()
+for entrypoint in sys.argv[1:]:
+    load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
+loaded = []
+for name, module in list(sys.modules.items()):
+    path = Path(getattr(module, "__file__", None) or "/").resolve()
+    if path.is_relative_to(repo) and path.parts[len(repo.parts)] in ("cutover", "checks", "flows"):
+        loaded.append([name, str(path.relative_to(repo))])
+print(json.dumps(loaded))
+"""
+
+
+def _modules_loaded_by(home: Path, *entrypoints: str) -> list[tuple[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
+        "PREFECT_HOME": str(home), "DO_NOT_TRACK": "1"}
+    proc = subprocess.run([sys.executable, "-c", _LOAD_AS_A_WORKER, *entrypoints], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [tuple(pair) for pair in yaml.safe_load(proc.stdout.strip().splitlines()[-1])]
+
+
+def _two_names(loaded: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Modules loaded under a name that is not their path's (flows/readiness.py as `readiness`): a second copy."""
+    def canonical(path: str) -> str:
+        return path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+    return [(name, path) for name, path in loaded if name != canonical(path)]
+
+
+def test_every_module_a_deployment_loads_has_one_name(tmp_path):
+    entrypoints = [d["entrypoint"] for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]]
+    loaded = _modules_loaded_by(tmp_path, *entrypoints)
+    assert {"flows.readiness", "flows.prestage", "flows.cutover_day", "flows.rollback", "cutover.plan"} <= \
+        {name for name, _ in loaded}
+    assert _two_names(loaded) == []
+    # The check sees the old failure: a flow file loaded as a script is a second module beside flows.readiness.
+    assert ("readiness", "flows/readiness.py") in _two_names(_modules_loaded_by(tmp_path, "flows/readiness.py:readiness"))

@@ -3,11 +3,13 @@
 A real ``prefect server start`` in its own process and database; then either ``prefect work-pool create`` +
 ``prefect deploy --all`` (from ``prefect.yaml``) + ``prefect worker start``, or ``pec-cutover serve --plan P``.
 Every flow is started as a deployment run on the sandbox's real servers and must reach Completed with its
-report artifact; the cutover starts from a schedule at the plan's window start. Nothing is mocked.
+report artifact; the cutover starts from a schedule at the plan's window start and again by hand, on both paths; a
+rollback starts from ``prefect deployment run`` and from the UI's Run request. Nothing is mocked.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import time
@@ -75,15 +77,20 @@ def completed_with_report(stack: PrefectStack, run_id: str, report_key: str, tim
     return reports[report_key]
 
 
-def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_day):
+def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_day, tmp_path: Path):
     day, totp = locked_day
     plan = {"plan_path": str(day.plan_path)}
-    # The runbook's commands, as written there.
+    # The runbook's commands, as written there. The worker starts outside the checkout, as a service would:
+    # prefect.yaml's pull step brings every run to PEC_CUTOVER_HOME.
     stack.cli("work-pool", "create", POOL, "--type", "process")
     stack.cli("--no-prompt", "deploy", "--all")
-    stack.start_worker(POOL, "worker-1")
+    (tmp_path / "elsewhere").mkdir()
+    stack.start_worker(POOL, "worker-1", cwd=tmp_path / "elsewhere")
 
-    completed_with_report(stack, stack.run_deployment("readiness/readiness", plan), "readiness-report")
+    # The plan's path relative to PEC_CUTOVER_HOME, as the runbook allows.
+    relative = os.path.relpath(day.plan_path, stack.pec_cutover_home)
+    completed_with_report(stack, stack.run_deployment("readiness/readiness", {"plan_path": relative}),
+                          "readiness-report")
     prestage = stack.run_deployment("prestage/prestage", plan)
     completed_with_report(stack, prestage, "prestage-report")
     assert stack.flow_run(prestage).name == f"prestage pec.fnofi.it ({len(day.inventory)} mailboxes)"
@@ -91,7 +98,9 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_da
         day.digests("source", day.inventory.mailboxes[0].address)
 
     # The day: the cutover is scheduled at the window start, a few seconds ahead, and the worker picks it up.
-    window_start = soon(8)
+    # Ahead by more than `pec-cutover schedule` takes to start on a loaded machine (8 s was not: "the window
+    # starts ..., not in the future").
+    window_start = soon(30)
     set_window(day.plan_path, window_start)
     out = stack.cli("schedule", "--plan", str(day.plan_path), program="pec-cutover")
     scheduled = re.search(r"run ([0-9a-f-]{36})", out).group(1)
@@ -100,9 +109,17 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_da
     assert "inside the window" in report and "**Verdict: GO:" in report
     assert mx_everywhere(day, "target")
 
-    # A rollback started on demand (as from the UI's "Run" button).
+    # A rollback asked for with a code from five minutes ago fails and changes nothing.
+    stale = stack.run_deployment("rollback/rollback", {**plan, "reason": "old code", "operator": OPERATOR,
+                                                       "operator_code": current_code(totp, now=time.time() - 300)})
+    refused = stack.wait_final(stale)
+    assert refused.state_type == "FAILED" and "wrong or expired one-time code" in refused.message, refused
+    assert mx_everywhere(day, "target")
+
+    # A rollback started on demand. Its code is checked at the moment the run was asked for: here the run starts
+    # over a minute later (the worker may fetch it 10 s early), when the code has expired, as a busy worker could.
     run = stack.run_deployment("rollback/rollback", {**plan, "reason": "rehearsed by hand", "operator": OPERATOR,
-                                                     "operator_code": current_code(totp)})
+                                                     "operator_code": current_code(totp)}, "--start-in", "75 seconds")
     completed_with_report(stack, run, "rollback-report")
     assert mx_everywhere(day, "source")
 
@@ -112,9 +129,9 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_da
     run = stack.run_deployment("cutover/cutover", {**plan, "operator": "test"})
     assert "**Verdict: GO:" in completed_with_report(stack, run, "cutover-report")
     assert mx_everywhere(day, "target")
-    # Every run was picked up by the worker and run in its own process; none crashed.
+    # Every run was picked up by the worker and run in its own process; none crashed (the refused one failed).
     assert {r.state_name for d in ("readiness", "prestage", "cutover", "rollback")
-            for r in stack.flow_runs(f"{d}/{d}")} == {"Completed"}
+            for r in stack.flow_runs(f"{d}/{d}") if r.id != stale} == {"Completed"}
 
 
 def test_pec_cutover_serve_runs_every_flow(stack: PrefectStack, locked_day):
@@ -137,12 +154,22 @@ def test_pec_cutover_serve_runs_every_flow(stack: PrefectStack, locked_day):
     assert "inside the window" in report and "**Verdict: GO:" in report
     assert mx_everywhere(day, "target")
 
-    rollback = stack.run_deployment("rollback/rollback", {"reason": "rehearsed by hand", "operator": OPERATOR,
-                                                          "operator_code": current_code(totp)})
-    completed_with_report(stack, rollback, "rollback-report")
+    # The rollback started from the UI: its Run button's request, the form's values as typed (the code a string).
+    rollback = stack.run_from_ui("rollback/rollback", {"reason": "rehearsed from the UI", "operator": OPERATOR,
+                                                       "operator_code": current_code(totp)})
+    assert "rehearsed from the UI" in completed_with_report(stack, rollback, "rollback-report")
     assert mx_everywhere(day, "source")
     # After the rollback lifted the freeze, a new pre-stage may run (the second attempt's preparation).
     completed_with_report(stack, stack.run_deployment("prestage/prestage"), "prestage-report")
+
+    # A second attempt started by hand inside the window, on the served deployment: TTL lowered again, then the run.
+    stack.cli("dns", "ttl", "--lower", "--plan", str(day.plan_path), program="pec-cutover")
+    time.sleep(day.plan.dns.ttl.normal + 0.5)  # the pre-flight wants the low TTL held for the old TTL
+    run = stack.run_deployment("cutover/cutover", {"operator": "test"})
+    assert "**Verdict: GO:" in completed_with_report(stack, run, "cutover-report")
+    assert mx_everywhere(day, "target")
+    assert {r.state_name for d in ("readiness", "prestage", "cutover", "rollback")
+            for r in stack.flow_runs(f"{d}/{d}")} == {"Completed"}
 
 
 def _wait_for_runs(stack: PrefectStack, deployment: str, timeout: float = 60):
