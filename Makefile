@@ -9,6 +9,9 @@ PYTEST_ARGS ?= -n 3 --dist loadfile
 BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# A flow run in a child process without a server starts Prefect's ephemeral one: on a loaded 2-core machine that
+# takes longer than Prefect's default 20 s wait.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export LC_ALL := C.UTF-8
 export LANG := C.UTF-8
 
