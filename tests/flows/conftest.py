@@ -61,7 +61,9 @@ def session_log_text() -> str:
 
 @pytest.fixture(scope="session")
 def prefect_db() -> Iterator[Path]:
-    with prefect_test_harness(server_startup_timeout=60):
+    # The harness polls the server's health until it answers; 60 s was too short with the machine at load 14
+    # (every flow test of a worker then errored). A longer ceiling costs nothing when the server is quick.
+    with prefect_test_harness(server_startup_timeout=180):
         url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
         yield Path(re.sub(r"^sqlite\+aiosqlite:///", "", url))
 
