@@ -114,6 +114,7 @@ def test_without_operators_the_name_is_recorded_unverified(locked_plan):
 
 def test_locked_server_refuses_strangers_and_only_a_named_operator_decides(tmp_path, day_factory):
     day: Day = day_factory()
+    PRINTED.clear()
     auth, totp = lock(day.plan_path, tmp_path / "control-secrets")
     plan = load_plan(day.plan_path)
     stack = PrefectStack(home=tmp_path / "prefect-home", port=free_port(), plan_path=day.plan_path)
@@ -127,9 +128,16 @@ def test_locked_server_refuses_strangers_and_only_a_named_operator_decides(tmp_p
         _wait_state(stack, run, "Paused")
 
         # Strangers: every request refused, and nothing changed.
-        answers = dict(stack.unauthenticated(paused_run=run))
-        assert answers["read the rollback deployment"] == (401,)
-        assert answers["create a rollback run"] == (401, 403) and answers["resume a paused run"] == (401, 403)
+        answers = {what: (status, refused) for what, status, refused in stack.unauthenticated(paused_run=run)}
+        assert {what for what, (_, refused) in answers.items() if refused == 401} >= {
+            "read the rollback deployment", "read the rollback deployment with a wrong password", "get a CSRF token",
+            "read flow runs (with a borrowed CSRF token)", "create a rollback run (with a borrowed CSRF token)",
+            "read the paused run", "resume the paused run (with a borrowed CSRF token)"}
+        assert answers["create a rollback run without a CSRF token"] == (403, 403)
+        assert all(status == refused for status, refused in answers.values()), answers
+        # The same requests with the auth string are answered: the 401s above are the lock, not a broken path.
+        assert stack.flow_run(run).state_name == "Paused"
+        assert stack._api("POST", "/flow_runs/filter", {"limit": 5})
         time.sleep(3)
         assert stack.flow_run(run).state_name == "Paused" and stack.flow_runs("rollback/rollback") == []
 
@@ -180,19 +188,26 @@ def test_locked_server_refuses_strangers_and_only_a_named_operator_decides(tmp_p
     assert not port_open(stack.port), "the Prefect server outlived stop()"
 
     # Neither the auth string nor the operator's secret anywhere the run history or its files keep: the server's
-    # database and logs, the worker's log, the reports, ansible-runner's artifacts.
+    # database and logs, the worker's log, the reports, ansible-runner's artifacts, what the commands printed.
     from cutover.ansible_bridge import private_data_dir
 
+    assert len(PRINTED) >= 5 and any("accepted" in p for p in PRINTED)
     for needle in (auth.split(":", 1)[1], totp):
+        assert not any(needle in printed for printed in PRINTED), "a secret in a command's output"
         for path in [*stack.home.rglob("*"), *(day.plan.reports_dir or tmp_path).rglob("*"),
                      *private_data_dir(plan).rglob("*")]:
             if path.is_file():
                 assert needle.encode() not in path.read_bytes(), f"a secret is in {path}"
 
 
+PRINTED: list[str] = []  # what every pec-cutover command of the test printed (searched for secrets at the end)
+
+
 def _pec(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "pec-cutover"), *args], env={**env, "COLUMNS": "200"}, capture_output=True,
+    proc = subprocess.run([str(BIN / "pec-cutover"), *args], env={**env, "COLUMNS": "200"}, capture_output=True,
                           text=True, timeout=180, cwd=REPO)
+    PRINTED.append(proc.stdout + proc.stderr)
+    return proc
 
 
 def _decisions(stack: PrefectStack, run: str) -> dict[str, str]:
