@@ -83,6 +83,20 @@ def test_server_start_cli_refuses_in_one_line(tmp_path):
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_the_production_template_locks_its_server_and_names_operators():
+    """The plan an operator starts from: prefect.auth a file: reference, loopback, named operators with their own
+    TOTP secret files; `server start` with the secret not created yet says so in one line and never starts open."""
+    plan = load_plan(REPO / "inventory" / "example-production" / "plan.yaml")
+    assert plan.prefect.auth and plan.prefect.auth.startswith("file:") and plan.prefect.host == "127.0.0.1"
+    assert len(plan.operators) >= 2 and all(o.totp_secret.startswith("file:") for o in plan.operators)
+    assert len({o.totp_secret for o in plan.operators}) == len(plan.operators)  # each their own secret
+    proc = subprocess.run([str(BIN / "pec-cutover"), "server", "start", "--plan",
+                           str(REPO / "inventory" / "example-production" / "plan.yaml")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "/etc/pec-cutover/prefect-auth does not exist" in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("who,code,error", [
     (OPERATOR, "now", None),
     ("maria verdi", "now", None),                       # names compare case-insensitively
