@@ -26,6 +26,15 @@ def started_by_a_run() -> bool:
     return bool(run and run.parent_task_run_id)
 
 
+def requested_at() -> float | None:
+    """When the server created this flow run (epoch seconds), or None outside a run. A deployment run waits for a
+    worker to pick it up and start a process (30-40 s on a loaded host): a one-time code sent with the request is
+    checked against this moment, the server's own record, not the moment the flow got to run."""
+    run = getattr(get_run_context(), "flow_run", None)
+    created = getattr(run, "created", None) if run else None
+    return created.timestamp() if created else None
+
+
 def run_name_of(kind: str):
     """A ``flow_run_name`` callable: the run list names the domain and direction (and the mailbox count), not
     the plan's file path. A plan that does not load falls back to the path (the run then fails with its error)."""

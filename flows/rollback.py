@@ -19,7 +19,8 @@ from cutover.operators import identify
 from cutover.plan import load_plan
 from cutover.report import RunReport, checks_summary
 from cutover.rollback_deadline import require_rollback_allowed
-from flows._artifacts import announce, log, publish_report, run_id, run_name_of, started_by_a_run, ui_link
+from flows._artifacts import (announce, log, publish_report, requested_at, run_id, run_name_of, started_by_a_run,
+                             ui_link)
 from flows._clients import clients_decision, switch_clients_task
 from flows._copy import copy_all
 from flows._dns import dns_checks, dns_decision, switch_mx_task
@@ -36,8 +37,9 @@ def rollback(plan_path: str = DEFAULT_PLAN, reason: str = "rollback by hand", op
     inventory = load_inventory(plan)
     me = run_id()
     # Started from a cutover's gate, the gate already checked who decided; by hand, the operator proves it here.
-    # (`prefect deployment run -p operator_code=123456` sends a number: a code is digits either way.)
-    who = operator if started_by_a_run() else str(identify(plan, operator, str(operator_code)))
+    # (`prefect deployment run -p operator_code=123456` sends a number: a code is digits either way.) The code is
+    # checked against the moment the run was requested: a worker may start it a minute later.
+    who = operator if started_by_a_run() else str(identify(plan, operator, str(operator_code), now=requested_at()))
     report = RunReport(f"Rollback of {plan.domain} to {plan.source.name}: {reason} ({who})")
     try:
         deadline = require_rollback_allowed(plan, override_reason=override,

@@ -91,7 +91,7 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_da
         day.digests("source", day.inventory.mailboxes[0].address)
 
     # The day: the cutover is scheduled at the window start, a few seconds ahead, and the worker picks it up.
-    window_start = soon(8)
+    window_start = soon(30)  # `pec-cutover schedule` must run before it: 8 s was too little on a loaded host
     set_window(day.plan_path, window_start)
     out = stack.cli("schedule", "--plan", str(day.plan_path), program="pec-cutover")
     scheduled = re.search(r"run ([0-9a-f-]{36})", out).group(1)
@@ -100,9 +100,28 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_da
     assert "inside the window" in report and "**Verdict: GO:" in report
     assert mx_everywhere(day, "target")
 
-    # A rollback started on demand (as from the UI's "Run" button).
+    # A rollback by hand must name an operator the plan knows, with the code of the moment. `prefect deployment run`
+    # (or the UI's "Run" button) never meets the CLI's check: the flow itself refuses, at once, and changes nothing.
+    wrong = "000000" if current_code(totp) != "000000" else "000001"
+    refused_runs = set()
+    for who, code, words in [("Somebody Else", current_code(totp), "unknown operator 'Somebody Else'"),
+                             (OPERATOR, wrong, "wrong or expired one-time code")]:
+        refused = stack.run_deployment("rollback/rollback", {**plan, "reason": "not allowed", "operator": who,
+                                                             "operator_code": code})
+        final = stack.wait_final(refused, timeout=180)
+        assert final.state_type == "FAILED" and words in final.message, f"{final.state_name}: {final.message}"
+        assert not [a for a in stack.artifacts(refused) if a.get("key") == "rollback-report"]
+        refused_runs.add(refused)
+    assert mx_everywhere(day, "target")
+
+    # A rollback started on demand (as from the UI's "Run" button). The code is checked against the moment the run
+    # was requested, not when a worker gets round to it: here the pool is paused until the code has long expired.
+    stack.cli("work-pool", "pause", POOL)
     run = stack.run_deployment("rollback/rollback", {**plan, "reason": "rehearsed by hand", "operator": OPERATOR,
                                                      "operator_code": current_code(totp)})
+    time.sleep(95)  # a code is valid for its 30 s step and the one before and after: at most 90 s
+    assert stack.flow_run(run).state_type == "SCHEDULED"
+    stack.cli("work-pool", "resume", POOL)
     completed_with_report(stack, run, "rollback-report")
     assert mx_everywhere(day, "source")
 
@@ -114,7 +133,7 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_da
     assert mx_everywhere(day, "target")
     # Every run was picked up by the worker and run in its own process; none crashed.
     assert {r.state_name for d in ("readiness", "prestage", "cutover", "rollback")
-            for r in stack.flow_runs(f"{d}/{d}")} == {"Completed"}
+            for r in stack.flow_runs(f"{d}/{d}") if r.id not in refused_runs} == {"Completed"}
 
 
 def test_pec_cutover_serve_runs_every_flow(stack: PrefectStack, locked_day):
