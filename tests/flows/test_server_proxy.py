@@ -84,10 +84,11 @@ def proxied(tmp_path: Path, locked_plan):
           scgi_temp_path {nginx_dir}/tmp/scgi;
         """) + site + "}\n")
     stack.start_server()
-    pid = spawn(["/usr/sbin/nginx", "-e", str(nginx_dir / "error.log"), "-c", str(conf)], log_file=nginx_dir / "out.log",
-                pid_file=nginx_dir / "spawn.pid")
+    pid = spawn(["/usr/sbin/nginx", "-e", str(nginx_dir / "error.log"), "-c", str(conf)],
+                log_file=nginx_dir / "out.log", pid_file=nginx_dir / "spawn.pid")
     try:
-        assert wait_until(lambda: port_open(proxy_port), timeout=30), f"nginx did not start: {tail(nginx_dir / 'error.log')}"
+        assert wait_until(lambda: port_open(proxy_port), timeout=30), \
+            f"nginx did not start: {tail(nginx_dir / 'error.log')}"
         yield stack, f"{proxy_url}/api", ca.ca_cert_path, auth
     finally:
         stop_pid(pid, "nginx", conf, timeout=15.0)
@@ -154,7 +155,7 @@ def test_the_locked_server_behind_the_runbooks_tls_proxy(proxied, tmp_path):
     def stored() -> list:
         return stack._api("POST", "/events/filter", {"filter": {"event": {"name": ["pec-cutover.proxy-check"]}},
                                                       "limit": 5}).get("events", [])
-    assert wait_until(lambda: bool(stored()), timeout=60, interval=1.0), "the event sent through the proxy never arrived"
+    assert wait_until(lambda: bool(stored()), timeout=60, interval=1.0), "the event sent through the proxy: not stored"
     access = (tmp_path / "nginx" / "access.log").read_text()
     assert "/api/events/in" in access and " 101 " in access  # the websocket was upgraded by nginx
     assert password not in access and password not in (tmp_path / "nginx" / "error.log").read_text()
