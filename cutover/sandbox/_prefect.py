@@ -220,28 +220,44 @@ class PrefectStack:
         """The artifacts a flow run left (key, type, data)."""
         return self._api("POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
 
-    def unauthenticated(self, paused_run: str | None = None) -> list[tuple[str, tuple[int, ...]]]:
-        """What the API answers a caller without the auth string: (what was tried, HTTP statuses). A read is one
-        GET; a change (create a rollback run, resume a paused run) first needs a CSRF token from the API, then the
-        POST: both are tried, as an intruder would."""
-        tries: list[tuple[str, str, str, dict | None]] = [
-            ("read the rollback deployment", "GET", "/deployments/name/rollback/rollback", None)]
-        try:
-            rollback = self._api("GET", "/deployments/name/rollback/rollback")
-            tries.append(("create a rollback run", "POST", f"/deployments/{rollback['id']}/create_flow_run", {}))
-        except SandboxError:
-            pass
+    def unauthenticated(self, paused_run: str | None = None) -> list[tuple[str, int, int]]:
+        """What the API answers a caller without the auth string, one request per check: (what was tried, the HTTP
+        status, the status that means refused). Reads and the CSRF token are plain GETs. A change (read runs
+        through the filter, create a rollback run, resume a paused run) is sent with a valid CSRF token borrowed
+        from an authenticated client, so that the auth check itself must answer (401); one change without any
+        token shows CSRF protection answering first (403). A wrong password is tried too."""
+        base = self.api_url
+        rollback = self._api("GET", "/deployments/name/rollback/rollback")
+        borrowed = self._csrf_headers("borrowed-by-an-intruder")
+        resume = {"run_input": {"action": "continue", "operator": "intruder", "code": "123456", "reason": "no auth"}}
+        tries: list[tuple[str, str, str, dict | None, dict, tuple | None, int]] = [
+            ("read the rollback deployment", "GET", "/deployments/name/rollback/rollback", None, {}, None, 401),
+            ("read the rollback deployment with a wrong password", "GET", "/deployments/name/rollback/rollback",
+             None, {}, (self.auth.split(":", 1)[0] if self.auth else "pec-cutover", "wrong-password"), 401),
+            ("get a CSRF token", "GET", "/csrf-token?client=intruder", None, {}, None, 401),
+            ("read flow runs (with a borrowed CSRF token)", "POST", "/flow_runs/filter", {"limit": 5}, borrowed,
+             None, 401),
+            ("create a rollback run (with a borrowed CSRF token)", "POST",
+             f"/deployments/{rollback['id']}/create_flow_run", {}, borrowed, None, 401),
+            ("create a rollback run without a CSRF token", "POST", f"/deployments/{rollback['id']}/create_flow_run",
+             {}, {}, None, 403)]
         if paused_run:
-            tries.append(("resume a paused run", "POST", f"/flow_runs/{paused_run}/resume",
-                          {"run_input": {"action": "continue", "operator": "intruder", "reason": "no auth"}}))
+            tries += [("read the paused run", "GET", f"/flow_runs/{paused_run}", None, {}, None, 401),
+                      ("resume the paused run (with a borrowed CSRF token)", "POST", f"/flow_runs/{paused_run}/resume",
+                       resume, borrowed, None, 401)]
         out = []
-        for what, method, path, body in tries:
-            statuses = []
-            if method != "GET":
-                statuses.append(httpx.get(f"{self.api_url}/csrf-token", params={"client": "intruder"}, timeout=30.0).status_code)
-            statuses.append(httpx.request(method, f"{self.api_url}{path}", json=body, timeout=30.0).status_code)
-            out.append((what, tuple(statuses)))
+        for what, method, path, body, headers, auth, refused in tries:
+            answer = httpx.request(method, f"{base}{path}", json=body, headers=headers, auth=auth, timeout=30.0)
+            out.append((what, answer.status_code, refused))
         return out
+
+    def _csrf_headers(self, client: str) -> dict[str, str]:
+        """The CSRF headers of an authenticated client (none when the server has no CSRF protection)."""
+        auth = tuple(self.auth.split(":", 1)) if self.auth else None
+        token = httpx.get(f"{self.api_url}/csrf-token", params={"client": client}, auth=auth, timeout=30.0)
+        if token.status_code != 200:
+            return {}
+        return {"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": client}
 
     def _healthy(self) -> bool:
         try:
@@ -253,10 +269,7 @@ class PrefectStack:
         auth = tuple(self.auth.split(":", 1)) if self.auth else None
         headers = {"Content-Type": "application/json"}
         if method != "GET":  # the server's CSRF protection: a token per client, from the (authenticated) API
-            token = httpx.get(f"{self.api_url}/csrf-token", params={"client": "pec-cutover-sandbox"}, auth=auth,
-                              timeout=30.0)
-            if token.status_code == 200:
-                headers.update({"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": "pec-cutover-sandbox"})
+            headers.update(self._csrf_headers("pec-cutover-sandbox"))
         response = httpx.request(method, f"{self.api_url}{path}", content=json.dumps(body) if body is not None else None,
                                  headers=headers, timeout=30.0, auth=auth)
         if response.status_code >= 400:

@@ -109,6 +109,20 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_da
     assert "inside the window" in report and "**Verdict: GO:" in report
     assert mx_everywhere(day, "target")
 
+    # A rollback by hand must name an operator the plan knows, with the code of the moment. `prefect deployment run`
+    # (or the UI's "Run" button) never meets the CLI's check: the flow itself refuses, at once, and changes nothing.
+    wrong = "000000" if current_code(totp) != "000000" else "000001"
+    refused_runs = set()
+    for who, code, words in [("Somebody Else", current_code(totp), "unknown operator 'Somebody Else'"),
+                             (OPERATOR, wrong, "wrong or expired one-time code")]:
+        refused = stack.run_deployment("rollback/rollback", {**plan, "reason": "not allowed", "operator": who,
+                                                             "operator_code": code})
+        final = stack.wait_final(refused, timeout=180)
+        assert final.state_type == "FAILED" and words in final.message, f"{final.state_name}: {final.message}"
+        assert not [a for a in stack.artifacts(refused) if a.get("key") == "rollback-report"]
+        refused_runs.add(refused)
+    assert mx_everywhere(day, "target")
+
     # A rollback asked for with a code from five minutes ago fails and changes nothing.
     stale = stack.run_deployment("rollback/rollback", {**plan, "reason": "old code", "operator": OPERATOR,
                                                        "operator_code": current_code(totp, now=time.time() - 300)})
@@ -131,7 +145,7 @@ def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_da
     assert mx_everywhere(day, "target")
     # Every run was picked up by the worker and run in its own process; none crashed (the refused one failed).
     assert {r.state_name for d in ("readiness", "prestage", "cutover", "rollback")
-            for r in stack.flow_runs(f"{d}/{d}") if r.id != stale} == {"Completed"}
+            for r in stack.flow_runs(f"{d}/{d}") if r.id not in refused_runs | {stale}} == {"Completed"}
 
 
 def test_pec_cutover_serve_runs_every_flow(stack: PrefectStack, locked_day):

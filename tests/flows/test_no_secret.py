@@ -1,7 +1,8 @@
-"""No password or TSIG key anywhere the README says it never goes: Prefect's database (logs, artifacts,
-parameters, states), what the session printed and logged, the plan's reports_dir (reports, the readiness CSV),
-and ansible-runner's artifacts. Self-contained: it plays its own day (a refused login included) and waits until
-Prefect's API has stored every log line of its runs before it reads the database.
+"""No password, TSIG key, Prefect auth string or operator's TOTP secret anywhere the README says it never goes:
+Prefect's database (logs, artifacts, parameters, states), what the session printed and logged, the plan's
+reports_dir (reports, the readiness CSV), and ansible-runner's artifacts. Self-contained: it plays its own day (a
+refused login included) and waits until Prefect's API has stored every log line of its runs before it reads the
+database.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from flows.prestage import prestage
 from flows.readiness import readiness
 from flows.rollback import rollback
 
+from cutover.operators import current_code
+
 from .conftest import session_log_text
+from .test_server_auth import OPERATOR, lock
 
 
 def flow_run_ids() -> set:
@@ -48,8 +52,11 @@ def wait_for_final_logs(run_ids: set, timeout: float = 120) -> int:
             time.sleep(0.2)
 
 
-def test_no_secret_in_prefect_database_logs_reports_or_ansible_artifacts(prefect_db, day_factory):
+def test_no_secret_in_prefect_database_logs_reports_or_ansible_artifacts(prefect_db, day_factory, tmp_path):
     day = day_factory(on_nogo="ask", mailboxes=2, messages=4)
+    # The day's plan as in production: a locked server's auth string and a named operator whose code the
+    # rollback checks against their TOTP secret (neither may be stored anywhere).
+    auth, totp = lock(day.plan_path, tmp_path / "control-secrets")
     before = flow_run_ids()
     member = day.inventory.mailboxes[1]
     real = Path(member.target_secret.target).read_text().strip()
@@ -60,14 +67,15 @@ def test_no_secret_in_prefect_database_logs_reports_or_ansible_artifacts(prefect
     finally:
         Path(member.target_secret.target).write_text(real)
     prestage(plan_path=str(day.plan_path))
-    assert cutover(plan_path=str(day.plan_path), operator="Test Ops")["verdict"] == "GO"
-    assert rollback(plan_path=str(day.plan_path), reason="secrets test", operator="Test Ops")["verdict"] == "rolled-back"
+    assert cutover(plan_path=str(day.plan_path), operator=OPERATOR)["verdict"] == "GO"
+    assert rollback(plan_path=str(day.plan_path), reason="secrets test", operator=OPERATOR,
+                    operator_code=current_code(totp))["verdict"] == "rolled-back"
     runs = flow_run_ids() - before
     assert len(runs) >= 4 + 3  # the four flows and their copy subflows
 
     stored_logs = wait_for_final_logs(runs)
     assert stored_logs > 20
-    secrets = set(day.secrets) | {wrong}
+    secrets = set(day.secrets) | {wrong, auth.split(":", 1)[1], totp}
     assert all(len(s) >= 8 for s in secrets)
 
     database = b"".join(p.read_bytes() for p in prefect_db.parent.glob(prefect_db.name + "*"))  # with WAL/SHM

@@ -83,6 +83,20 @@ def test_server_start_cli_refuses_in_one_line(tmp_path):
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_the_production_template_locks_its_server_and_names_operators():
+    """The plan an operator starts from: prefect.auth a file: reference, loopback, named operators with their own
+    TOTP secret files; `server start` with the secret not created yet says so in one line and never starts open."""
+    plan = load_plan(REPO / "inventory" / "example-production" / "plan.yaml")
+    assert plan.prefect.auth and plan.prefect.auth.startswith("file:") and plan.prefect.host == "127.0.0.1"
+    assert len(plan.operators) >= 2 and all(o.totp_secret.startswith("file:") for o in plan.operators)
+    assert len({o.totp_secret for o in plan.operators}) == len(plan.operators)  # each their own secret
+    proc = subprocess.run([str(BIN / "pec-cutover"), "server", "start", "--plan",
+                           str(REPO / "inventory" / "example-production" / "plan.yaml")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "/etc/pec-cutover/prefect-auth does not exist" in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("who,code,error", [
     (OPERATOR, "now", None),
     ("maria verdi", "now", None),                       # names compare case-insensitively
@@ -114,6 +128,7 @@ def test_without_operators_the_name_is_recorded_unverified(locked_plan):
 
 def test_locked_server_refuses_strangers_and_only_a_named_operator_decides(tmp_path, day_factory):
     day: Day = day_factory()
+    PRINTED.clear()
     auth, totp = lock(day.plan_path, tmp_path / "control-secrets")
     plan = load_plan(day.plan_path)
     stack = PrefectStack(home=tmp_path / "prefect-home", port=free_port(), plan_path=day.plan_path)
@@ -127,9 +142,16 @@ def test_locked_server_refuses_strangers_and_only_a_named_operator_decides(tmp_p
         _wait_state(stack, run, "Paused")
 
         # Strangers: every request refused, and nothing changed.
-        answers = dict(stack.unauthenticated(paused_run=run))
-        assert answers["read the rollback deployment"] == (401,)
-        assert answers["create a rollback run"] == (401, 403) and answers["resume a paused run"] == (401, 403)
+        answers = {what: (status, refused) for what, status, refused in stack.unauthenticated(paused_run=run)}
+        assert {what for what, (_, refused) in answers.items() if refused == 401} >= {
+            "read the rollback deployment", "read the rollback deployment with a wrong password", "get a CSRF token",
+            "read flow runs (with a borrowed CSRF token)", "create a rollback run (with a borrowed CSRF token)",
+            "read the paused run", "resume the paused run (with a borrowed CSRF token)"}
+        assert answers["create a rollback run without a CSRF token"] == (403, 403)
+        assert all(status == refused for status, refused in answers.values()), answers
+        # The same requests with the auth string are answered: the 401s above are the lock, not a broken path.
+        assert stack.flow_run(run).state_name == "Paused"
+        assert stack._api("POST", "/flow_runs/filter", {"limit": 5})
         time.sleep(3)
         assert stack.flow_run(run).state_name == "Paused" and stack.flow_runs("rollback/rollback") == []
 
@@ -180,19 +202,26 @@ def test_locked_server_refuses_strangers_and_only_a_named_operator_decides(tmp_p
     assert not port_open(stack.port), "the Prefect server outlived stop()"
 
     # Neither the auth string nor the operator's secret anywhere the run history or its files keep: the server's
-    # database and logs, the worker's log, the reports, ansible-runner's artifacts.
+    # database and logs, the worker's log, the reports, ansible-runner's artifacts, what the commands printed.
     from cutover.ansible_bridge import private_data_dir
 
+    assert len(PRINTED) >= 5 and any("accepted" in p for p in PRINTED)
     for needle in (auth.split(":", 1)[1], totp):
+        assert not any(needle in printed for printed in PRINTED), "a secret in a command's output"
         for path in [*stack.home.rglob("*"), *(day.plan.reports_dir or tmp_path).rglob("*"),
                      *private_data_dir(plan).rglob("*")]:
             if path.is_file():
                 assert needle.encode() not in path.read_bytes(), f"a secret is in {path}"
 
 
+PRINTED: list[str] = []  # what every pec-cutover command of the test printed (searched for secrets at the end)
+
+
 def _pec(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "pec-cutover"), *args], env={**env, "COLUMNS": "200"}, capture_output=True,
+    proc = subprocess.run([str(BIN / "pec-cutover"), *args], env={**env, "COLUMNS": "200"}, capture_output=True,
                           text=True, timeout=180, cwd=REPO)
+    PRINTED.append(proc.stdout + proc.stderr)
+    return proc
 
 
 def _decisions(stack: PrefectStack, run: str) -> dict[str, str]:
