@@ -77,6 +77,8 @@ def completed_with_report(stack: PrefectStack, run_id: str, report_key: str, tim
     return reports[report_key]
 
 
+# The whole day as deployment runs, each in a new process (~8 min on a loaded machine): past the suite's 600 s.
+@pytest.mark.timeout(1200)
 def test_deploy_all_with_a_worker_runs_every_flow(stack: PrefectStack, locked_day, tmp_path: Path):
     day, totp = locked_day
     plan = {"plan_path": str(day.plan_path)}
