@@ -61,8 +61,9 @@ def plan_for(sandbox_env, tmp_path: Path) -> Callable[..., Plan]:
 
 
 def snapshot(sandbox_env, side: str, address: str) -> dict[str, Counter]:
-    """Per folder, the multiset of (SHA-256, flags, INTERNALDATE) read over IMAP (BODY.PEEK: nothing changes)."""
-    client = sandbox_env.sandbox.admin_session(side, address)
+    """Per folder, the multiset of (SHA-256, flags, INTERNALDATE) read over IMAP (BODY.PEEK: nothing changes).
+    ``sandbox_env``: the session's sandbox environment, or a Sandbox of a test's own."""
+    client = getattr(sandbox_env, "sandbox", sandbox_env).admin_session(side, address)
     client.normalise_times = False
     out: dict[str, Counter] = {}
     try:

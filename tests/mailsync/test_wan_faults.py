@@ -5,7 +5,6 @@ report counts what its run appended and never calls a dropped connection a TLS o
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections import Counter
@@ -18,6 +17,8 @@ from cutover.ledger import Ledger
 from cutover.mailsync import sync_mailbox
 from cutover.sandbox import seed
 from cutover.secrets import SecretRef
+
+from .conftest import digests as sha256_only, snapshot
 
 MESSAGES = 40  # PEC-shaped, ~30 KB each: about 1.2 MB per mailbox
 CUT_BYTES = 300_000  # well under the mailbox, well over one message
@@ -56,21 +57,7 @@ def member(wan_env, tmp_path: Path):
 
 
 def digests(box, side: str, address: str) -> dict[str, Counter]:
-    client = box.admin_session(side, address)
-    out: dict[str, Counter] = {}
-    try:
-        for flags, _, name in client.list_folders():
-            if b"\\Noselect" in flags:
-                continue
-            info = client.select_folder(name, readonly=True)
-            found: Counter = Counter()
-            if info.get(b"EXISTS"):
-                for data in client.fetch(client.search("ALL"), ["BODY.PEEK[]"]).values():
-                    found[hashlib.sha256(data[b"BODY[]"]).hexdigest()] += 1
-            out[name] = found
-    finally:
-        client.logout()
-    return out
+    return sha256_only(snapshot(box, side, address))
 
 
 def converge(wan_env, member: Mailbox, tmp_path: Path, caplog, *, exact_count: bool = True, **cut) -> list:
