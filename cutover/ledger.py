@@ -285,6 +285,43 @@ class Ledger:
             params += (kind,)
         return self._read(sql + " ORDER BY rowid", params)  # type: ignore[return-value]
 
+    def record_remap(self, address: str, direction: str, src_folder: str, tgt_folder: str, reason: str) -> None:
+        """An operator's decision (``copy --remap SRC=DST --reason``): ``src_folder`` goes to ``tgt_folder`` from
+        now on, whatever the folder mapping computes (an event: no schema change)."""
+        self.add_event(address, direction, src_folder, "remap", json.dumps({"target": tgt_folder, "reason": reason},
+                                                                           ensure_ascii=False))
+
+    def remaps(self, address: str, direction: str) -> dict[str, tuple[str, str]]:
+        """{source folder: (target folder, reason)} of the operators' remap decisions, the latest per folder."""
+        out: dict[str, tuple[str, str]] = {}
+        for d, folder, _, detail in self.events(address, "remap"):
+            if d == direction:
+                item = json.loads(detail)
+                out[folder] = (item["target"], item.get("reason", ""))
+        return out
+
+    def adopt_source_folder(self, address: str, direction: str, old: str, new: str, uidvalidity: int) -> None:
+        """A source folder renamed ``old`` -> ``new`` (same UIDVALIDITY): its rows follow it, so nothing the
+        ledger copied under the old name is copied again under the new one."""
+        try:
+            with self._write_lock:
+                conn = self._conn()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for table in ("messages", "refusals"):
+                        conn.execute(f"UPDATE {table} SET src_folder=? WHERE address=? AND direction=? AND src_folder=? "
+                                     "AND src_uidvalidity=?", (new, address, direction, old, uidvalidity))
+                    conn.execute("DELETE FROM folders WHERE address=? AND direction=? AND src_folder=?",
+                                 (address, direction, new))
+                    conn.execute("UPDATE folders SET src_folder=?, snapshot=NULL WHERE address=? AND direction=? "
+                                 "AND src_folder=?", (new, address, direction, old))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: write failed ({exc})") from None
+
     # --- messages ----------------------------------------------------------------------------------
     def messages(self, address: str, direction: str, src_folder: str, src_uidvalidity: int) -> dict[int, MessageRow]:
         """Every recorded message of one source folder under one UIDVALIDITY, by source UID."""
@@ -301,6 +338,11 @@ class Ledger:
             "FROM messages WHERE address=? AND direction=? AND tgt_folder=? AND state IN ('copied','matched')",
             (address, direction, tgt_folder))
         return [MessageRow(*r[:9], bool(r[9])) for r in rows]
+
+    def done_digests(self, address: str, direction: str) -> list[tuple[str, int, str]]:
+        """(source folder, source UIDVALIDITY, SHA-256) of every message of a mailbox copied or matched."""
+        return self._read("SELECT src_folder, src_uidvalidity, sha256 FROM messages WHERE address=? AND direction=? "
+                          "AND state IN ('copied','matched')", (address, direction))  # type: ignore[return-value]
 
     def record_pending(self, address: str, direction: str, rows: list[MessageRow]) -> None:
         """Commit rows as ``pending`` before their APPEND is sent (crash-safety, see module docstring): fsynced."""

@@ -23,6 +23,7 @@ from cutover.mailsync._context import MailboxContext
 from cutover.mailsync._models import FolderReport, MailboxReport
 from cutover.mailsync._plan import (FolderRefused, SourceFolder, check_quota, list_source, map_mailbox, plan_folder,
                                     unchanged_since_verified, unknown_twins)
+from cutover.mailsync._switch import switch_view
 from cutover.mailsync._transfer import copy_messages
 from cutover.mailsync._verify import READBACK_MIN_BYTES, READBACK_MIN_MESSAGES, ReadBack, verify_folder, verify_full
 
@@ -69,15 +70,23 @@ class MailboxBrain:
 
     def _run(self, src: IMAPClient, dst: IMAPClient) -> None:
         ctx = self.ctx
+        ctx.switch = switch_view(ctx.ledger, ctx.address)
         mailbox = map_mailbox(ctx, src, dst)
         dst_names = mailbox.target_folders
 
         folder_reports: list[FolderReport] = []
         listings: list[SourceFolder] = []
         unchanged: dict[str, FolderReport] = {}
-        if not ctx.dry_run and not ctx.verify_only:
+        if not ctx.dry_run and not ctx.verify_only and ctx.repair is None:  # a repair looks at every folder
             unchanged = unchanged_since_verified(ctx, src, dst, {s: t for s, t in mailbox.mapping.items()
                                                                  if t in dst_names})
+        for sname, (recorded, now, why) in mailbox.changed.items():
+            remap = (f"pec-cutover copy --mailbox {ctx.address}"
+                     + (" --direction reverse" if ctx.direction == "reverse" else "") + " --remap")
+            folder_reports.append(FolderReport(sname, recorded, mapping_changed=True, notes=[
+                f"folder mapping changed: copied to {recorded!r} at the first copy, would now go to {now!r}{why}; "
+                f"not copied until an operator decides: {remap} '{sname}={recorded}' --reason TEXT (keep), or "
+                f"{remap} '{sname}={now}' --reason TEXT (new mail there; what was copied stays in {recorded!r})"]))
         for sname, tname in mailbox.mapping.items():
             if sname in unchanged:
                 folder_reports.append(unchanged[sname])
@@ -124,9 +133,9 @@ class MailboxBrain:
         ctx.state.enter_folder(fp.source, fp.uidvalidity, fp.target, fp.target_uidvalidity, fp.known,
                                copying=bool(fp.todo))
         twins = unknown_twins(ctx, dst, fp)
-        forward_elsewhere = ctx.state.forward_digests_elsewhere(fp.source, fp.uidvalidity)
+        elsewhere = ctx.state.copied_elsewhere(fp.source, fp.uidvalidity, ctx.copied_once)
         readback = self.readback if self.readback is not None and self.readback.started else None
-        copy_messages(ctx, src, dst, fp, twins, forward_elsewhere, multiappend, fr, readback)
+        copy_messages(ctx, src, dst, fp, twins, elsewhere, multiappend, fr, readback)
         # Nothing written to the target folder: the listing taken above is still the target as it is.
         unchanged = fp.target_listing if not fp.todo else None
         return lambda: verify_folder(ctx, dst, fr, fp.source, fp.target, fp.uidvalidity, fp.listing, unchanged,
@@ -142,6 +151,10 @@ class MailboxBrain:
         r.missing = sum(f.missing for f in folder_reports)
         r.duplicates = sum(f.duplicates for f in folder_reports)
         r.notes = [f"{f.source}: {n}" for f in folder_reports for n in f.notes]
+        r.after_switch, r.source_name = ctx.switch.after, ctx.src_provider.name
+        r.late = sum(f.late for f in folder_reports)
+        r.before_switch = sum(f.before_switch for f in folder_reports)
+        r.gone = sum(f.gone for f in folder_reports)
         if ctx.dry_run:
             r.copied = sum(f.copied for f in folder_reports)  # would copy
             r.skipped = sum(f.skipped for f in folder_reports)
@@ -161,6 +174,9 @@ class MailboxBrain:
             r.status, r.reason = "failed", "duplicates"
             r.error = (f"{ctx.address}: {r.duplicates} message(s) are on the target twice: "
                        + "; ".join(n for f in folder_reports if f.duplicates for n in f.notes))
+        elif any(f.mapping_changed for f in folder_reports):
+            r.status, r.reason = "failed", "folder-mapping-changed"
+            r.error = f"{ctx.address}: " + "; ".join(n for f in folder_reports if f.mapping_changed for n in f.notes)
         elif any(f.folder_refused for f in folder_reports):
             r.status, r.reason = "failed", FolderRefused.reason
             r.error = (f"{ctx.address}: " + "; ".join(n for f in folder_reports if f.folder_refused for n in f.notes)

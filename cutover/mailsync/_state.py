@@ -169,9 +169,34 @@ class MailboxState:
                 if r.tgt_uidvalidity == uidvalidity}
         return {u: s for u, s in listing.items() if u not in ours}
 
-    def forward_digests_elsewhere(self, folder: str, uidvalidity: int) -> Counter:
-        """Digests of forward copies recorded under another target UIDVALIDITY (matched by content instead)."""
-        if self.direction != "reverse":
-            return Counter()
-        return Counter(r.sha256 for r in self.ledger.target_rows(self.address, "forward", folder)
-                       if r.tgt_uidvalidity != uidvalidity)
+    def copied_elsewhere(self, folder: str, uidvalidity: int, copied_once: bool) -> "CopiedElsewhere":
+        """Digests of messages to leave out of this folder's copy because this tool already copied them under
+        another UID. A rollback leaves out every forward copy and every message it copied back, wherever the
+        member has moved them since (by content: a moved message has a new UID). A forward run after the
+        switch leaves out, once each, what it copied from this folder under an earlier UIDVALIDITY."""
+        if self.direction == "reverse":
+            always = {sha for _, _, sha in self.ledger.done_digests(self.address, "forward")}
+            if copied_once:
+                always |= {sha for _, _, sha in self.ledger.done_digests(self.address, "reverse")}
+            return CopiedElsewhere(Counter(), always)
+        if not copied_once:
+            return CopiedElsewhere(Counter(), set())
+        return CopiedElsewhere(Counter(sha for f, v, sha in self.ledger.done_digests(self.address, "forward")
+                                       if f == folder and v != uidvalidity), set())
+
+
+class CopiedElsewhere:
+    """Digests this tool copied before under another UID: ``take(sha)`` says whether to leave a message out
+    (``always``: every message with that digest; ``counted``: as many as were copied)."""
+
+    def __init__(self, counted: Counter, always: set[str]) -> None:
+        self.counted = counted
+        self.always = always
+
+    def take(self, sha256: str) -> bool:
+        if sha256 in self.always:
+            return True
+        if self.counted[sha256] > 0:
+            self.counted[sha256] -= 1
+            return True
+        return False

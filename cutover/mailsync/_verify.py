@@ -175,9 +175,16 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
     missing = 0
     trusted: list[int] = []
     to_read: dict[int, MessageRow] = {}  # target uid -> row
+    elsewhere = 0
     for uid in listing:
         r = rows.get(uid)
+        if r is not None and r.done and r.tgt_folder != tname:
+            elsewhere += 1  # copied before an operator remapped the folder: it stays where it went
+            continue
         if r is None or not r.done or r.tgt_uidvalidity != tuidv or not same_size(tlisting, r, listing[uid]):
+            if ctx.copied_once and r is not None and r.done and (r.tgt_uidvalidity != tuidv or r.tgt_uid not in tlisting):
+                fr.gone += 1  # copied once; the member deleted or moved the copy since: theirs, not missing
+                continue
             if uid in approved:
                 fr.approved += 1
                 continue
@@ -219,9 +226,13 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
                         got = {}
                 settle(got)
         gone = [r.src_uid for tuid, r in to_read.items() if tuid not in seen]  # vanished from the target
-        if gone:
+        if gone and ctx.copied_once:
+            fr.gone += len(gone)  # the member's doing after the switch: never copied again
+        elif gone:
             state.mark_mismatch(sname, uidvalidity, gone)
             mismatched.extend(gone)
+    if elsewhere:
+        fr.notes.append(f"{elsewhere} message(s) stay in the target folder they were copied to before the remap")
     if mismatched:
         fr.notes.append(f"{len(mismatched)} target copy(ies) differ from the source; they will be copied again")
         missing += len(mismatched)
