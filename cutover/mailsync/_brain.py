@@ -15,7 +15,7 @@ from typing import Callable
 
 from imapclient import IMAPClient
 
-from cutover.errors import ConnectionLost, LedgerError, MailboxError, Throttled
+from cutover.errors import ConnectionLost, LedgerError, MailboxError, TargetAltersMessages, Throttled
 from cutover.imap import connect, reserve
 from cutover.limits import throttle_delay
 from cutover.mailsync import _imapops as ops
@@ -71,6 +71,11 @@ class MailboxBrain:
     def _run(self, src: IMAPClient, dst: IMAPClient) -> None:
         ctx = self.ctx
         ctx.switch = switch_view(ctx.ledger, ctx.address)
+        if not (ctx.dry_run or ctx.verify_only) and (altered := ctx.state.target_alters()) is not None:
+            # never append again to a target that alters messages: only a repair run (recorded) tries again
+            raise TargetAltersMessages(ctx.address, altered.removeprefix("target alters messages: ")
+                                       .join(("target alters messages (found by an earlier run): ", "")),
+                                       server=ctx.dst_server)
         mailbox = map_mailbox(ctx, src, dst)
         dst_names = mailbox.target_folders
 

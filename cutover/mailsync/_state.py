@@ -141,6 +141,24 @@ class MailboxState:
             return None
         return state, json.loads(state.snapshot)
 
+    # --- a target that alters messages on APPEND -----------------------------------------------------
+    def record_target_alters(self, folder: str, uidvalidity: int, uid: int, detail: str) -> None:
+        """The target holds an altered copy of source ``uid``: not a twin (mismatch), and the mailbox stops."""
+        self.ledger.mark_mismatch(self.address, self.direction, folder, uidvalidity, [uid])
+        self.ledger.add_event(self.address, self.direction, folder, "target-alters", detail)
+
+    def target_alters(self) -> str | None:
+        """What an earlier run found the target altering, unless a repair run came after it (None)."""
+        last: str | None = None
+        for direction, _, kind, detail in self.ledger.events(self.address):
+            if direction != self.direction:
+                continue
+            if kind == "target-alters":
+                last = detail
+            elif kind == "repair":
+                last = None
+        return last
+
     # --- extra copies on the target -------------------------------------------------------------------
     def known_duplicates(self, folder: str, tgt_folder: str, tgt_uidvalidity: int, tlisting: dict[int, int]) -> list[int]:
         """Extra copies an earlier run found that are still there (same folder, UIDVALIDITY and UID)."""

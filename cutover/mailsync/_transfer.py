@@ -33,7 +33,7 @@ from cutover.mailsync._context import MailboxContext
 from cutover.mailsync._models import FolderReport
 from cutover.mailsync._plan import FolderPlan
 from cutover.mailsync._state import CopiedElsewhere
-from cutover.mailsync._verify import ReadBack
+from cutover.mailsync._verify import ReadBack, check_target_keeps
 
 _END = object()
 
@@ -105,6 +105,7 @@ class FolderImport:
         self.refused: list[tuple[ops.Fetched, str]] = []  # messages the target will not take, with its words
         self.unconfirmed: list[MessageRow] = []  # appended without APPENDUID (no UIDPLUS): found by SHA-256 later
         self.confirmed: list[int] = []  # source UIDs the target confirmed in this run
+        self.last_done: list[MessageRow] = []  # the rows the last APPEND turned copied
         self.binary_ok = dst.has_capability("BINARY")
         self.rate = rate_limit(ctx.dst_provider)
 
@@ -168,6 +169,7 @@ class FolderImport:
         if not done:
             return 0
         self.confirmed += [r.src_uid for r in done]
+        self.last_done = done
         if self.readback is not None:
             self.readback.submit(self.target, [(r.tgt_uid, r.size) for r in done])  # type: ignore[misc]
         self.ctx.copied_total += len(done)
@@ -203,6 +205,15 @@ def copy_messages(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, fp: Fol
                 to_append.append(m)
         ctx.state.record_matched(matched)
         arrived += [r.src_uid for r in matched]
+        if to_append and not ctx.target_checked and ctx.settings.verify == "readback":
+            # The run's first APPEND goes alone and is read back at once: a target that alters messages on
+            # APPEND stops the mailbox after one message, never a batch, never a second run.
+            first, to_append = to_append[:1], to_append[1:]
+            got = importer.append(first, False)
+            fr.copied += got
+            ctx.target_checked = True
+            if got and importer.last_done and importer.last_done[0].tgt_uid is not None:
+                check_target_keeps(ctx, dst, tname, importer.last_done[0], first[0].body)
         if to_append:
             fr.copied += importer.append(to_append, multiappend)
         ctx.progress.add(ctx.address, len(batch), sum(len(m.body) for m in batch))

@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 
 from imapclient import IMAPClient
 
-from cutover.errors import ConnectionLost
+from cutover.errors import ConnectionLost, TargetAltersMessages
 from cutover.imap import connect, map_imap_errors
 from cutover.ledger import MessageRow
 from cutover.limits import mailbox_workers
@@ -148,6 +148,40 @@ class ReadBack:
                 ops.logout(client)
 
 
+def describe_difference(sent: bytes, stored: bytes | None) -> str:
+    """Where two versions of a message first differ, in words an operator can act on (a few bytes each side)."""
+    if stored is None:
+        return f"{len(sent)} bytes sent, the copy could not be read back"
+    at = next((i for i, (a, b) in enumerate(zip(sent, stored)) if a != b), min(len(sent), len(stored)))
+    line = sent[:at].count(b"\n") + 1
+    return (f"{len(sent)} bytes sent, {len(stored)} stored; first difference at byte {at} (line {line}): "
+            f"sent {sent[at:at + 40]!r}, stored {stored[at:at + 40]!r}")
+
+
+def check_target_keeps(ctx: MailboxContext, dst: IMAPClient, tname: str, row: MessageRow, sent: bytes) -> None:
+    """Read back at once the first message a run appends (the target folder is selected) and stop the mailbox
+    with :class:`TargetAltersMessages` if the target stored other bytes: nothing more is appended."""
+    with map_imap_errors(ctx.address, ctx.dst_server):
+        dst.noop()  # the EXAMINEd session sees the new UID
+        got = dict(ops.digests(dst, [row.tgt_uid], {row.tgt_uid: row.size}, 1, row.size + 1))  # type: ignore[list-item, dict-item]
+        if row.tgt_uid not in got:
+            return  # not visible here (yet): the verification reads it back as usual
+        if got[row.tgt_uid] == row.sha256:
+            ctx.state.mark_verified(row.src_folder, row.src_uidvalidity, [row.src_uid])
+            return
+        stored = dst.fetch([row.tgt_uid], ["BODY.PEEK[]"]).get(row.tgt_uid, {}).get(b"BODY[]")
+    altered(ctx, tname, row, describe_difference(sent, stored))
+
+
+def altered(ctx: MailboxContext, tname: str, row: MessageRow, difference: str) -> None:
+    """Record that the target altered ``row``'s copy and stop the mailbox (raises)."""
+    detail = (f"target alters messages: the copy of {row.src_folder!r} UID {row.src_uid} in {tname!r} (UID "
+              f"{row.tgt_uid}) differs from what was appended: {difference}; nothing more is appended")
+    ctx.state.record_target_alters(row.src_folder, row.src_uidvalidity, row.src_uid, detail)
+    log.error("target alters messages address=%s folder=%s uid=%s", ctx.address, tname, row.tgt_uid)
+    raise TargetAltersMessages(ctx.address, detail, server=ctx.dst_server)
+
+
 def _reselect(ctx: MailboxContext, dst: IMAPClient, tname: str, tuidv: int) -> None:
     """EXAMINE ``tname`` again; a UIDVALIDITY other than the listed one means nothing read now could count."""
     if ops.select(dst, tname)[0] != tuidv:
@@ -181,6 +215,10 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
         if r is not None and r.done and r.tgt_folder != tname:
             elsewhere += 1  # copied before an operator remapped the folder: it stays where it went
             continue
+        if r is not None and r.done and r.state == "copied" and r.tgt_uidvalidity == tuidv and r.tgt_uid in tlisting \
+                and not same_size(tlisting, r, listing[uid]):
+            # our APPEND under this UID, another size: a UID never changes (RFC 3501), the target altered it
+            altered(ctx, tname, r, f"{r.size} bytes sent, {tlisting[r.tgt_uid]} stored")
         if r is None or not r.done or r.tgt_uidvalidity != tuidv or not same_size(tlisting, r, listing[uid]):
             if ctx.copied_once and r is not None and r.done and (r.tgt_uidvalidity != tuidv or r.tgt_uid not in tlisting):
                 fr.gone += 1  # copied once; the member deleted or moved the copy since: theirs, not missing
@@ -206,6 +244,10 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
             marked.update(good)
             trusted.extend(good)
         if bad:
+            first = next(to_read[t] for t, sha in got.items() if sha != to_read[t].sha256)
+            if first.state == "copied":  # our own APPEND read back other bytes: the target alters messages
+                state.mark_mismatch(sname, uidvalidity, bad)
+                altered(ctx, tname, first, f"{first.size} bytes sent, SHA-256 of the stored copy differs")
             state.mark_mismatch(sname, uidvalidity, bad)
             mismatched.extend(bad)
 

@@ -1,0 +1,141 @@
+"""A target that alters messages on APPEND (issue 11, point 5): the mailbox stops at the first mismatch with
+"target alters messages" and the first differing bytes, and is never appended to again (no copy per run).
+
+Dovecot stores what it is given, so the test puts a small IMAP-level front (:class:`AlteringFront`, below) before
+the sandbox's real target Dovecot: TLS with that Dovecot's own certificate towards the client, TLS verified with
+the sandbox CA towards the Dovecot, every byte passed through except APPEND literals, which get one header line
+in front (as a provider adding a trace header would). What is read back and counted is on the real server.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import threading
+
+import pytest
+
+from cutover.mailsync import copy_mailboxes
+
+HEADER = b"X-Altered-By: front\r\n"
+_LITERAL = re.compile(rb"(~?)\{(\d+)(\+?)\}\r\n$")
+
+
+class AlteringFront:
+    """127.0.0.1:``port`` before a real IMAPS server at ``upstream``: APPEND literals get :data:`HEADER`."""
+
+    def __init__(self, upstream: tuple[str, int], cert: str, key: str, ca: str) -> None:
+        self.upstream = upstream
+        self._server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._server_tls.load_cert_chain(cert, key)
+        self._client_tls = ssl.create_default_context(cafile=ca)
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.altered = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            client = self._server_tls.wrap_socket(conn, server_side=True)
+            upstream = self._client_tls.wrap_socket(socket.create_connection(("127.0.0.1", self.upstream[1])),
+                                                    server_hostname=self.upstream[0])
+        except OSError:
+            conn.close()
+            return
+        threading.Thread(target=self._down, args=(upstream, client), daemon=True).start()
+        self._up(client, upstream)
+
+    def _up(self, client: ssl.SSLSocket, upstream: ssl.SSLSocket) -> None:
+        """Client -> server, line by line; a literal of an APPEND command goes with the header in front."""
+        reader = client.makefile("rb")
+        in_append = False
+        try:
+            while line := reader.readline():
+                if not in_append and re.match(rb"^\S+ APPEND ", line, re.I):
+                    in_append = True
+                literal = _LITERAL.search(line)
+                if literal is None:
+                    upstream.sendall(line)
+                    in_append = False  # the command ends with this line
+                    continue
+                size = int(literal.group(2))
+                extra = len(HEADER) if in_append else 0
+                upstream.sendall(line[:literal.start()] + literal.group(1) + b"{%d%s}\r\n" % (size + extra,
+                                                                                              literal.group(3)))
+                body = reader.read(size)
+                if in_append:
+                    body = HEADER + body
+                    self.altered += 1
+                upstream.sendall(body)
+        except OSError:
+            pass
+        finally:
+            for s in (client, upstream):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _down(upstream: ssl.SSLSocket, client: ssl.SSLSocket) -> None:
+        try:
+            while data := upstream.recv(65536):
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                client.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def altering_target(sandbox_env):
+    """``open(plan) -> (front, plan)``: an AlteringFront before the target Dovecot and the plan pointed at it."""
+    box, opened = sandbox_env.sandbox, []
+
+    def open_(plan):
+        dovecot = box.dovecots["infocert"]
+        front = AlteringFront((plan.target.imap.host, plan.target.imap.port), str(dovecot.cert), str(dovecot.key),
+                              str(box.ca_file))
+        opened.append(front)
+        target = plan.target.model_copy(update={"imap": plan.target.imap.model_copy(update={"port": front.port})})
+        return front, plan.model_copy(update={"target": target})
+
+    yield open_
+    for front in opened:
+        front.close()
+
+
+def _on_target(sandbox_env, imap_view, address: str) -> int:
+    return sum(sum(c.values()) for c in imap_view.digests(imap_view.snapshot(sandbox_env, "target", address)).values())
+
+
+def test_a_target_that_adds_a_header_on_append_stops_the_mailbox_at_the_first_message(sandbox_env, make_mailbox,
+                                                                                     plan_for, imap_view,
+                                                                                     altering_target):
+    mb = make_mailbox(messages=6)
+    front, plan = altering_target(plan_for())
+    first = copy_mailboxes(plan, [mb]).mailboxes[0]
+    assert (first.status, first.reason) == ("failed", "target-alters"), first.as_row()
+    assert "target alters messages" in first.error
+    assert "first difference at byte 0 (line 1)" in first.error and "X-Altered-By: front" in first.error, first.error
+    assert _on_target(sandbox_env, imap_view, mb.address) == 1, "stopped at the first message"
+
+    second = copy_mailboxes(plan, [mb]).mailboxes[0]  # never appended to again
+    assert (second.status, second.reason) == ("failed", "target-alters") and second.copied == 0
+    assert "found by an earlier run" in second.error
+    assert _on_target(sandbox_env, imap_view, mb.address) == 1 and front.altered == 1
