@@ -144,7 +144,7 @@ class MailboxBrain:
         # Nothing written to the target folder: the listing taken above is still the target as it is.
         unchanged = fp.target_listing if not fp.todo else None
         return lambda: verify_folder(ctx, dst, fr, fp.source, fp.target, fp.uidvalidity, fp.listing, unchanged,
-                                     folder.snapshot, readback)
+                                     folder.snapshot, readback, src)
 
     def _summarise(self, folder_reports: list[FolderReport]) -> None:
         """The mailbox's totals, status and reason from its folders'."""
@@ -160,6 +160,8 @@ class MailboxBrain:
         r.late = sum(f.late for f in folder_reports)
         r.before_switch = sum(f.before_switch for f in folder_reports)
         r.gone = sum(f.gone for f in folder_reports)
+        r.flags_repaired = sum(f.flags_repaired for f in folder_reports)
+        r.dates_differ = sum(f.dates_differ for f in folder_reports)
         if ctx.dry_run:
             r.copied = sum(f.copied for f in folder_reports)  # would copy
             r.skipped = sum(f.skipped for f in folder_reports)
@@ -179,6 +181,10 @@ class MailboxBrain:
             r.status, r.reason = "failed", "duplicates"
             r.error = (f"{ctx.address}: {r.duplicates} message(s) are on the target twice: "
                        + "; ".join(n for f in folder_reports if f.duplicates for n in f.notes))
+        elif r.dates_differ and not r.missing:
+            r.status, r.reason = "failed", "dates-differ"
+            r.error = (f"{ctx.address}: " + "; ".join(n for f in folder_reports if f.dates_differ for n in f.notes
+                                                      if "INTERNALDATE" in n))
         elif any(f.mapping_changed for f in folder_reports):
             r.status, r.reason = "failed", "folder-mapping-changed"
             r.error = f"{ctx.address}: " + "; ".join(n for f in folder_reports if f.mapping_changed for n in f.notes)

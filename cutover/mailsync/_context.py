@@ -89,6 +89,7 @@ class MailboxContext:
         # After a lost connection the next attempt moves smaller batches (halved each time, down to one message):
         # a link that drops every N bytes still carries every message smaller than N (see _brain.run_with_retries).
         self.batch_shrink = 0
+        self.copied_now: set[tuple[str, int]] = set()  # (source folder, UID) appended by this run
         self.target_checked = False  # the run's first APPEND was read back at once (see _verify.check_target_keeps)
 
     @property

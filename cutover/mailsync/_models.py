@@ -26,6 +26,8 @@ class FolderReport:
     refused: list[tuple[int, str]] = field(default_factory=list)  # (source UID, the server's words): skipped
     approved: int = 0  # skipped messages an operator approved leaving behind (not counted missing)
     folder_refused: bool = False  # the target would not create the folder: every message is missing
+    flags_repaired: int = 0  # copies this tool made whose flags differed from the source's: set again by STORE
+    dates_differ: int = 0  # copies this tool made whose INTERNALDATE differs from the source's (STORE cannot fix)
     mapping_changed: bool = False  # its mapping would change since the first copy: not copied until ``--remap``
     late: int = 0  # after the switch: messages copied that reached the source after it (above the source mark)
     before_switch: int = 0  # after the switch: messages copied that were there before it (the final delta's)
@@ -57,6 +59,8 @@ class MailboxReport:
     approved: int = 0  # skipped messages an operator approved (``copy approve-skipped``): not missing
     approvals: list[str] = field(default_factory=list)  # "operator: reason" of each approval, for every report
     late: int = 0  # after the switch: messages that reached the source after it, copied in this run
+    flags_repaired: int = 0  # copies this tool made whose flags differed from the source's: set again by STORE
+    dates_differ: int = 0  # copies this tool made whose INTERNALDATE differs from the source's
     before_switch: int = 0  # after the switch: messages from before it copied in this run (the final delta's)
     gone: int = 0  # copies the member deleted or moved since (after the switch they are theirs: not missing)
     after_switch: bool = False  # a switch mark to the target was in the ledger: copied once is never copied again

@@ -169,6 +169,7 @@ class FolderImport:
         if not done:
             return 0
         self.confirmed += [r.src_uid for r in done]
+        self.ctx.copied_now.update((r.src_folder, r.src_uid) for r in done)
         self.last_done = done
         if self.readback is not None:
             self.readback.submit(self.target, [(r.tgt_uid, r.size) for r in done])  # type: ignore[misc]
@@ -264,5 +265,6 @@ def confirm_by_digest(ctx: MailboxContext, dst: IMAPClient, fp: FolderPlan, unco
             found.append(MessageRow(r.src_folder, r.src_uidvalidity, r.src_uid, r.size, r.sha256, tname, tuidv,
                                     pool[r.sha256].pop(0), "copied", True))
     ctx.state.record_confirmed(found)
+    ctx.copied_now.update((r.src_folder, r.src_uid) for r in found)
     ctx.copied_total += len(found)
     return [r.src_uid for r in found]

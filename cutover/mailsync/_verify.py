@@ -182,6 +182,46 @@ def altered(ctx: MailboxContext, tname: str, row: MessageRow, difference: str) -
     raise TargetAltersMessages(ctx.address, detail, server=ctx.dst_server)
 
 
+def check_flags_and_dates(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, fr: FolderReport, sname: str,
+                          tname: str, tuidv: int, pairs: dict[int, int]) -> None:
+    """Compare flags (keywords, \\Seen, ...; not \\Recent) and INTERNALDATE of copies this tool APPENDed
+    (``pairs``: source UID -> target UID) with their source; a flag difference is repaired with STORE on that
+    copy (never on a message this tool did not put there), a date difference (STORE cannot set it) is reported."""
+    if not pairs:
+        return
+    with map_imap_errors(ctx.address, ctx.src_server):
+        ops.select(src, sname)
+        source = ops.flags_and_dates(src, sorted(pairs))
+    with map_imap_errors(ctx.address, ctx.dst_server):
+        _reselect(ctx, dst, tname, tuidv)
+        target = ops.flags_and_dates(dst, sorted(pairs.values()))
+    repair: dict[frozenset, list[int]] = defaultdict(list)
+    dates: list[str] = []
+    for suid, tuid in sorted(pairs.items()):
+        if suid not in source or tuid not in target:
+            continue
+        (sflags, sdate), (tflags, tdate) = source[suid], target[tuid]
+        if sflags != tflags:
+            repair[sflags].append(tuid)
+        if sdate is not None and tdate is not None and sdate != tdate:
+            dates.append(f"UID {suid}: {sdate.isoformat()} on the source, {tdate.isoformat()} on the copy")
+    if repair:
+        with map_imap_errors(ctx.address, ctx.dst_server):
+            dst.select_folder(tname)  # read-write, for STORE only on our copies
+            if int(dst.folder_status(tname, [b"UIDVALIDITY"])[b"UIDVALIDITY"]) != tuidv:
+                raise ConnectionLost(ctx.address, f"UIDVALIDITY of target {tname!r} changed during the copy",
+                                     server=ctx.dst_server)
+            for flags, tuids in repair.items():
+                dst.set_flags(tuids, list(flags), silent=True)
+            ops.select(dst, tname)  # back to EXAMINE; never CLOSE, which would expunge \\Deleted copies
+        fr.flags_repaired = sum(len(t) for t in repair.values())
+        fr.notes.append(f"{fr.flags_repaired} copy(ies) had other flags than the source: set again with STORE")
+    if dates:
+        fr.dates_differ = len(dates)
+        fr.notes.append(f"{len(dates)} copy(ies) have another INTERNALDATE than the source ({'; '.join(dates[:3])}"
+                        f"{' ...' if len(dates) > 3 else ''}): the target did not keep the date given on APPEND")
+
+
 def _reselect(ctx: MailboxContext, dst: IMAPClient, tname: str, tuidv: int) -> None:
     """EXAMINE ``tname`` again; a UIDVALIDITY other than the listed one means nothing read now could count."""
     if ops.select(dst, tname)[0] != tuidv:
@@ -191,7 +231,7 @@ def _reselect(ctx: MailboxContext, dst: IMAPClient, tname: str, tuidv: int) -> N
 
 def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname: str, tname: str, uidvalidity: int,
                   listing: dict[int, int], target: ops.Listing | None = None, src_snapshot: list[int] | None = None,
-                  readback: ReadBack | None = None) -> FolderReport:
+                  readback: ReadBack | None = None, src: IMAPClient | None = None) -> FolderReport:
     """Complete ``fr`` (missing, duplicates, verified, skipped) for a copied folder and leave the marks in the ledger.
 
     ``target``: the target folder as listed before the copy when nothing was written to it since (else listed
@@ -288,7 +328,14 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
     fr.duplicates = len(extra)
     fr.missing = missing
     state.forget_refusals(sname, uidvalidity, [u for u in trusted if u in approved])  # got through after all
-    fr.verified = missing == 0 and not extra
+    if src is not None and settings.verify == "readback":
+        # Our copies: all of them before the switch (the source is the truth), only this run's after it (the
+        # member owns the flags of older copies: reading a message on the target sets \\Seen there).
+        ours = {u: rows[u].tgt_uid for u in set(trusted) if rows[u].state == "copied" and rows[u].tgt_uid is not None
+                and rows[u].tgt_uidvalidity == tuidv and rows[u].tgt_folder == tname
+                and (not ctx.copied_once or (sname, u) in ctx.copied_now)}
+        check_flags_and_dates(ctx, src, dst, fr, sname, tname, tuidv, ours)  # type: ignore[arg-type]
+    fr.verified = missing == 0 and not extra and not fr.dates_differ
     fr.skipped = max(0, fr.messages - fr.copied - missing - fr.approved)
     if fr.verified:
         state.remember_snapshot(sname, src_snapshot, target.snapshot, state.totals(sname, uidvalidity)[0])
