@@ -14,7 +14,9 @@ Tables
                 UIDVALIDITY, highest copied source UID.
   ``messages``  per source message (address, direction, source folder, source UIDVALIDITY, source UID):
                 size, SHA-256, target folder, target UIDVALIDITY and UID, state, verified flag, time.
-  ``events``    notable facts (UIDVALIDITY reset, ...), for reports.
+  ``events``    notable facts, for reports and decisions: a UIDVALIDITY reset, extra copies found, an operator's
+                ``repair`` (full mirror after the switch, with the reason) and ``remap`` (a folder's new mapping,
+                with the reason), ``target-alters`` (the target changed a message on APPEND: no more APPENDs).
   ``refusals``  source messages the target permanently refused (skipped), with the server's words.
   ``switch_marks`` / ``switch_mark_folders``  right before each MX change, every mailbox's folders on both sides
                 (UIDVALIDITY, UIDNEXT, MESSAGES): what was there before the switch (``cutover.switch_mark``).

@@ -132,6 +132,9 @@ class MailboxBrain:
                                    notes=[exc.detail], folder_refused=True)
             return lambda: refused
         fr = FolderReport(fp.source, fp.target, messages=len(fp.listing), bytes=sum(fp.listing.values()), notes=fp.notes)
+        if fp.target_listing is None and not fp.todo and ctx.copied_once:  # deleted on the target, nothing new
+            fr.gone, fr.skipped, fr.verified = len(fp.listing), len(fp.listing), True
+            return lambda: fr
         if ctx.dry_run:
             fr.copied, fr.skipped = len(fp.todo), len(fp.done)
             return lambda: fr

@@ -24,7 +24,15 @@ After a folder verifies, the ledger keeps (UIDVALIDITY, UIDNEXT, MESSAGES) of bo
 whose STATUS shows both unchanged reports the folder verified without listing it (``_plan``).
 ``direction="reverse"`` (rollback) runs the same algorithm from the target back to the source, leaving out
 every target message the forward ledger put there; reverse copies are recorded under ``reverse`` so a second
-rollback copies nothing. Nothing is ever deleted or changed on either side.
+rollback copies nothing. Nothing is ever deleted on either side; the only change to an existing message is a
+STORE of flags on a copy this tool appended, when they differ from the source's (``_verify``).
+
+After the switch (``_switch``: a switch mark in the ledger) a message copied once is never copied again, whatever
+the member did with its copy; a rollback copies back only target messages above the target mark, less what this
+tool put there (by UID, or by SHA-256 wherever the member moved it). The folder mapping recorded at the first
+copy is kept; a change stops that folder until an operator's ``--remap`` (``_plan.keep_recorded_mapping``). Each
+run's first APPEND is read back at once: a target that alters messages stops the mailbox for good
+(``_verify.check_target_keeps``) until a recorded repair.
 """
 
 from __future__ import annotations

@@ -16,8 +16,12 @@ Delta fast path (:func:`unchanged_since_verified`): after a folder verifies, the
 UIDNEXT, MESSAGES) of both folders. A later run asks STATUS on both sides first; if both are unchanged no
 message was added or removed anywhere since that verification, and the folder is reported verified without
 being listed. Any difference (new mail, an expunge on either side, a UIDVALIDITY reset) sends it down the
-full path. Flag changes made after a message was copied are not carried over (the copy is of content, flags
-and date at copy time).
+full path. A flag change alone does not change STATUS: it is carried over (``_verify.check_flags_and_dates``)
+by the next run that takes the full path for that folder.
+
+After the switch (``ctx.copied_once``, see ``_switch``) a source UID with a copied/matched row is done whatever
+became of its twin; before it, a twin must still be there. The mapping recorded at the first copy is kept
+(:func:`keep_recorded_mapping`).
 
 A rollback (``direction="reverse"``) plans from the target back to the source, leaving out every target
 message the forward ledger put there (by target UID under the same UIDVALIDITY here, by SHA-256 otherwise,
@@ -250,6 +254,14 @@ def plan_folder(ctx: MailboxContext, dst: IMAPClient, folder: SourceFolder, exis
 
     The target UIDs seen here are remembered for the run (an extra copy can only be a UID that came later)."""
     sname, tname, uidvalidity, listing = folder.source, folder.target, folder.uidvalidity, folder.listing
+    if not exists_on_target and ctx.copied_once:
+        known, rows = ctx.state.folder(sname), ctx.state.rows(sname, uidvalidity)
+        if known is not None and known.tgt_folder == tname and all(u in rows and rows[u].done for u in listing):
+            # The member deleted the folder on the target after the switch and nothing new is to go there:
+            # it is not made again (target_listing None and nothing to do: see _brain).
+            return FolderPlan(sname, tname, uidvalidity, listing, None, known,
+                              {u: rows[u] for u in listing}, [], [f"{tname!r} deleted on the target by the member "
+                                                                  "after the switch: not made again"])
     if not exists_on_target and not ctx.dry_run:
         try:
             with map_imap_errors(ctx.address, ctx.dst_server):

@@ -212,7 +212,7 @@ def copy_messages(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, fp: Fol
             first, to_append = to_append[:1], to_append[1:]
             got = importer.append(first, False)
             fr.copied += got
-            ctx.target_checked = True
+            ctx.target_checked = bool(got) or bool(importer.unconfirmed)  # refused: the next message is the probe
             if got and importer.last_done and importer.last_done[0].tgt_uid is not None:
                 check_target_keeps(ctx, dst, tname, importer.last_done[0], first[0].body)
         if to_append:

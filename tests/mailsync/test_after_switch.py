@@ -168,3 +168,35 @@ def test_rollback_copies_back_exactly_what_reached_the_target_after_the_switch_a
         assert sorted(_everywhere(box, "source", mb.address)) == sorted(source)
     finally:
         ledger.close()
+
+
+def test_a_folder_the_member_deleted_on_the_target_after_the_switch_is_not_made_again(sandbox_env, make_mailbox,
+                                                                                        plan_for, imap_view):
+    box = sandbox_env.sandbox
+    plan = plan_for()
+    mb = make_mailbox(messages=10)
+    ledger = Ledger(plan.ledger)
+    try:
+        assert copy_mailboxes(plan, [mb], ledger=ledger).ok
+        assert not take_switch_mark(plan, [mb], to="target", by="test", ledger=ledger).failed
+        client = box.admin_session("target", mb.address)
+        try:
+            client.delete_folder("Ricevute")
+            assert not client.folder_exists("Ricevute")
+        finally:
+            client.logout()
+        box.deliver("source", mb.address, imap_view.message("late", "to INBOX"))  # the run has work elsewhere
+        run = copy_mailboxes(plan, [mb], ledger=ledger)
+        assert run.ok and run.copied_messages == 1, run.mailboxes[0].error
+        client = box.admin_session("target", mb.address)
+        try:
+            assert not client.folder_exists("Ricevute"), "a folder the member deleted came back"
+        finally:
+            client.logout()
+        late = imap_view.message("late", "to Ricevute")
+        box.deliver("source", mb.address, late, folder="Ricevute")
+        again = copy_mailboxes(plan, [mb], ledger=ledger)
+        assert again.ok and again.copied_messages == 1
+        assert list(_inbox(box, "target", mb.address, "Ricevute").values()) == [hashlib.sha256(late).hexdigest()]
+    finally:
+        ledger.close()

@@ -133,3 +133,14 @@ def test_a_folder_renamed_on_the_source_is_not_copied_a_second_time(sandbox_env,
         ledger.close()
     assert _folder(box, "target", mb.address, "Ricevute") == before and _folder(box, "target", mb.address,
                                                                                  "Ricevute 2026") == []
+
+
+def test_repair_and_remap_are_refused_without_a_reason_or_a_well_formed_pair(tmp_path):
+    runner = CliRunner()
+    plan = str(tmp_path / "no-plan.yaml")  # refused before the plan is read
+    repair = runner.invoke(app, ["copy", "--plan", plan, "--repair"])
+    assert repair.exit_code != 0 and "--repair needs --reason" in repair.output and "Traceback" not in repair.output
+    short = runner.invoke(app, ["copy", "--plan", plan, "--repair", "--reason", "x"])
+    assert short.exit_code != 0 and "--repair needs --reason" in short.output
+    bad = runner.invoke(app, ["copy", "--plan", plan, "--remap", "Sent", "--reason", "InfoCert's Sent"])
+    assert bad.exit_code != 0 and "SOURCE_FOLDER=TARGET_FOLDER" in bad.output
