@@ -341,10 +341,16 @@ class Ledger:
             (address, direction, tgt_folder))
         return [MessageRow(*r[:9], bool(r[9])) for r in rows]
 
-    def done_digests(self, address: str, direction: str) -> list[tuple[str, int, str]]:
-        """(source folder, source UIDVALIDITY, SHA-256) of every message of a mailbox copied or matched."""
-        return self._read("SELECT src_folder, src_uidvalidity, sha256 FROM messages WHERE address=? AND direction=? "
-                          "AND state IN ('copied','matched')", (address, direction))  # type: ignore[return-value]
+    def done_digests(self, address: str, direction: str, src_folder: str | None = None) -> list[tuple[str, int, str]]:
+        """(source folder, source UIDVALIDITY, SHA-256) of every message of a mailbox (or of one of its source
+        folders) copied or matched."""
+        sql = ("SELECT src_folder, src_uidvalidity, sha256 FROM messages WHERE address=? AND direction=? "
+               "AND state IN ('copied','matched')")
+        params: tuple = (address, direction)
+        if src_folder is not None:
+            sql += " AND src_folder=?"
+            params += (src_folder,)
+        return self._read(sql, params)  # type: ignore[return-value]
 
     def record_pending(self, address: str, direction: str, rows: list[MessageRow]) -> None:
         """Commit rows as ``pending`` before their APPEND is sent (crash-safety, see module docstring): fsynced."""

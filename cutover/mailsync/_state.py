@@ -31,6 +31,7 @@ class MailboxState:
         # rows turned copied/matched/verified by this object: a retry after a lost connection that moved this
         # forward gets a fresh retry budget (see _brain.run_with_retries)
         self.advanced = 0
+        self._copied_digests: set[str] | None = None  # a rollback's digests to leave out (copied_elsewhere)
 
     # --- reading ------------------------------------------------------------------------------------
     def rows(self, folder: str, uidvalidity: int) -> dict[int, MessageRow]:
@@ -193,14 +194,17 @@ class MailboxState:
         member has moved them since (by content: a moved message has a new UID). A forward run after the
         switch leaves out, once each, what it copied from this folder under an earlier UIDVALIDITY."""
         if self.direction == "reverse":
-            always = {sha for _, _, sha in self.ledger.done_digests(self.address, "forward")}
-            if copied_once:
-                always |= {sha for _, _, sha in self.ledger.done_digests(self.address, "reverse")}
-            return CopiedElsewhere(Counter(), always)
+            # Read once per run (a rollback asks for every folder); what this run copies back is in the ledger
+            # under the UIDs it came from, which no later folder of the run holds.
+            if self._copied_digests is None:
+                self._copied_digests = {sha for _, _, sha in self.ledger.done_digests(self.address, "forward")}
+                if copied_once:
+                    self._copied_digests |= {sha for _, _, sha in self.ledger.done_digests(self.address, "reverse")}
+            return CopiedElsewhere(Counter(), set(self._copied_digests))
         if not copied_once:
             return CopiedElsewhere(Counter(), set())
-        return CopiedElsewhere(Counter(sha for f, v, sha in self.ledger.done_digests(self.address, "forward")
-                                       if f == folder and v != uidvalidity), set())
+        return CopiedElsewhere(Counter(sha for _, v, sha in self.ledger.done_digests(self.address, "forward", folder)
+                                       if v != uidvalidity), set())
 
 
 class CopiedElsewhere:

@@ -183,7 +183,7 @@ def altered(ctx: MailboxContext, tname: str, row: MessageRow, difference: str) -
 
 
 def check_flags_and_dates(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, fr: FolderReport, sname: str,
-                          tname: str, tuidv: int, pairs: dict[int, int]) -> None:
+                          tname: str, tuidv: int, pairs: dict[int, int], *, store: bool = True) -> None:
     """Compare flags (keywords, \\Seen, ...; not \\Recent) and INTERNALDATE of copies this tool APPENDed
     (``pairs``: source UID -> target UID) with their source; a flag difference is repaired with STORE on that
     copy (never on a message this tool did not put there), a date difference (STORE cannot set it) is reported."""
@@ -205,7 +205,10 @@ def check_flags_and_dates(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient,
             repair[sflags].append(tuid)
         if sdate is not None and tdate is not None and sdate != tdate:
             dates.append(f"UID {suid}: {sdate.isoformat()} on the source, {tdate.isoformat()} on the copy")
-    if repair:
+    if repair and not store:
+        fr.notes.append(f"{sum(len(t) for t in repair.values())} copy(ies) have other flags than the source "
+                        "(verification only: not changed; the next copy sets them again)")
+    elif repair:
         with map_imap_errors(ctx.address, ctx.dst_server):
             dst.select_folder(tname)  # read-write, for STORE only on our copies
             if int(dst.folder_status(tname, [b"UIDVALIDITY"])[b"UIDVALIDITY"]) != tuidv:
@@ -379,20 +382,27 @@ def duplicates(ctx: MailboxContext, dst: IMAPClient, sname: str, tname: str, tar
 
 def verify_full(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, sname: str, tname: str,
                 listing: dict[int, int], exists_on_target: bool) -> FolderReport:
-    """Trust nothing: the multiset of SHA-256 digests of every message on both sides (reads everything)."""
+    """Trust nothing: the multiset of SHA-256 digests of every message on both sides (reads everything); and,
+    before the switch, the flags and dates of our copies (reported only: a verification changes nothing)."""
     fr = FolderReport(sname, tname, messages=len(listing), bytes=sum(listing.values()))
-    s = ctx.settings
     with map_imap_errors(ctx.address, ctx.src_server):
-        ops.select(src, sname)
+        suidv, _ = ops.select(src, sname)
         src_digests = Counter(sha for _, sha in ops.digests(src, sorted(listing), listing, ctx.batch_messages, ctx.batch_bytes))
     ctx.progress.add(ctx.address, len(listing), fr.bytes)
     dst_digests: Counter = Counter()
+    target: ops.Listing | None = None
     if exists_on_target:
         with map_imap_errors(ctx.address, ctx.dst_server):
-            tlisting = ops.sizes(dst, tname).sizes
-            dst_digests = Counter(sha for _, sha in ops.digests(dst, sorted(tlisting), tlisting,
+            target = ops.sizes(dst, tname)
+            dst_digests = Counter(sha for _, sha in ops.digests(dst, sorted(target.sizes), target.sizes,
                                                                 ctx.batch_messages, ctx.batch_bytes))
     fr.missing = sum((src_digests - dst_digests).values())
-    fr.verified = fr.missing == 0
+    if target is not None and ctx.settings.verify == "readback" and not ctx.copied_once:
+        pairs = {u: r.tgt_uid for u, r in ctx.state.rows(sname, suidv).items()
+                 if u in listing and r.state == "copied" and r.tgt_folder == tname
+                 and r.tgt_uidvalidity == target.uidvalidity and r.tgt_uid in target.sizes}
+        check_flags_and_dates(ctx, src, dst, fr, sname, tname, target.uidvalidity, pairs,  # type: ignore[arg-type]
+                              store=False)
+    fr.verified = fr.missing == 0 and not fr.dates_differ
     fr.skipped = fr.messages - fr.missing
     return fr

@@ -183,6 +183,8 @@ def test_flags_and_dates_of_our_copies_are_verified_and_flags_repaired_never_on_
     target = _flags_and_dates(box, "target", mb.address)
     assert target[b"Subject: protocollata"][0] == {b"\\Seen", b"$Protocollato"}, "repaired by STORE"
     assert target[b"Subject: del membro"][0] == {b"$Mio"}, "the member's own message untouched"
+    check = copy_mailboxes(plan_for(), [mb], verify_only=True).mailboxes[0]  # trusts nothing, changes nothing
+    assert (check.status, check.reason, check.dates_differ) == ("failed", "dates-differ", 1), check.as_row()
 
     # After the switch the member owns the flags of older copies: a \\Flagged there stays, and is not reported.
     ledger = Ledger(plan_for().ledger)
