@@ -73,8 +73,8 @@ class MailboxBrain:
         ctx.switch = switch_view(ctx.ledger, ctx.address)
         if not (ctx.dry_run or ctx.verify_only) and (altered := ctx.state.target_alters()) is not None:
             # never append again to a target that alters messages: only a repair run (recorded) tries again
-            raise TargetAltersMessages(ctx.address, altered.removeprefix("target alters messages: ")
-                                       .join(("target alters messages (found by an earlier run): ", "")),
+            found = altered.removeprefix("target alters messages: ")
+            raise TargetAltersMessages(ctx.address, f"target alters messages (found by an earlier run): {found}",
                                        server=ctx.dst_server)
         mailbox = map_mailbox(ctx, src, dst)
         dst_names = mailbox.target_folders
