@@ -157,6 +157,15 @@ def _retry_locked(step, timeout: float = 60.0):
             delay = min(delay * 2, 0.5)
 
 
+def _add_column(conn: sqlite3.Connection, sql: str) -> None:
+    """An additive schema change; another process or thread opening the same ledger may have made it first."""
+    try:
+        _retry_locked(lambda: conn.execute(sql))
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):
+            raise
+
+
 class Ledger:
     """The copy ledger at ``path`` (created on first use). Safe to share between threads."""
 
@@ -172,9 +181,9 @@ class Ledger:
                 _retry_locked(lambda: conn.executescript(_SCHEMA))
                 columns = {r[1] for r in conn.execute("PRAGMA table_info(folders)")}
                 if "snapshot" not in columns:  # ledgers written before the delta fast path
-                    conn.execute("ALTER TABLE folders ADD COLUMN snapshot TEXT")
+                    _add_column(conn, "ALTER TABLE folders ADD COLUMN snapshot TEXT")
                 if "verified_at" not in {r[1] for r in conn.execute("PRAGMA table_info(messages)")}:
-                    conn.execute("ALTER TABLE messages ADD COLUMN verified_at REAL")  # for the evidence bundle
+                    _add_column(conn, "ALTER TABLE messages ADD COLUMN verified_at REAL")  # for the evidence bundle
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"ledger {self.path}: cannot be opened ({exc}); check the path and its permissions") from None
 
