@@ -150,6 +150,15 @@ class Throttled(MailboxError):
             "the plan, or run again later; the copy resumes where it stopped")
 
 
+class TargetAltersMessages(MailboxError):
+    """A message read back from the target differs from the one appended: the target changes messages on APPEND.
+    The mailbox stops at the first mismatch and is never appended to again until a repair run."""
+
+    reason = "target-alters"
+    hint = ("the target changes messages on APPEND (a header added, a line rewritten): have the provider stop it, "
+            "remove the altered copies, then 'pec-cutover copy --repair --reason TEXT'")
+
+
 class VerificationFailed(MailboxError):
     """Source and target differ after a copy."""
 

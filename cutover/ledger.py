@@ -14,7 +14,9 @@ Tables
                 UIDVALIDITY, highest copied source UID.
   ``messages``  per source message (address, direction, source folder, source UIDVALIDITY, source UID):
                 size, SHA-256, target folder, target UIDVALIDITY and UID, state, verified flag, time.
-  ``events``    notable facts (UIDVALIDITY reset, ...), for reports.
+  ``events``    notable facts, for reports and decisions: a UIDVALIDITY reset, extra copies found, an operator's
+                ``repair`` (full mirror after the switch, with the reason) and ``remap`` (a folder's new mapping,
+                with the reason), ``target-alters`` (the target changed a message on APPEND: no more APPENDs).
   ``refusals``  source messages the target permanently refused (skipped), with the server's words.
   ``switch_marks`` / ``switch_mark_folders``  right before each MX change, every mailbox's folders on both sides
                 (UIDVALIDITY, UIDNEXT, MESSAGES): what was there before the switch (``cutover.switch_mark``).
@@ -155,6 +157,15 @@ def _retry_locked(step, timeout: float = 60.0):
             delay = min(delay * 2, 0.5)
 
 
+def _add_column(conn: sqlite3.Connection, sql: str) -> None:
+    """An additive schema change; another process or thread opening the same ledger may have made it first."""
+    try:
+        _retry_locked(lambda: conn.execute(sql))
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):
+            raise
+
+
 class Ledger:
     """The copy ledger at ``path`` (created on first use). Safe to share between threads."""
 
@@ -170,9 +181,9 @@ class Ledger:
                 _retry_locked(lambda: conn.executescript(_SCHEMA))
                 columns = {r[1] for r in conn.execute("PRAGMA table_info(folders)")}
                 if "snapshot" not in columns:  # ledgers written before the delta fast path
-                    conn.execute("ALTER TABLE folders ADD COLUMN snapshot TEXT")
+                    _add_column(conn, "ALTER TABLE folders ADD COLUMN snapshot TEXT")
                 if "verified_at" not in {r[1] for r in conn.execute("PRAGMA table_info(messages)")}:
-                    conn.execute("ALTER TABLE messages ADD COLUMN verified_at REAL")  # for the evidence bundle
+                    _add_column(conn, "ALTER TABLE messages ADD COLUMN verified_at REAL")  # for the evidence bundle
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"ledger {self.path}: cannot be opened ({exc}); check the path and its permissions") from None
 
@@ -285,6 +296,43 @@ class Ledger:
             params += (kind,)
         return self._read(sql + " ORDER BY rowid", params)  # type: ignore[return-value]
 
+    def record_remap(self, address: str, direction: str, src_folder: str, tgt_folder: str, reason: str) -> None:
+        """An operator's decision (``copy --remap SRC=DST --reason``): ``src_folder`` goes to ``tgt_folder`` from
+        now on, whatever the folder mapping computes (an event: no schema change)."""
+        self.add_event(address, direction, src_folder, "remap", json.dumps({"target": tgt_folder, "reason": reason},
+                                                                           ensure_ascii=False))
+
+    def remaps(self, address: str, direction: str) -> dict[str, tuple[str, str]]:
+        """{source folder: (target folder, reason)} of the operators' remap decisions, the latest per folder."""
+        out: dict[str, tuple[str, str]] = {}
+        for d, folder, _, detail in self.events(address, "remap"):
+            if d == direction:
+                item = json.loads(detail)
+                out[folder] = (item["target"], item.get("reason", ""))
+        return out
+
+    def adopt_source_folder(self, address: str, direction: str, old: str, new: str, uidvalidity: int) -> None:
+        """A source folder renamed ``old`` -> ``new`` (same UIDVALIDITY): its rows follow it, so nothing the
+        ledger copied under the old name is copied again under the new one."""
+        try:
+            with self._write_lock:
+                conn = self._conn()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for table in ("messages", "refusals"):
+                        conn.execute(f"UPDATE {table} SET src_folder=? WHERE address=? AND direction=? AND src_folder=? "
+                                     "AND src_uidvalidity=?", (new, address, direction, old, uidvalidity))
+                    conn.execute("DELETE FROM folders WHERE address=? AND direction=? AND src_folder=?",
+                                 (address, direction, new))
+                    conn.execute("UPDATE folders SET src_folder=?, snapshot=NULL WHERE address=? AND direction=? "
+                                 "AND src_folder=?", (new, address, direction, old))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: write failed ({exc})") from None
+
     # --- messages ----------------------------------------------------------------------------------
     def messages(self, address: str, direction: str, src_folder: str, src_uidvalidity: int) -> dict[int, MessageRow]:
         """Every recorded message of one source folder under one UIDVALIDITY, by source UID."""
@@ -301,6 +349,17 @@ class Ledger:
             "FROM messages WHERE address=? AND direction=? AND tgt_folder=? AND state IN ('copied','matched')",
             (address, direction, tgt_folder))
         return [MessageRow(*r[:9], bool(r[9])) for r in rows]
+
+    def done_digests(self, address: str, direction: str, src_folder: str | None = None) -> list[tuple[str, int, str]]:
+        """(source folder, source UIDVALIDITY, SHA-256) of every message of a mailbox (or of one of its source
+        folders) copied or matched."""
+        sql = ("SELECT src_folder, src_uidvalidity, sha256 FROM messages WHERE address=? AND direction=? "
+               "AND state IN ('copied','matched')")
+        params: tuple = (address, direction)
+        if src_folder is not None:
+            sql += " AND src_folder=?"
+            params += (src_folder,)
+        return self._read(sql, params)  # type: ignore[return-value]
 
     def record_pending(self, address: str, direction: str, rows: list[MessageRow]) -> None:
         """Commit rows as ``pending`` before their APPEND is sent (crash-safety, see module docstring): fsynced."""

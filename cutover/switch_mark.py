@@ -4,7 +4,8 @@ MESSAGES), recorded in the ledger.
 It says what was on each side before the switch: a source message at or above the source mark reached the source
 after the switch (late mail), a target message at or above the target mark reached the target after it (what a
 rollback copies back). One STATUS round per mailbox and side (LIST, then STATUS of every folder), mailboxes in
-parallel within the providers' session caps. Recorded only, for now: the copy engine does not read it yet.
+parallel within the providers' session caps. The copy engine reads it back (``cutover.mailsync._switch``): after
+it a forward run never copies again what the ledger copied, and a rollback copies back only what is above it.
 
 A mailbox that cannot be marked (login refused, server gone) is recorded as failed with the reason and never stops
 the switch: the MX change must not wait for one member's mailbox.

@@ -40,6 +40,12 @@ def copy(
     verify_only: bool = typer.Option(False, "--verify-only", help="compare SHA-256 of every message on both sides; copy nothing"),
     direction: DirectionChoice = typer.Option(DirectionChoice.forward, "--direction",
                                               help="forward: source -> target; reverse (rollback): new target mail -> source"),
+    repair: bool = typer.Option(False, "--repair", help="after the switch: a full mirror (copies again what members "
+                                "deleted or moved on the target); needs --reason, recorded in the ledger"),
+    remap: Optional[List[str]] = typer.Option(None, "--remap", help="SRC=DST: source folder SRC goes to target folder "
+                                             "DST from now on, when its mapping changed since the first copy "
+                                             "(repeatable); needs --reason, recorded in the ledger"),
+    reason: Optional[str] = typer.Option(None, "--reason", help="why (--repair, --remap): recorded in the ledger"),
 ) -> None:
     """Copy mailboxes from source to target, byte-exact, verified and resumable. Exit 1 if any is not verified."""
     if ctx.invoked_subcommand is not None:
@@ -47,19 +53,44 @@ def copy(
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     with handle_errors(console):
+        why = (reason or "").strip()
+        if repair and len(why) < 3:
+            raise OperatorError("--repair needs --reason TEXT (a few words, recorded in the ledger): a full mirror "
+                                "after the switch copies again what members deleted or moved on the target")
+        remaps = [_remap_pair(item) for item in remap or []]
+        if remaps and len(why) < 3:
+            raise OperatorError("--remap needs --reason TEXT (a few words, recorded in the ledger)")
         the_plan = load_plan(plan)
         if not (dry_run or verify_only):
             # A copy by hand beside the cutover's own delta would race it on the same target and ledger.
             freeze.ensure_not_frozen(the_plan, f"copy {direction.value} by hand")
         inventory = load_inventory(the_plan)
         boxes = inventory.select(mailbox) if mailbox else inventory.mailboxes
-        report = _run_with_progress(console, the_plan, boxes, direction.value, dry_run, verify_only)
+        if remaps and not dry_run:
+            ledger = Ledger(the_plan.ledger)
+            try:
+                for box in boxes:
+                    for src, dst in remaps:
+                        ledger.record_remap(box.address, direction.value, src, dst, why)
+            finally:
+                ledger.close()
+        report = _run_with_progress(console, the_plan, boxes, direction.value, dry_run, verify_only,
+                                    why if repair else None)
     console.print(_table(report, console.width))
     console.print(_summary(report))
+    if (late := report.late_mail()) is not None:
+        console.print(late, soft_wrap=True, markup=False, highlight=False)
     for line in failure_lines(report):  # whole lines, never folded into cells: grep-able, paste-able
         console.print(line, soft_wrap=True, markup=False, highlight=False)
     if not (report.ok or dry_run):
         raise typer.Exit(1)
+
+
+def _remap_pair(item: str) -> tuple[str, str]:
+    src, sep, dst = item.partition("=")
+    if not sep or not src.strip() or not dst.strip():
+        raise OperatorError(f"--remap {item!r}: write SOURCE_FOLDER=TARGET_FOLDER, e.g. --remap 'Posta inviata=Sent Items'")
+    return src.strip(), dst.strip()
 
 
 @app.command("approve-skipped")
@@ -95,7 +126,8 @@ def approve_skipped(
     console.print("the next copy or verification counts them as approved, not missing")
 
 
-def _run_with_progress(console: Console, plan, boxes, direction: str, dry_run: bool, verify_only: bool) -> CopyReport:
+def _run_with_progress(console: Console, plan, boxes, direction: str, dry_run: bool, verify_only: bool,
+                       repair: str | None = None) -> CopyReport:
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("mailboxes"),
                TextColumn("{task.fields[messages]} msgs, {task.fields[mb]:.1f} MB, {task.fields[rate]:.1f} MB/s"),
                TimeElapsedColumn(), TextColumn("{task.fields[current]}")]
@@ -109,7 +141,7 @@ def _run_with_progress(console: Console, plan, boxes, direction: str, dry_run: b
                        rate=(event.bytes_done / 1e6 / elapsed) if elapsed else 0.0, current=escape(event.current))
 
         return copy_mailboxes(plan, boxes, direction=direction, dry_run=dry_run, verify_only=verify_only,  # type: ignore[arg-type]
-                              on_progress=on_progress)
+                              on_progress=on_progress, repair=repair)
 
 
 # Under this width (80 columns, or piped) the table keeps the columns that fit; the reasons go below, one line each.

@@ -15,7 +15,7 @@ from typing import Callable
 
 from imapclient import IMAPClient
 
-from cutover.errors import ConnectionLost, LedgerError, MailboxError, Throttled
+from cutover.errors import ConnectionLost, LedgerError, MailboxError, TargetAltersMessages, Throttled
 from cutover.imap import connect, reserve
 from cutover.limits import throttle_delay
 from cutover.mailsync import _imapops as ops
@@ -23,6 +23,7 @@ from cutover.mailsync._context import MailboxContext
 from cutover.mailsync._models import FolderReport, MailboxReport
 from cutover.mailsync._plan import (FolderRefused, SourceFolder, check_quota, list_source, map_mailbox, plan_folder,
                                     unchanged_since_verified, unknown_twins)
+from cutover.mailsync._switch import switch_view
 from cutover.mailsync._transfer import copy_messages
 from cutover.mailsync._verify import READBACK_MIN_BYTES, READBACK_MIN_MESSAGES, ReadBack, verify_folder, verify_full
 
@@ -69,15 +70,28 @@ class MailboxBrain:
 
     def _run(self, src: IMAPClient, dst: IMAPClient) -> None:
         ctx = self.ctx
+        ctx.switch = switch_view(ctx.ledger, ctx.address)
+        if not (ctx.dry_run or ctx.verify_only) and (altered := ctx.state.target_alters()) is not None:
+            # never append again to a target that alters messages: only a repair run (recorded) tries again
+            found = altered.removeprefix("target alters messages: ")
+            raise TargetAltersMessages(ctx.address, f"target alters messages (found by an earlier run): {found}",
+                                       server=ctx.dst_server)
         mailbox = map_mailbox(ctx, src, dst)
         dst_names = mailbox.target_folders
 
         folder_reports: list[FolderReport] = []
         listings: list[SourceFolder] = []
         unchanged: dict[str, FolderReport] = {}
-        if not ctx.dry_run and not ctx.verify_only:
+        if not ctx.dry_run and not ctx.verify_only and ctx.repair is None:  # a repair looks at every folder
             unchanged = unchanged_since_verified(ctx, src, dst, {s: t for s, t in mailbox.mapping.items()
                                                                  if t in dst_names})
+        for sname, (recorded, now, why) in mailbox.changed.items():
+            remap = (f"pec-cutover copy --mailbox {ctx.address}"
+                     + (" --direction reverse" if ctx.direction == "reverse" else "") + " --remap")
+            folder_reports.append(FolderReport(sname, recorded, mapping_changed=True, notes=[
+                f"folder mapping changed: copied to {recorded!r} at the first copy, would now go to {now!r}{why}; "
+                f"not copied until an operator decides: {remap} '{sname}={recorded}' --reason TEXT (keep), or "
+                f"{remap} '{sname}={now}' --reason TEXT (new mail there; what was copied stays in {recorded!r})"]))
         for sname, tname in mailbox.mapping.items():
             if sname in unchanged:
                 folder_reports.append(unchanged[sname])
@@ -118,19 +132,22 @@ class MailboxBrain:
                                    notes=[exc.detail], folder_refused=True)
             return lambda: refused
         fr = FolderReport(fp.source, fp.target, messages=len(fp.listing), bytes=sum(fp.listing.values()), notes=fp.notes)
+        if fp.target_listing is None and not fp.todo and ctx.copied_once:  # deleted on the target, nothing new
+            fr.gone, fr.skipped, fr.verified = len(fp.listing), len(fp.listing), True
+            return lambda: fr
         if ctx.dry_run:
             fr.copied, fr.skipped = len(fp.todo), len(fp.done)
             return lambda: fr
         ctx.state.enter_folder(fp.source, fp.uidvalidity, fp.target, fp.target_uidvalidity, fp.known,
                                copying=bool(fp.todo))
         twins = unknown_twins(ctx, dst, fp)
-        forward_elsewhere = ctx.state.forward_digests_elsewhere(fp.source, fp.uidvalidity)
+        elsewhere = ctx.state.copied_elsewhere(fp.source, fp.uidvalidity, ctx.copied_once)
         readback = self.readback if self.readback is not None and self.readback.started else None
-        copy_messages(ctx, src, dst, fp, twins, forward_elsewhere, multiappend, fr, readback)
+        copy_messages(ctx, src, dst, fp, twins, elsewhere, multiappend, fr, readback)
         # Nothing written to the target folder: the listing taken above is still the target as it is.
         unchanged = fp.target_listing if not fp.todo else None
         return lambda: verify_folder(ctx, dst, fr, fp.source, fp.target, fp.uidvalidity, fp.listing, unchanged,
-                                     folder.snapshot, readback)
+                                     folder.snapshot, readback, src)
 
     def _summarise(self, folder_reports: list[FolderReport]) -> None:
         """The mailbox's totals, status and reason from its folders'."""
@@ -142,6 +159,12 @@ class MailboxBrain:
         r.missing = sum(f.missing for f in folder_reports)
         r.duplicates = sum(f.duplicates for f in folder_reports)
         r.notes = [f"{f.source}: {n}" for f in folder_reports for n in f.notes]
+        r.after_switch, r.source_name = ctx.switch.after, ctx.src_provider.name
+        r.late = sum(f.late for f in folder_reports)
+        r.before_switch = sum(f.before_switch for f in folder_reports)
+        r.gone = sum(f.gone for f in folder_reports)
+        r.flags_repaired = sum(f.flags_repaired for f in folder_reports)
+        r.dates_differ = sum(f.dates_differ for f in folder_reports)
         if ctx.dry_run:
             r.copied = sum(f.copied for f in folder_reports)  # would copy
             r.skipped = sum(f.skipped for f in folder_reports)
@@ -161,6 +184,13 @@ class MailboxBrain:
             r.status, r.reason = "failed", "duplicates"
             r.error = (f"{ctx.address}: {r.duplicates} message(s) are on the target twice: "
                        + "; ".join(n for f in folder_reports if f.duplicates for n in f.notes))
+        elif r.dates_differ and not r.missing:
+            r.status, r.reason = "failed", "dates-differ"
+            r.error = (f"{ctx.address}: " + "; ".join(n for f in folder_reports if f.dates_differ for n in f.notes
+                                                      if "INTERNALDATE" in n))
+        elif any(f.mapping_changed for f in folder_reports):
+            r.status, r.reason = "failed", "folder-mapping-changed"
+            r.error = f"{ctx.address}: " + "; ".join(n for f in folder_reports if f.mapping_changed for n in f.notes)
         elif any(f.folder_refused for f in folder_reports):
             r.status, r.reason = "failed", FolderRefused.reason
             r.error = (f"{ctx.address}: " + "; ".join(n for f in folder_reports if f.folder_refused for n in f.notes)

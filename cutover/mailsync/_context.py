@@ -10,6 +10,7 @@ from cutover.inventory import Mailbox
 from cutover.ledger import Ledger
 from cutover.mailsync._models import ProgressEvent
 from cutover.mailsync._state import MailboxState
+from cutover.mailsync._switch import SwitchView
 from cutover.plan import Plan
 
 log = logging.getLogger("cutover.mailsync")
@@ -63,7 +64,7 @@ class MailboxContext:
     written; and what the run remembers across attempts (a retry resumes from the ledger, not from zero)."""
 
     def __init__(self, plan: Plan, mailbox: Mailbox, ledger: Ledger, direction: Direction, dry_run: bool,
-                 verify_only: bool, progress: Progress) -> None:
+                 verify_only: bool, progress: Progress, repair: str | None = None) -> None:
         self.plan = plan
         self.mailbox = mailbox
         self.address = mailbox.address
@@ -73,6 +74,8 @@ class MailboxContext:
         self.dry_run = dry_run
         self.verify_only = verify_only
         self.progress = progress
+        self.repair = repair  # the operator's reason for a full mirror after the switch (``copy --repair``)
+        self.switch = SwitchView()  # read from the ledger at the start of each attempt (``_brain``)
         self.settings = plan.copy_settings
         self.src_side, self.dst_side = ("source", "target") if direction == "forward" else ("target", "source")
         self.src_provider = plan.provider(self.src_side)
@@ -86,6 +89,14 @@ class MailboxContext:
         # After a lost connection the next attempt moves smaller batches (halved each time, down to one message):
         # a link that drops every N bytes still carries every message smaller than N (see _brain.run_with_retries).
         self.batch_shrink = 0
+        self.copied_now: set[tuple[str, int]] = set()  # (source folder, UID) appended by this run
+        self.target_checked = False  # the run's first APPEND was read back at once (see _verify.check_target_keeps)
+
+    @property
+    def copied_once(self) -> bool:
+        """A message the ledger says was copied is never copied again, whatever became of its copy: every
+        rollback, and every forward run after the switch (the members own their copies), unless repairing."""
+        return self.repair is None and (self.direction == "reverse" or self.switch.after)
 
     @property
     def batch_messages(self) -> int:

@@ -24,7 +24,15 @@ After a folder verifies, the ledger keeps (UIDVALIDITY, UIDNEXT, MESSAGES) of bo
 whose STATUS shows both unchanged reports the folder verified without listing it (``_plan``).
 ``direction="reverse"`` (rollback) runs the same algorithm from the target back to the source, leaving out
 every target message the forward ledger put there; reverse copies are recorded under ``reverse`` so a second
-rollback copies nothing. Nothing is ever deleted or changed on either side.
+rollback copies nothing. Nothing is ever deleted on either side; the only change to an existing message is a
+STORE of flags on a copy this tool appended, when they differ from the source's (``_verify``).
+
+After the switch (``_switch``: a switch mark in the ledger) a message copied once is never copied again, whatever
+the member did with its copy; a rollback copies back only target messages above the target mark, less what this
+tool put there (by UID, or by SHA-256 wherever the member moved it). The folder mapping recorded at the first
+copy is kept; a change stops that folder until an operator's ``--remap`` (``_plan.keep_recorded_mapping``). Each
+run's first APPEND is read back at once: a target that alters messages stops the mailbox for good
+(``_verify.check_target_keeps``) until a recorded repair.
 """
 
 from __future__ import annotations
@@ -52,8 +60,10 @@ logging.getLogger("imapclient").setLevel(logging.INFO)
 def copy_mailboxes(plan: Plan, mailboxes: Sequence[Mailbox], *, direction: Direction = "forward", dry_run: bool = False,
                    verify_only: bool = False, on_progress: ProgressCallback | None = None,
                    on_mailbox_done: Callable[[MailboxReport], None] | None = None,
-                   ledger: Ledger | None = None) -> CopyReport:
-    """Copy (or verify) ``mailboxes`` with a bounded pool; one failing mailbox never stops the others."""
+                   ledger: Ledger | None = None, repair: str | None = None) -> CopyReport:
+    """Copy (or verify) ``mailboxes`` with a bounded pool; one failing mailbox never stops the others.
+
+    ``repair``: the operator's reason for a full mirror after the switch (recorded per mailbox; see ``_switch``)."""
     started = time.monotonic()
     settings = plan.copy_settings
     own_ledger = ledger is None
@@ -64,7 +74,7 @@ def copy_mailboxes(plan: Plan, mailboxes: Sequence[Mailbox], *, direction: Direc
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailsync") as pool:
             futures = {pool.submit(sync_mailbox, plan, mb, ledger, direction=direction, dry_run=dry_run,
-                                   verify_only=verify_only, _progress=progress): mb for mb in mailboxes}
+                                   verify_only=verify_only, repair=repair, _progress=progress): mb for mb in mailboxes}
             for future in as_completed(futures):
                 mb = futures[future]
                 report = future.result()  # sync_mailbox turns every failure into a report
@@ -84,7 +94,7 @@ def copy_mailboxes(plan: Plan, mailboxes: Sequence[Mailbox], *, direction: Direc
 
 def sync_mailbox(plan: Plan, mailbox: Mailbox, ledger: Ledger, *, direction: Direction = "forward", dry_run: bool = False,
                  verify_only: bool = False, on_progress: ProgressCallback | None = None,
-                 _progress: Progress | None = None) -> MailboxReport:
+                 repair: str | None = None, _progress: Progress | None = None) -> MailboxReport:
     """Copy one mailbox and verify it; every failure becomes the report's status/reason/error, never an exception.
 
     Connection losses are retried (``copy.retries`` times, exponential backoff from ``copy.retry_backoff_s``),
@@ -93,17 +103,25 @@ def sync_mailbox(plan: Plan, mailbox: Mailbox, ledger: Ledger, *, direction: Dir
     The whole run holds an exclusive lock on (address, direction) (``_MailboxLock``); when another process or
     thread holds it the mailbox fails at once with reason ``busy`` and nothing is read or written. A dry run
     writes nothing and takes no lock.
+
+    After the switch (a mark in the ledger) a message copied once is never copied again (``_switch``);
+    ``repair`` (the operator's reason, recorded in the ledger) makes this run a full mirror instead.
     """
     if direction not in ("forward", "reverse"):
         raise ValueError(f"direction must be 'forward' or 'reverse', not {direction!r}")
     started = time.monotonic()
     progress = _progress or Progress(1, on_progress)
     report = MailboxReport(mailbox.address, direction=direction, logins=mailbox.logins_differ())
-    brain = MailboxBrain(MailboxContext(plan, mailbox, ledger, direction, dry_run, verify_only, progress), report)
+    if repair is not None and not (repair or "").strip():
+        raise ValueError("repair needs a reason")
+    brain = MailboxBrain(MailboxContext(plan, mailbox, ledger, direction, dry_run, verify_only, progress,
+                                        repair=repair), report)
     lock = None if dry_run else _MailboxLock(ledger.path, mailbox.address, direction)
     try:
         if lock is not None:
             lock.acquire()
+            if repair is not None:
+                ledger.add_event(mailbox.address, direction, "", "repair", repair.strip())
         run_with_retries(brain)
     except MailboxError as exc:  # the lock is held by another run
         fail(report, exc)

@@ -217,6 +217,16 @@ def fetch_messages(client: IMAPClient, uids: list[int]) -> list[Fetched]:
     return out
 
 
+def flags_and_dates(client: IMAPClient, uids: list[int], chunk: int = 1000) -> dict[int, tuple[frozenset, object]]:
+    """{uid: (flags without \\Recent, INTERNALDATE)} of ``uids`` in the selected folder (metadata only)."""
+    out: dict[int, tuple[frozenset, object]] = {}
+    for i in range(0, len(uids), chunk):
+        for uid, item in client.fetch(uids[i:i + chunk], ["FLAGS", "INTERNALDATE"]).items():
+            flags = frozenset(f if isinstance(f, bytes) else str(f).encode() for f in item.get(b"FLAGS", ()))
+            out[uid] = (frozenset(f for f in flags if f.lower() not in _NOT_APPENDABLE), item.get(b"INTERNALDATE"))
+    return out
+
+
 def digests(client: IMAPClient, uids: list[int], size_of: dict[int, int], max_messages: int,
             max_bytes: int) -> Iterator[tuple[int, str]]:
     """(uid, SHA-256) of messages in the selected folder, fetched batch by batch (memory bounded)."""

@@ -26,6 +26,12 @@ class FolderReport:
     refused: list[tuple[int, str]] = field(default_factory=list)  # (source UID, the server's words): skipped
     approved: int = 0  # skipped messages an operator approved leaving behind (not counted missing)
     folder_refused: bool = False  # the target would not create the folder: every message is missing
+    flags_repaired: int = 0  # copies this tool made whose flags differed from the source's: set again by STORE
+    dates_differ: int = 0  # copies this tool made whose INTERNALDATE differs from the source's (STORE cannot fix)
+    mapping_changed: bool = False  # its mapping would change since the first copy: not copied until ``--remap``
+    late: int = 0  # after the switch: messages copied that reached the source after it (above the source mark)
+    before_switch: int = 0  # after the switch: messages copied that were there before it (the final delta's)
+    gone: int = 0  # copies this tool made that the member has since deleted or moved on that side (not missing)
 
 
 @dataclass
@@ -52,6 +58,13 @@ class MailboxReport:
     refused: int = 0  # "N skipped": messages the target permanently refused this run (missing unless approved)
     approved: int = 0  # skipped messages an operator approved (``copy approve-skipped``): not missing
     approvals: list[str] = field(default_factory=list)  # "operator: reason" of each approval, for every report
+    late: int = 0  # after the switch: messages that reached the source after it, copied in this run
+    flags_repaired: int = 0  # copies this tool made whose flags differed from the source's: set again by STORE
+    dates_differ: int = 0  # copies this tool made whose INTERNALDATE differs from the source's
+    before_switch: int = 0  # after the switch: messages from before it copied in this run (the final delta's)
+    gone: int = 0  # copies the member deleted or moved since (after the switch they are theirs: not missing)
+    after_switch: bool = False  # a switch mark to the target was in the ledger: copied once is never copied again
+    source_name: str = ""  # the provider read (for "late mail: N messages that reached <source> after the switch")
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -107,6 +120,21 @@ class CopyReport:
     def copied_messages(self) -> int:
         return sum(m.copied for m in self.mailboxes)
 
+    def late_mail(self) -> str | None:
+        """``late mail: N messages that reached <source> after the switch`` for a forward run after the switch."""
+        after = [m for m in self.mailboxes if m.after_switch]
+        if self.direction != "forward" or not after:
+            return None
+        late = sum(m.late for m in after)
+        before = sum(m.before_switch for m in after)
+        gone = sum(m.gone for m in after)
+        line = f"late mail: {late} messages that reached {after[0].source_name or 'the source'} after the switch"
+        if before:
+            line += f"; {before} from before the switch copied now"
+        if gone:
+            line += f"; {gone} copies deleted or moved by members on the target, not copied again"
+        return line
+
     @property
     def ok(self) -> bool:
         return bool(self.mailboxes) and all(m.verified for m in self.mailboxes)
@@ -127,6 +155,7 @@ class CopyReport:
             f"- messages: {self.total_messages} ({self.total_bytes / 1e6:.1f} MB), copied {self.copied_messages}, "
             f"missing {self.missing_messages}, {sum(m.refused for m in self.mailboxes)} skipped (refused by the "
             f"target), {sum(m.approved for m in self.mailboxes)} skipped and approved",
+            *([f"- {self.late_mail()}"] if self.late_mail() else []),
             f"- time: {self.seconds:.1f} s ({rate:.1f} MB/s)",
             f"- result: {'every mailbox verified' if self.ok else 'NOT all mailboxes verified'}",
         ]

@@ -16,8 +16,12 @@ Delta fast path (:func:`unchanged_since_verified`): after a folder verifies, the
 UIDNEXT, MESSAGES) of both folders. A later run asks STATUS on both sides first; if both are unchanged no
 message was added or removed anywhere since that verification, and the folder is reported verified without
 being listed. Any difference (new mail, an expunge on either side, a UIDVALIDITY reset) sends it down the
-full path. Flag changes made after a message was copied are not carried over (the copy is of content, flags
-and date at copy time).
+full path. A flag change alone does not change STATUS: it is carried over (``_verify.check_flags_and_dates``)
+by the next run that takes the full path for that folder.
+
+After the switch (``ctx.copied_once``, see ``_switch``) a source UID with a copied/matched row is done whatever
+became of its twin; before it, a twin must still be there. The mapping recorded at the first copy is kept
+(:func:`keep_recorded_mapping`).
 
 A rollback (``direction="reverse"``) plans from the target back to the source, leaving out every target
 message the forward ledger put there (by target UID under the same UIDVALIDITY here, by SHA-256 otherwise,
@@ -56,6 +60,9 @@ class MailboxPlan:
     mapping: dict[str, str]
     target_folders: set[str]
     multiappend: bool
+    # source folders whose mapping would change since the ledger recorded it: {source: (recorded, now, why)};
+    # they are not copied until an operator decides (``copy --remap``), never copied a second time
+    changed: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,8 +115,50 @@ def map_mailbox(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient) -> Mailbo
         mapping = map_folders(src_folders, dst_folders, overrides, source_prefix=src_prefix, target_prefix=dst_prefix)
     except FolderMapError as exc:
         raise MailboxError(ctx.address, str(exc)) from None
+    changed = keep_recorded_mapping(ctx, src, mapping, dst_folders)
     # A \Noselect placeholder on the target is not a folder to copy into: CREATE makes it one.
-    return MailboxPlan(mapping, {f.name for f in dst_folders if f.selectable} | {"INBOX"}, multiappend)
+    return MailboxPlan(mapping, {f.name for f in dst_folders if f.selectable} | {"INBOX"}, multiappend, changed)
+
+
+def keep_recorded_mapping(ctx: MailboxContext, src: IMAPClient, mapping: dict[str, str],
+                          dst_folders: list) -> dict[str, tuple[str, str, str]]:
+    """The folder mapping is the one the ledger recorded at the first copy (dsync's mailbox tree state): an
+    operator's remap decision replaces it; a mapping that would change (a special-use folder that appeared on
+    the target, a plan override changed, a source folder renamed: same UIDVALIDITY under a new name) takes the
+    folder out of ``mapping`` (edited in place) and is returned, {source: (recorded, now, why)}."""
+    known = ctx.state.folders()
+    remaps = ctx.ledger.remaps(ctx.address, ctx.direction)
+    vanished = {f.src_folder: f for f in known.values() if f.src_folder not in mapping}
+    fresh = [s for s in mapping if s not in known]
+    uidvalidities: dict[str, int] = {}
+    if vanished and fresh:  # a rename keeps the UIDVALIDITY (RFC 3501): one STATUS round trip tells
+        with map_imap_errors(ctx.address, ctx.src_server):
+            uidvalidities = {n: v[0] for n, v in ops.statuses(src, fresh).items() if v}
+    renamed_from = {s: next((old for old, f in vanished.items() if f.src_uidvalidity == uidvalidities.get(s)), None)
+                    for s in fresh}
+    special = {f.name: f.special_use() for f in dst_folders if f.special_use()}
+    changed: dict[str, tuple[str, str, str]] = {}
+    for sname, now in list(mapping.items()):
+        if sname in remaps:
+            mapping[sname] = remaps[sname][0]
+            old = renamed_from.get(sname)
+            if old is not None and not ctx.dry_run:  # its rows follow it: nothing copied under the old name again
+                ctx.ledger.adopt_source_folder(ctx.address, ctx.direction, old, sname, uidvalidities[sname])
+            continue
+        if sname in known:
+            recorded = known[sname].tgt_folder
+            if recorded == now:
+                continue
+            why = f" (the target's {special[now]} folder)" if now in special else ""
+        elif renamed_from.get(sname) is not None:
+            old = renamed_from[sname]
+            recorded = vanished[old].tgt_folder
+            why = f" (renamed on the source from {old!r}: same UIDVALIDITY)"
+        else:
+            continue
+        changed[sname] = (recorded, now, why)
+        del mapping[sname]
+    return changed
 
 
 def unchanged_since_verified(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient,
@@ -150,8 +199,12 @@ def list_source(ctx: MailboxContext, src: IMAPClient, sname: str, tname: str) ->
     """EXAMINE the source folder and read its sizes; on a rollback, without what the forward copy put there."""
     with map_imap_errors(ctx.address, ctx.src_server):
         found = ops.sizes(src, sname)
-    return SourceFolder(sname, tname, found.uidvalidity,
-                        ctx.state.without_forward_copies(sname, found.uidvalidity, found.sizes), found.snapshot)
+    listing = ctx.state.without_forward_copies(sname, found.uidvalidity, found.sizes)
+    if ctx.direction == "reverse" and ctx.switch.marked and ctx.repair is None:
+        # A rollback copies back what reached the target after the switch: nothing the mark saw there
+        # (a provider's welcome message, anything older) goes to the source.
+        listing = {u: s for u, s in listing.items() if ctx.switch.above("target", sname, found.uidvalidity, u)}
+    return SourceFolder(sname, tname, found.uidvalidity, listing, found.snapshot)
 
 
 def check_quota(ctx: MailboxContext, dst: IMAPClient, folders: list[SourceFolder],
@@ -201,6 +254,14 @@ def plan_folder(ctx: MailboxContext, dst: IMAPClient, folder: SourceFolder, exis
 
     The target UIDs seen here are remembered for the run (an extra copy can only be a UID that came later)."""
     sname, tname, uidvalidity, listing = folder.source, folder.target, folder.uidvalidity, folder.listing
+    if not exists_on_target and ctx.copied_once:
+        known, rows = ctx.state.folder(sname), ctx.state.rows(sname, uidvalidity)
+        if known is not None and known.tgt_folder == tname and all(u in rows and rows[u].done for u in listing):
+            # The member deleted the folder on the target after the switch and nothing new is to go there:
+            # it is not made again (target_listing None and nothing to do: see _brain).
+            return FolderPlan(sname, tname, uidvalidity, listing, None, known,
+                              {u: rows[u] for u in listing}, [], [f"{tname!r} deleted on the target by the member "
+                                                                  "after the switch: not made again"])
     if not exists_on_target and not ctx.dry_run:
         try:
             with map_imap_errors(ctx.address, ctx.dst_server):
@@ -225,8 +286,15 @@ def plan_folder(ctx: MailboxContext, dst: IMAPClient, folder: SourceFolder, exis
         if not ctx.dry_run:
             ctx.state.uidvalidity_reset(sname, note)
     rows = ctx.state.rows(sname, uidvalidity)
-    done = {uid: r for uid, r in rows.items()
-            if uid in listing and r.done and r.tgt_uidvalidity == tuidv and same_size(tlisting, r, listing[uid])}
+    if ctx.copied_once:
+        # After the switch (and on every rollback) the copy is the member's: copied once is done, wherever the
+        # copy is now (deleted, moved to another folder, flagged); only what the ledger never copied goes.
+        done = {uid: r for uid, r in rows.items() if uid in listing and r.done}
+    else:
+        # A copy in another target folder was put there before an operator remapped this folder: it stays there.
+        done = {uid: r for uid, r in rows.items()
+                if uid in listing and r.done and (r.tgt_folder != tname or (
+                    r.tgt_uidvalidity == tuidv and same_size(tlisting, r, listing[uid])))}
     todo = [uid for uid in sorted(listing) if uid not in done]
     return FolderPlan(sname, tname, uidvalidity, listing, target, known, done, todo, notes)
 
@@ -234,7 +302,7 @@ def plan_folder(ctx: MailboxContext, dst: IMAPClient, folder: SourceFolder, exis
 def unknown_twins(ctx: MailboxContext, dst: IMAPClient, fp: FolderPlan) -> dict[str, list[int]]:
     """Step 2: {SHA-256: [target UID, ...]} of target messages no ledger row claims, of a size some to-do
     message has (the target folder is the one selected: :func:`plan_folder` listed it last)."""
-    claimed = {r.tgt_uid for r in fp.done.values()}
+    claimed = {r.tgt_uid for r in fp.done.values() if r.tgt_folder == fp.target}
     todo_sizes = {fp.listing[u] for u in fp.todo}
     tlisting = fp.target_sizes
     candidates = sorted(u for u, s in tlisting.items() if u not in claimed and s in todo_sizes)

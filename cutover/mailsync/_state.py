@@ -31,6 +31,7 @@ class MailboxState:
         # rows turned copied/matched/verified by this object: a retry after a lost connection that moved this
         # forward gets a fresh retry budget (see _brain.run_with_retries)
         self.advanced = 0
+        self._copied_digests: set[str] | None = None  # a rollback's digests to leave out (copied_elsewhere)
 
     # --- reading ------------------------------------------------------------------------------------
     def rows(self, folder: str, uidvalidity: int) -> dict[int, MessageRow]:
@@ -141,6 +142,24 @@ class MailboxState:
             return None
         return state, json.loads(state.snapshot)
 
+    # --- a target that alters messages on APPEND -----------------------------------------------------
+    def record_target_alters(self, folder: str, uidvalidity: int, uid: int, detail: str) -> None:
+        """The target holds an altered copy of source ``uid``: not a twin (mismatch), and the mailbox stops."""
+        self.ledger.mark_mismatch(self.address, self.direction, folder, uidvalidity, [uid])
+        self.ledger.add_event(self.address, self.direction, folder, "target-alters", detail)
+
+    def target_alters(self) -> str | None:
+        """What an earlier run found the target altering, unless a repair run came after it (None)."""
+        last: str | None = None
+        for direction, _, kind, detail in self.ledger.events(self.address):
+            if direction != self.direction:
+                continue
+            if kind == "target-alters":
+                last = detail
+            elif kind == "repair":
+                last = None
+        return last
+
     # --- extra copies on the target -------------------------------------------------------------------
     def known_duplicates(self, folder: str, tgt_folder: str, tgt_uidvalidity: int, tlisting: dict[int, int]) -> list[int]:
         """Extra copies an earlier run found that are still there (same folder, UIDVALIDITY and UID)."""
@@ -169,9 +188,37 @@ class MailboxState:
                 if r.tgt_uidvalidity == uidvalidity}
         return {u: s for u, s in listing.items() if u not in ours}
 
-    def forward_digests_elsewhere(self, folder: str, uidvalidity: int) -> Counter:
-        """Digests of forward copies recorded under another target UIDVALIDITY (matched by content instead)."""
-        if self.direction != "reverse":
-            return Counter()
-        return Counter(r.sha256 for r in self.ledger.target_rows(self.address, "forward", folder)
-                       if r.tgt_uidvalidity != uidvalidity)
+    def copied_elsewhere(self, folder: str, uidvalidity: int, copied_once: bool) -> "CopiedElsewhere":
+        """Digests of messages to leave out of this folder's copy because this tool already copied them under
+        another UID. A rollback leaves out every forward copy and every message it copied back, wherever the
+        member has moved them since (by content: a moved message has a new UID). A forward run after the
+        switch leaves out, once each, what it copied from this folder under an earlier UIDVALIDITY."""
+        if self.direction == "reverse":
+            # Read once per run (a rollback asks for every folder); what this run copies back is in the ledger
+            # under the UIDs it came from, which no later folder of the run holds.
+            if self._copied_digests is None:
+                self._copied_digests = {sha for _, _, sha in self.ledger.done_digests(self.address, "forward")}
+                if copied_once:
+                    self._copied_digests |= {sha for _, _, sha in self.ledger.done_digests(self.address, "reverse")}
+            return CopiedElsewhere(Counter(), set(self._copied_digests))
+        if not copied_once:
+            return CopiedElsewhere(Counter(), set())
+        return CopiedElsewhere(Counter(sha for _, v, sha in self.ledger.done_digests(self.address, "forward", folder)
+                                       if v != uidvalidity), set())
+
+
+class CopiedElsewhere:
+    """Digests this tool copied before under another UID: ``take(sha)`` says whether to leave a message out
+    (``always``: every message with that digest; ``counted``: as many as were copied)."""
+
+    def __init__(self, counted: Counter, always: set[str]) -> None:
+        self.counted = counted
+        self.always = always
+
+    def take(self, sha256: str) -> bool:
+        if sha256 in self.always:
+            return True
+        if self.counted[sha256] > 0:
+            self.counted[sha256] -= 1
+            return True
+        return False

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import Counter
 from typing import Iterator
 
 from imapclient import IMAPClient
@@ -33,7 +32,8 @@ from cutover.mailsync import _imapops as ops
 from cutover.mailsync._context import MailboxContext
 from cutover.mailsync._models import FolderReport
 from cutover.mailsync._plan import FolderPlan
-from cutover.mailsync._verify import ReadBack
+from cutover.mailsync._state import CopiedElsewhere
+from cutover.mailsync._verify import ReadBack, check_target_keeps
 
 _END = object()
 
@@ -104,6 +104,8 @@ class FolderImport:
         self.readback = readback
         self.refused: list[tuple[ops.Fetched, str]] = []  # messages the target will not take, with its words
         self.unconfirmed: list[MessageRow] = []  # appended without APPENDUID (no UIDPLUS): found by SHA-256 later
+        self.confirmed: list[int] = []  # source UIDs the target confirmed in this run
+        self.last_done: list[MessageRow] = []  # the rows the last APPEND turned copied
         self.binary_ok = dst.has_capability("BINARY")
         self.rate = rate_limit(ctx.dst_provider)
 
@@ -166,6 +168,9 @@ class FolderImport:
         done = self.ctx.state.record_copied(rows, appended)
         if not done:
             return 0
+        self.confirmed += [r.src_uid for r in done]
+        self.ctx.copied_now.update((r.src_folder, r.src_uid) for r in done)
+        self.last_done = done
         if self.readback is not None:
             self.readback.submit(self.target, [(r.tgt_uid, r.size) for r in done])  # type: ignore[misc]
         self.ctx.copied_total += len(done)
@@ -173,13 +178,14 @@ class FolderImport:
 
 
 def copy_messages(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, fp: FolderPlan, twins: dict[str, list[int]],
-                  forward_elsewhere: Counter, multiappend: bool, fr: FolderReport, readback: ReadBack | None) -> None:
+                  elsewhere: CopiedElsewhere, multiappend: bool, fr: FolderReport, readback: ReadBack | None) -> None:
     """Copy the to-do messages of ``fp``; count them in ``fr`` (copied, messages, bytes, a too-large note).
 
     ``twins``: {SHA-256: target UIDs} no ledger row claims, taken one per matching message;
-    ``forward_elsewhere``: digests a rollback leaves out (both are used up as messages match)."""
+    ``elsewhere``: digests this tool copied before under another UID, left out (see ``_state.copied_elsewhere``)."""
     sname, tname, uidvalidity, tuidv, listing = fp.source, fp.target, fp.uidvalidity, fp.target_uidvalidity, fp.listing
     excluded: set[int] = set()
+    arrived: list[int] = []  # source UIDs now on the target thanks to this run (appended or matched)
     importer = FolderImport(ctx, dst, fp, readback)
     max_bytes = ctx.dst_provider.max_message_bytes
 
@@ -187,8 +193,7 @@ def copy_messages(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, fp: Fol
         matched: list[MessageRow] = []
         to_append: list[ops.Fetched] = []
         for m in batch:
-            if forward_elsewhere[m.sha256] > 0:
-                forward_elsewhere[m.sha256] -= 1
+            if elsewhere.take(m.sha256):
                 excluded.add(m.uid)
                 continue
             if twins.get(m.sha256):
@@ -200,6 +205,16 @@ def copy_messages(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, fp: Fol
             else:
                 to_append.append(m)
         ctx.state.record_matched(matched)
+        arrived += [r.src_uid for r in matched]
+        if to_append and not ctx.target_checked and ctx.settings.verify == "readback":
+            # The run's first APPEND goes alone and is read back at once: a target that alters messages on
+            # APPEND stops the mailbox after one message, never a batch, never a second run.
+            first, to_append = to_append[:1], to_append[1:]
+            got = importer.append(first, False)
+            fr.copied += got
+            ctx.target_checked = bool(got) or bool(importer.unconfirmed)  # refused: the next message is the probe
+            if got and importer.last_done and importer.last_done[0].tgt_uid is not None:
+                check_target_keeps(ctx, dst, tname, importer.last_done[0], first[0].body)
         if to_append:
             fr.copied += importer.append(to_append, multiappend)
         ctx.progress.add(ctx.address, len(batch), sum(len(m.body) for m in batch))
@@ -208,8 +223,18 @@ def copy_messages(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, fp: Fol
     for uid in excluded:
         fr.bytes -= listing.pop(uid)
     fr.messages = len(listing)
+    if excluded:
+        fr.notes.append(f"{len(excluded)} message(s) left out: identical to ones this tool copied before under "
+                        "another UID (moved by the member since, or under an earlier UIDVALIDITY)")
     if importer.unconfirmed:
-        fr.copied += confirm_by_digest(ctx, dst, fp, importer.unconfirmed)
+        found = confirm_by_digest(ctx, dst, fp, importer.unconfirmed)
+        fr.copied += len(found)
+        arrived += found
+    arrived += importer.confirmed
+    if ctx.direction == "forward" and ctx.switch.after:
+        late = sum(1 for u in arrived if ctx.switch.above("source", sname, uidvalidity, u))
+        fr.late += late
+        fr.before_switch += len(arrived) - late
     fr.refused = [(m.uid, said) for m, said in importer.refused]
     if fr.refused:
         fr.notes.append(f"{len(fr.refused)} skipped: the target refused them (" +
@@ -217,16 +242,16 @@ def copy_messages(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, fp: Fol
                         (" ..." if len(fr.refused) > 5 else "") + ")")
 
 
-def confirm_by_digest(ctx: MailboxContext, dst: IMAPClient, fp: FolderPlan, unconfirmed: list[MessageRow]) -> int:
+def confirm_by_digest(ctx: MailboxContext, dst: IMAPClient, fp: FolderPlan, unconfirmed: list[MessageRow]) -> list[int]:
     """A target without UIDPLUS gives no APPENDUID: find this run's appended messages among the target UIDs
     that appeared since the folder was first listed, that no ledger row claims, by SHA-256 (one twin per
     message, a multiset), and record them ``copied`` and verified (their digest was read from the target).
-    Whatever is not found stays pending (resolved by the next run as before). Returns how many were found."""
+    Whatever is not found stays pending (resolved by the next run as before). Returns their source UIDs."""
     tname, tuidv = fp.target, fp.target_uidvalidity
     with map_imap_errors(ctx.address, ctx.dst_server):
         now = ops.sizes(dst, tname)
         if now.uidvalidity != tuidv:
-            return 0
+            return []
         before = ctx.target_before.get((tname, tuidv), frozenset())
         claimed = {r.tgt_uid for r in ctx.state.target_rows(tname) if r.tgt_uidvalidity == tuidv}
         sizes = {r.size for r in unconfirmed}
@@ -240,5 +265,6 @@ def confirm_by_digest(ctx: MailboxContext, dst: IMAPClient, fp: FolderPlan, unco
             found.append(MessageRow(r.src_folder, r.src_uidvalidity, r.src_uid, r.size, r.sha256, tname, tuidv,
                                     pool[r.sha256].pop(0), "copied", True))
     ctx.state.record_confirmed(found)
+    ctx.copied_now.update((r.src_folder, r.src_uid) for r in found)
     ctx.copied_total += len(found)
-    return len(found)
+    return [r.src_uid for r in found]

@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 
 from imapclient import IMAPClient
 
-from cutover.errors import ConnectionLost
+from cutover.errors import ConnectionLost, TargetAltersMessages
 from cutover.imap import connect, map_imap_errors
 from cutover.ledger import MessageRow
 from cutover.limits import mailbox_workers
@@ -148,6 +148,83 @@ class ReadBack:
                 ops.logout(client)
 
 
+def describe_difference(sent: bytes, stored: bytes | None) -> str:
+    """Where two versions of a message first differ, in words an operator can act on (a few bytes each side)."""
+    if stored is None:
+        return f"{len(sent)} bytes sent, the copy could not be read back"
+    at = next((i for i, (a, b) in enumerate(zip(sent, stored)) if a != b), min(len(sent), len(stored)))
+    line = sent[:at].count(b"\n") + 1
+    return (f"{len(sent)} bytes sent, {len(stored)} stored; first difference at byte {at} (line {line}): "
+            f"sent {sent[at:at + 40]!r}, stored {stored[at:at + 40]!r}")
+
+
+def check_target_keeps(ctx: MailboxContext, dst: IMAPClient, tname: str, row: MessageRow, sent: bytes) -> None:
+    """Read back at once the first message a run appends (the target folder is selected) and stop the mailbox
+    with :class:`TargetAltersMessages` if the target stored other bytes: nothing more is appended."""
+    with map_imap_errors(ctx.address, ctx.dst_server):
+        dst.noop()  # the EXAMINEd session sees the new UID
+        got = dict(ops.digests(dst, [row.tgt_uid], {row.tgt_uid: row.size}, 1, row.size + 1))  # type: ignore[list-item, dict-item]
+        if row.tgt_uid not in got:
+            return  # not visible here (yet): the verification reads it back as usual
+        if got[row.tgt_uid] == row.sha256:
+            ctx.state.mark_verified(row.src_folder, row.src_uidvalidity, [row.src_uid])
+            return
+        stored = dst.fetch([row.tgt_uid], ["BODY.PEEK[]"]).get(row.tgt_uid, {}).get(b"BODY[]")
+    altered(ctx, tname, row, describe_difference(sent, stored))
+
+
+def altered(ctx: MailboxContext, tname: str, row: MessageRow, difference: str) -> None:
+    """Record that the target altered ``row``'s copy and stop the mailbox (raises)."""
+    detail = (f"target alters messages: the copy of {row.src_folder!r} UID {row.src_uid} in {tname!r} (UID "
+              f"{row.tgt_uid}) differs from what was appended: {difference}; nothing more is appended")
+    ctx.state.record_target_alters(row.src_folder, row.src_uidvalidity, row.src_uid, detail)
+    log.error("target alters messages address=%s folder=%s uid=%s", ctx.address, tname, row.tgt_uid)
+    raise TargetAltersMessages(ctx.address, detail, server=ctx.dst_server)
+
+
+def check_flags_and_dates(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, fr: FolderReport, sname: str,
+                          tname: str, tuidv: int, pairs: dict[int, int], *, store: bool = True) -> None:
+    """Compare flags (keywords, \\Seen, ...; not \\Recent) and INTERNALDATE of copies this tool APPENDed
+    (``pairs``: source UID -> target UID) with their source; a flag difference is repaired with STORE on that
+    copy (never on a message this tool did not put there), a date difference (STORE cannot set it) is reported."""
+    if not pairs:
+        return
+    with map_imap_errors(ctx.address, ctx.src_server):
+        ops.select(src, sname)
+        source = ops.flags_and_dates(src, sorted(pairs))
+    with map_imap_errors(ctx.address, ctx.dst_server):
+        _reselect(ctx, dst, tname, tuidv)
+        target = ops.flags_and_dates(dst, sorted(pairs.values()))
+    repair: dict[frozenset, list[int]] = defaultdict(list)
+    dates: list[str] = []
+    for suid, tuid in sorted(pairs.items()):
+        if suid not in source or tuid not in target:
+            continue
+        (sflags, sdate), (tflags, tdate) = source[suid], target[tuid]
+        if sflags != tflags:
+            repair[sflags].append(tuid)
+        if sdate is not None and tdate is not None and sdate != tdate:
+            dates.append(f"UID {suid}: {sdate.isoformat()} on the source, {tdate.isoformat()} on the copy")
+    if repair and not store:
+        fr.notes.append(f"{sum(len(t) for t in repair.values())} copy(ies) have other flags than the source "
+                        "(verification only: not changed; the next copy sets them again)")
+    elif repair:
+        with map_imap_errors(ctx.address, ctx.dst_server):
+            dst.select_folder(tname)  # read-write, for STORE only on our copies
+            if int(dst.folder_status(tname, [b"UIDVALIDITY"])[b"UIDVALIDITY"]) != tuidv:
+                raise ConnectionLost(ctx.address, f"UIDVALIDITY of target {tname!r} changed during the copy",
+                                     server=ctx.dst_server)
+            for flags, tuids in repair.items():
+                dst.set_flags(tuids, list(flags), silent=True)
+            ops.select(dst, tname)  # back to EXAMINE; never CLOSE, which would expunge \\Deleted copies
+        fr.flags_repaired = sum(len(t) for t in repair.values())
+        fr.notes.append(f"{fr.flags_repaired} copy(ies) had other flags than the source: set again with STORE")
+    if dates:
+        fr.dates_differ = len(dates)
+        fr.notes.append(f"{len(dates)} copy(ies) have another INTERNALDATE than the source ({'; '.join(dates[:3])}"
+                        f"{' ...' if len(dates) > 3 else ''}): the target did not keep the date given on APPEND")
+
+
 def _reselect(ctx: MailboxContext, dst: IMAPClient, tname: str, tuidv: int) -> None:
     """EXAMINE ``tname`` again; a UIDVALIDITY other than the listed one means nothing read now could count."""
     if ops.select(dst, tname)[0] != tuidv:
@@ -157,7 +234,7 @@ def _reselect(ctx: MailboxContext, dst: IMAPClient, tname: str, tuidv: int) -> N
 
 def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname: str, tname: str, uidvalidity: int,
                   listing: dict[int, int], target: ops.Listing | None = None, src_snapshot: list[int] | None = None,
-                  readback: ReadBack | None = None) -> FolderReport:
+                  readback: ReadBack | None = None, src: IMAPClient | None = None) -> FolderReport:
     """Complete ``fr`` (missing, duplicates, verified, skipped) for a copied folder and leave the marks in the ledger.
 
     ``target``: the target folder as listed before the copy when nothing was written to it since (else listed
@@ -175,9 +252,20 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
     missing = 0
     trusted: list[int] = []
     to_read: dict[int, MessageRow] = {}  # target uid -> row
+    elsewhere = 0
     for uid in listing:
         r = rows.get(uid)
+        if r is not None and r.done and r.tgt_folder != tname:
+            elsewhere += 1  # copied before an operator remapped the folder: it stays where it went
+            continue
+        if r is not None and r.done and r.state == "copied" and r.tgt_uidvalidity == tuidv and r.tgt_uid in tlisting \
+                and not same_size(tlisting, r, listing[uid]):
+            # our APPEND under this UID, another size: a UID never changes (RFC 3501), the target altered it
+            altered(ctx, tname, r, f"{r.size} bytes sent, {tlisting[r.tgt_uid]} stored")
         if r is None or not r.done or r.tgt_uidvalidity != tuidv or not same_size(tlisting, r, listing[uid]):
+            if ctx.copied_once and r is not None and r.done and (r.tgt_uidvalidity != tuidv or r.tgt_uid not in tlisting):
+                fr.gone += 1  # copied once; the member deleted or moved the copy since: theirs, not missing
+                continue
             if uid in approved:
                 fr.approved += 1
                 continue
@@ -199,6 +287,10 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
             marked.update(good)
             trusted.extend(good)
         if bad:
+            first = next(to_read[t] for t, sha in got.items() if sha != to_read[t].sha256)
+            if first.state == "copied":  # our own APPEND read back other bytes: the target alters messages
+                state.mark_mismatch(sname, uidvalidity, bad)
+                altered(ctx, tname, first, f"{first.size} bytes sent, SHA-256 of the stored copy differs")
             state.mark_mismatch(sname, uidvalidity, bad)
             mismatched.extend(bad)
 
@@ -219,9 +311,13 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
                         got = {}
                 settle(got)
         gone = [r.src_uid for tuid, r in to_read.items() if tuid not in seen]  # vanished from the target
-        if gone:
+        if gone and ctx.copied_once:
+            fr.gone += len(gone)  # the member's doing after the switch: never copied again
+        elif gone:
             state.mark_mismatch(sname, uidvalidity, gone)
             mismatched.extend(gone)
+    if elsewhere:
+        fr.notes.append(f"{elsewhere} message(s) stay in the target folder they were copied to before the remap")
     if mismatched:
         fr.notes.append(f"{len(mismatched)} target copy(ies) differ from the source; they will be copied again")
         missing += len(mismatched)
@@ -235,7 +331,14 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
     fr.duplicates = len(extra)
     fr.missing = missing
     state.forget_refusals(sname, uidvalidity, [u for u in trusted if u in approved])  # got through after all
-    fr.verified = missing == 0 and not extra
+    if src is not None and settings.verify == "readback":
+        # Our copies: all of them before the switch (the source is the truth), only this run's after it (the
+        # member owns the flags of older copies: reading a message on the target sets \\Seen there).
+        ours = {u: rows[u].tgt_uid for u in set(trusted) if rows[u].state == "copied" and rows[u].tgt_uid is not None
+                and rows[u].tgt_uidvalidity == tuidv and rows[u].tgt_folder == tname
+                and (not ctx.copied_once or (sname, u) in ctx.copied_now)}
+        check_flags_and_dates(ctx, src, dst, fr, sname, tname, tuidv, ours)  # type: ignore[arg-type]
+    fr.verified = missing == 0 and not extra and not fr.dates_differ
     fr.skipped = max(0, fr.messages - fr.copied - missing - fr.approved)
     if fr.verified:
         state.remember_snapshot(sname, src_snapshot, target.snapshot, state.totals(sname, uidvalidity)[0])
@@ -279,20 +382,27 @@ def duplicates(ctx: MailboxContext, dst: IMAPClient, sname: str, tname: str, tar
 
 def verify_full(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, sname: str, tname: str,
                 listing: dict[int, int], exists_on_target: bool) -> FolderReport:
-    """Trust nothing: the multiset of SHA-256 digests of every message on both sides (reads everything)."""
+    """Trust nothing: the multiset of SHA-256 digests of every message on both sides (reads everything); and,
+    before the switch, the flags and dates of our copies (reported only: a verification changes nothing)."""
     fr = FolderReport(sname, tname, messages=len(listing), bytes=sum(listing.values()))
-    s = ctx.settings
     with map_imap_errors(ctx.address, ctx.src_server):
-        ops.select(src, sname)
+        suidv, _ = ops.select(src, sname)
         src_digests = Counter(sha for _, sha in ops.digests(src, sorted(listing), listing, ctx.batch_messages, ctx.batch_bytes))
     ctx.progress.add(ctx.address, len(listing), fr.bytes)
     dst_digests: Counter = Counter()
+    target: ops.Listing | None = None
     if exists_on_target:
         with map_imap_errors(ctx.address, ctx.dst_server):
-            tlisting = ops.sizes(dst, tname).sizes
-            dst_digests = Counter(sha for _, sha in ops.digests(dst, sorted(tlisting), tlisting,
+            target = ops.sizes(dst, tname)
+            dst_digests = Counter(sha for _, sha in ops.digests(dst, sorted(target.sizes), target.sizes,
                                                                 ctx.batch_messages, ctx.batch_bytes))
     fr.missing = sum((src_digests - dst_digests).values())
-    fr.verified = fr.missing == 0
+    if target is not None and ctx.settings.verify == "readback" and not ctx.copied_once:
+        pairs = {u: r.tgt_uid for u, r in ctx.state.rows(sname, suidv).items()
+                 if u in listing and r.state == "copied" and r.tgt_folder == tname
+                 and r.tgt_uidvalidity == target.uidvalidity and r.tgt_uid in target.sizes}
+        check_flags_and_dates(ctx, src, dst, fr, sname, tname, target.uidvalidity, pairs,  # type: ignore[arg-type]
+                              store=False)
+    fr.verified = fr.missing == 0 and not fr.dates_differ
     fr.skipped = fr.messages - fr.missing
     return fr

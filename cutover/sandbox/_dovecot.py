@@ -48,6 +48,9 @@ def ensure_mail_user() -> tuple[int, int]:
 _LONGEST_SOCKET_NAME = len("/login/imap-urlauth-login") + 8
 
 
+DEFAULT_SPECIAL_USE = {"Posta inviata": "\\Sent", "Trash": "\\Trash"}
+
+
 @dataclass(frozen=True)
 class DovecotPaths:
     root: Path
@@ -108,6 +111,9 @@ class DovecotInstance:
         self.namespace_prefix = ""
         self.separator = "/"
         self.max_userip_connections = 200
+        # Special-use folders (RFC 6154) as the server declares them; a real provider's \Sent may have another
+        # name and show only once it exists (after the member's first webmail login). See Sandbox.set_special_use.
+        self.special_use: dict[str, str] = dict(DEFAULT_SPECIAL_USE)
 
     def argv(self) -> list[str]:
         return ["/usr/sbin/dovecot", "-F", "-c", str(self.paths.config)]
@@ -129,6 +135,8 @@ class DovecotInstance:
         user = pwd.getpwuid(uid).pw_name
         group = grp.getgrgid(gid).gr_name
         capability = f"imap_capability = {self.imap_capability}\n" if self.imap_capability else ""
+        special_use = "\n".join(f'  mailbox "{name}" {{\n    special_use = {flag}\n  }}'
+                                for name, flag in self.special_use.items())
         submission = ""
         listeners = ""
         if self.submission_port is not None or self.starttls_port is not None:
@@ -185,12 +193,7 @@ namespace inbox {{
   inbox = yes
   prefix = {self.namespace_prefix}
   separator = {self.separator}
-  mailbox "Posta inviata" {{
-    special_use = \\Sent
-  }}
-  mailbox Trash {{
-    special_use = \\Trash
-  }}
+{special_use}
 }}
 
 protocol imap {{

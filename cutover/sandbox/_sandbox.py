@@ -736,6 +736,17 @@ class Sandbox:
         self._stop(name)
         self.up([name])
 
+    def set_special_use(self, side: Side, folders: dict[str, str] | None) -> None:
+        """Tests only: the special-use folders one Dovecot declares, {name: flag} (None: the sandbox's own,
+        ``Posta inviata`` \\Sent and ``Trash`` \\Trash); a declared folder shows its flag once it exists.
+        Restarts it (open sessions are cut)."""
+        from cutover.sandbox._dovecot import DEFAULT_SPECIAL_USE
+
+        name = "aruba" if _side_key(side) == "source" else "infocert"
+        self.dovecots[name].special_use = dict(folders if folders is not None else DEFAULT_SPECIAL_USE)
+        self._stop(name)
+        self.up([name])
+
     def set_connection_limit(self, side: Side, per_user: int | None) -> None:
         """Make one provider strict: at most ``per_user`` sessions per member and IP (Dovecot's
         ``mail_max_userip_connections``; None: the sandbox's lenient default). Restarts it."""
