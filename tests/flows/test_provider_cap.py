@@ -83,13 +83,20 @@ def test_a_flow_run_in_another_process_shares_it_through_the_prefect_limit(day_f
     day: Day = day_factory(mailboxes=4, messages=25, lower_ttl=False)
     plan = _strict_target(day)
     addresses = [m.address for m in day.inventory]
-    script = ("import json, sys, time; from flows.prestage import prestage; t0 = time.monotonic(); "
+    # The other process imports Prefect first (seconds on a loaded machine), says so, and starts when told: both
+    # runs start together, so they overlap however slow the imports are.
+    script = ("import json, sys, time; from flows.prestage import prestage; print('imported', flush=True); "
+              "sys.stdin.readline(); t0 = time.monotonic(); "
               "r = prestage(plan_path=sys.argv[1], mailboxes=sys.argv[2:]); "
               "print(json.dumps({**r, 'span': [t0, time.monotonic()]}))")
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_HOME": str(tmp_path / "other-home")}
     with peak_connections(plan.target.imap.port) as peak:
         other = subprocess.Popen([sys.executable, "-c", script, str(day.plan_path), *addresses[2:]], cwd=REPO,
-                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        assert other.stdout.readline().strip() == "imported", other.stderr.read()[-2000:]
+        other.stdin.write("go\n")
+        other.stdin.flush()
         here = _timed_prestage(day.plan_path, addresses[:2])
         out, err = other.communicate(timeout=600)
     assert other.returncode == 0, err[-2000:]
