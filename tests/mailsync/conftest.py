@@ -6,6 +6,7 @@ seeded inventory mailboxes that other test packages rely on.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import uuid
 from collections import Counter
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import yaml
 
 from cutover.inventory import Mailbox
 from cutover.plan import Auth, Plan
@@ -127,3 +129,20 @@ def imap_view():
     """The helpers above, for tests (importlib mode: test modules do not import conftest)."""
     import types
     return types.SimpleNamespace(snapshot=snapshot, digests=digests, message=message, recreate_folder=recreate_folder)
+
+
+def plan_file_with(sandbox_env, tmp_path: Path, mailboxes, tag: str) -> Path:
+    """A plan file beside the session plan (so its relative paths resolve) with an inventory of ``mailboxes`` only
+    and a ledger of the test's own: what the CLI and the flows read."""
+    inv = tmp_path / "mailboxes.csv"
+    with inv.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["address", "source_secret", "target_secret", "canary", "notes"])
+        for mb in mailboxes:
+            w.writerow([mb.address, f"file:{mb.source_secret.target}", f"file:{mb.target_secret.target}", "no", ""])
+    data = yaml.safe_load(sandbox_env.plan_path.read_text())
+    data["ledger"] = str(tmp_path / "ledger.sqlite")
+    data["inventory"] = str(inv)
+    path = sandbox_env.plan_path.parent / f"plan-{tag}-{tmp_path.name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

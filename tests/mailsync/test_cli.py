@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 
 from typer.testing import CliRunner
 
 from cutover.cli import app
 from cutover.ledger import Ledger
 
+from .conftest import plan_file_with
+
 
 def _env_with(sandbox_env, tmp_path, mailboxes):
-    """A plan + inventory of our own mailboxes, beside the session plan so relative paths resolve."""
-    import yaml
-    inv = tmp_path / "mailboxes.csv"
-    with inv.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["address", "source_secret", "target_secret", "canary", "notes"])
-        for mb in mailboxes:
-            w.writerow([mb.address, f"file:{mb.source_secret.target}", f"file:{mb.target_secret.target}", "no", ""])
-    data = yaml.safe_load(sandbox_env.plan_path.read_text())
-    data["ledger"] = str(tmp_path / "ledger.sqlite")
-    data["inventory"] = str(inv)
-    path = sandbox_env.plan_path.parent / f"plan-cli-{tmp_path.name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return plan_file_with(sandbox_env, tmp_path, mailboxes, "cli")
 
 
 def test_copy_cli_exit_codes_and_table(sandbox_env, make_mailbox, imap_view, tmp_path) -> None:

@@ -5,15 +5,15 @@ decides with ``copy --remap SRC=DST --reason``; the folder is never copied a sec
 
 from __future__ import annotations
 
-import csv
 import hashlib
 
-import yaml
 from typer.testing import CliRunner
 
 from cutover.cli import app
 from cutover.ledger import Ledger
 from cutover.mailsync import copy_mailboxes
+
+from .conftest import plan_file_with
 
 
 def _folder(box, side: str, address: str, folder: str) -> list[str]:
@@ -30,18 +30,7 @@ def _folder(box, side: str, address: str, folder: str) -> list[str]:
 
 
 def _plan_file(sandbox_env, tmp_path, mailboxes):
-    inv = tmp_path / "mailboxes.csv"
-    with inv.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["address", "source_secret", "target_secret", "canary", "notes"])
-        for mb in mailboxes:
-            w.writerow([mb.address, f"file:{mb.source_secret.target}", f"file:{mb.target_secret.target}", "no", ""])
-    data = yaml.safe_load(sandbox_env.plan_path.read_text())
-    data["ledger"] = str(tmp_path / "ledger.sqlite")
-    data["inventory"] = str(inv)
-    path = sandbox_env.plan_path.parent / f"plan-map-{tmp_path.name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return plan_file_with(sandbox_env, tmp_path, mailboxes, "map")
 
 
 def test_a_sent_folder_appearing_on_the_target_stops_that_folder_until_remapped(sandbox_env, make_mailbox, plan_for,
