@@ -270,8 +270,15 @@ class PrefectStack:
         headers = {"Content-Type": "application/json"}
         if method != "GET":  # the server's CSRF protection: a token per client, from the (authenticated) API
             headers.update(self._csrf_headers("pec-cutover-sandbox"))
-        response = httpx.request(method, f"{self.api_url}{path}", content=json.dumps(body) if body is not None else None,
-                                 headers=headers, timeout=30.0, auth=auth)
+        # Like Prefect's own client: a busy server (its SQLite locked) answers 503/502/429 before it commits
+        # anything, and the request is sent again after a pause.
+        for pause in (1.0, 2.0, 4.0, 8.0, None):
+            response = httpx.request(method, f"{self.api_url}{path}",
+                                     content=json.dumps(body) if body is not None else None,
+                                     headers=headers, timeout=30.0, auth=auth)
+            if response.status_code not in (429, 502, 503) or pause is None:
+                break
+            time.sleep(pause)
         if response.status_code >= 400:
             raise SandboxError(f"Prefect API {method} {path}: HTTP {response.status_code}: {response.text[:200]}")
         return response.json()
