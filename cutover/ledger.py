@@ -40,6 +40,7 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -199,8 +200,10 @@ class Ledger:
             self._connections.append(conn)
         return conn
 
-    def _write(self, sql: str, params: Iterable[tuple] | tuple = (), *, many: bool = False, durable: bool = False) -> None:
-        """One transaction; ``durable`` commits with an fsync (see the module docstring for which writes need it)."""
+    @contextmanager
+    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error); ``durable`` commits with an
+        fsync (see the module docstring for which writes need it). SQLite errors become a LedgerError."""
         try:
             with self._write_lock:
                 conn = self._conn()
@@ -210,16 +213,21 @@ class Ledger:
                     self._local.sync = level
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    if many:
-                        conn.executemany(sql, params)  # type: ignore[arg-type]
-                    else:
-                        conn.execute(sql, params)  # type: ignore[arg-type]
+                    yield conn
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {self.path}: write failed ({exc})") from None
+
+    def _write(self, sql: str, params: Iterable[tuple] | tuple = (), *, many: bool = False, durable: bool = False) -> None:
+        """One statement in one transaction."""
+        with self._transaction(durable=durable) as conn:
+            if many:
+                conn.executemany(sql, params)  # type: ignore[arg-type]
+            else:
+                conn.execute(sql, params)  # type: ignore[arg-type]
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:
@@ -314,24 +322,14 @@ class Ledger:
     def adopt_source_folder(self, address: str, direction: str, old: str, new: str, uidvalidity: int) -> None:
         """A source folder renamed ``old`` -> ``new`` (same UIDVALIDITY): its rows follow it, so nothing the
         ledger copied under the old name is copied again under the new one."""
-        try:
-            with self._write_lock:
-                conn = self._conn()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for table in ("messages", "refusals"):
-                        conn.execute(f"UPDATE {table} SET src_folder=? WHERE address=? AND direction=? AND src_folder=? "
-                                     "AND src_uidvalidity=?", (new, address, direction, old, uidvalidity))
-                    conn.execute("DELETE FROM folders WHERE address=? AND direction=? AND src_folder=?",
-                                 (address, direction, new))
-                    conn.execute("UPDATE folders SET src_folder=?, snapshot=NULL WHERE address=? AND direction=? "
-                                 "AND src_folder=?", (new, address, direction, old))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {self.path}: write failed ({exc})") from None
+        with self._transaction(durable=True) as conn:
+            for table in ("messages", "refusals"):
+                conn.execute(f"UPDATE {table} SET src_folder=? WHERE address=? AND direction=? AND src_folder=? "
+                             "AND src_uidvalidity=?", (new, address, direction, old, uidvalidity))
+            conn.execute("DELETE FROM folders WHERE address=? AND direction=? AND src_folder=?",
+                         (address, direction, new))
+            conn.execute("UPDATE folders SET src_folder=?, snapshot=NULL WHERE address=? AND direction=? "
+                         "AND src_folder=?", (new, address, direction, old))
 
     # --- messages ----------------------------------------------------------------------------------
     def messages(self, address: str, direction: str, src_folder: str, src_uidvalidity: int) -> dict[int, MessageRow]:
