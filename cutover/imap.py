@@ -16,6 +16,7 @@ import weakref
 from typing import Iterator, Literal
 
 from imapclient import IMAPClient
+from imapclient import tls as imapclient_tls
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from cutover.errors import AuthFailed, ConnectionLost, MailboxError, SecretError, Throttled, TlsFailed
@@ -124,10 +125,28 @@ class _Slot:
             cap.release()
 
 
+class _GreetedTls(imapclient_tls.IMAP4_TLS):
+    """imaplib asks CAPABILITY right after the greeting; a server that announced them in its greeting
+    (``* OK [CAPABILITY ...]``, RFC 3501 7.1: Dovecot, Cyrus, Courier do) has answered already, so that round
+    trip is skipped. Without them in the greeting, CAPABILITY is asked as before."""
+
+    def _get_capabilities(self) -> None:
+        said = self.untagged_responses.pop("CAPABILITY", None)
+        if said and isinstance(said[-1], bytes) and said[-1].strip():
+            self.capabilities = tuple(str(said[-1], self._encoding).upper().split())
+            return
+        super()._get_capabilities()
+
+
 class Session(IMAPClient):
     """An IMAPClient that holds a place in its provider's session cap until LOGOUT or shutdown."""
 
     _slot: _Slot = _Slot(None)
+
+    def _create_IMAP4(self):  # type: ignore[override]
+        if self.ssl and not self.stream:  # implicit TLS; STARTTLS must ask again after the handshake anyway
+            return _GreetedTls(self.host, self.port, self.ssl_context, getattr(self._timeout, "connect", None))
+        return super()._create_IMAP4()
 
     def logout(self):  # type: ignore[override]
         try:
