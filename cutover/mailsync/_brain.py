@@ -11,17 +11,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from typing import Callable
 
 from imapclient import IMAPClient
 
 from cutover.errors import ConnectionLost, LedgerError, MailboxError, TargetAltersMessages, Throttled
-from cutover.imap import connect, reserve
+from cutover.imap import connect, map_imap_errors, reserve
 from cutover.limits import throttle_delay
 from cutover.mailsync import _imapops as ops
 from cutover.mailsync._context import MailboxContext
 from cutover.mailsync._models import FolderReport, MailboxReport
-from cutover.mailsync._plan import (FolderRefused, SourceFolder, check_quota, list_source, map_mailbox, plan_folder,
+from cutover.mailsync._plan import (FolderRefused, SourceFolder, check_quota, list_sources, map_mailbox, plan_folder,
                                     unchanged_since_verified, unknown_twins)
 from cutover.mailsync._switch import switch_view
 from cutover.mailsync._transfer import copy_messages
@@ -66,7 +67,7 @@ class MailboxBrain:
                     self.readback.close()
                     self.readback = None
         finally:
-            _logout_both(first, second)
+            ops.hang_up(first, second)
 
     def _run(self, src: IMAPClient, dst: IMAPClient) -> None:
         ctx = self.ctx
@@ -80,11 +81,10 @@ class MailboxBrain:
         dst_names = mailbox.target_folders
 
         folder_reports: list[FolderReport] = []
-        listings: list[SourceFolder] = []
         unchanged: dict[str, FolderReport] = {}
         if not ctx.dry_run and not ctx.verify_only and ctx.repair is None:  # a repair looks at every folder
             unchanged = unchanged_since_verified(ctx, src, dst, {s: t for s, t in mailbox.mapping.items()
-                                                                 if t in dst_names})
+                                                                 if t in dst_names}, mailbox)
         for sname, (recorded, now, why) in mailbox.changed.items():
             remap = (f"pec-cutover copy --mailbox {ctx.address}"
                      + (" --direction reverse" if ctx.direction == "reverse" else "") + " --remap")
@@ -95,11 +95,21 @@ class MailboxBrain:
         for sname, tname in mailbox.mapping.items():
             if sname in unchanged:
                 folder_reports.append(unchanged[sname])
-                continue
-            listings.append(list_source(ctx, src, sname, tname))
+        listings = list_sources(ctx, src, {s: t for s, t in mailbox.mapping.items() if s not in unchanged})
 
+        listed: dict[str, ops.Listing] = {}  # target folders check_quota listed, for plan_folder
         if not ctx.dry_run and not ctx.verify_only:
-            count, nbytes = check_quota(ctx, dst, listings, dst_names)
+            count, nbytes = check_quota(ctx, dst, listings, dst_names, listed)
+            if not ctx.copied_once and (absent := sorted({f.target for f in listings} - dst_names)):
+                # every missing target folder made and listed in one round trip (a refusal is retried, and
+                # reported, by plan_folder); after the switch a folder the member deleted is not made again
+                with map_imap_errors(ctx.address, ctx.dst_server):
+                    made = ops.create_folders(dst, absent)
+                dst_names = dst_names | set(made)
+                listed.update(made)
+            # a listing stays the folder's "before" only while no other source folder is copied into it first
+            shared = {t for t, n in Counter(f.target for f in listings).items() if n > 1}
+            listed = {t: v for t, v in listed.items() if t not in shared}
             if self.readback is not None and (count >= READBACK_MIN_MESSAGES or nbytes >= READBACK_MIN_BYTES):
                 self.readback.start()  # its session opens while the copy starts
 
@@ -111,7 +121,8 @@ class MailboxBrain:
                 fr = verify_full(ctx, src, dst, folder.source, folder.target, folder.listing, folder.target in dst_names)
                 finishing.append(lambda fr=fr: fr)
             else:
-                finishing.append(self._copy_folder(src, dst, folder, folder.target in dst_names, mailbox.multiappend))
+                finishing.append(self._copy_folder(src, dst, folder, folder.target in dst_names, mailbox.multiappend,
+                                                   listed.get(folder.target)))
         for finish in finishing:
             fr = finish()
             folder_reports.append(fr)
@@ -121,11 +132,11 @@ class MailboxBrain:
         self._summarise(folder_reports)
 
     def _copy_folder(self, src: IMAPClient, dst: IMAPClient, folder: SourceFolder, exists_on_target: bool,
-                     multiappend: bool) -> Callable[[], FolderReport]:
+                     multiappend: bool, listed: ops.Listing | None = None) -> Callable[[], FolderReport]:
         """Copy one folder; return the function that verifies it (called once every folder is copied)."""
         ctx = self.ctx
         try:
-            fp = plan_folder(ctx, dst, folder, exists_on_target)
+            fp = plan_folder(ctx, dst, folder, exists_on_target, listed)
         except FolderRefused as exc:
             refused = FolderReport(folder.source, folder.target, messages=len(folder.listing),
                                    bytes=sum(folder.listing.values()), missing=len(folder.listing),
@@ -240,17 +251,6 @@ class _Opening:
         self._thread.join()
         if self._client is not None:
             ops.logout(self._client)
-
-
-def _logout_both(first: IMAPClient, second: IMAPClient | None) -> None:
-    """LOGOUT both sessions at once (one round trip, not two); never raises."""
-    if second is None:
-        ops.logout(first)
-        return
-    other = threading.Thread(target=ops.logout, args=(second,), daemon=True)
-    other.start()
-    ops.logout(first)
-    other.join()
 
 
 def run_with_retries(brain: MailboxBrain) -> None:

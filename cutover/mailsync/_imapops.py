@@ -12,8 +12,8 @@ from imapclient import IMAPClient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.exceptions import IMAPClientError, ProtocolError
 from imapclient.response_parser import parse_fetch_response, parse_response
+from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.imapclient import as_pairs
-from imapclient.imapclient import _literal  # marks bytes that must go as an IMAP literal (no CRLF rewriting)
 
 from cutover.errors import MailboxError, MessageTooLarge, QuotaExceeded, Throttled
 from cutover.limits import is_throttle_answer
@@ -100,6 +100,25 @@ def logout(client: IMAPClient) -> None:
             pass
 
 
+def hang_up(*clients: IMAPClient | None) -> None:
+    """LOGOUT every session without waiting for the answers, then close it: no round trip at the end of a
+    mailbox. The server acts on the LOGOUT as it reads it (everything before it was answered already: every
+    APPEND and STORE completed); its ``BYE``/``OK`` tells nothing we need. Each session's place in its
+    provider's cap is given back as it closes. Never raises."""
+    for client in clients:
+        if client is None:
+            continue
+        try:
+            imap = client._imap
+            imap.send(imap._new_tag() + b" LOGOUT\r\n")
+        except Exception:
+            pass
+        try:
+            client.shutdown()
+        except Exception:
+            pass
+
+
 def list_folders(client: IMAPClient) -> list[Folder]:
     return from_list(client.list_folders())
 
@@ -132,19 +151,137 @@ class Listing:
         return None if self.uidnext is None else [self.uidvalidity, self.uidnext, self.exists]
 
 
-def sizes(client: IMAPClient, folder: str) -> Listing:
-    """EXAMINE ``folder`` and read {uid: RFC822.SIZE} (metadata only, cheap even for a large folder)."""
-    info = client.select_folder(folder, readonly=True)
+class Examining:
+    """EXAMINE ``folder`` and each ``UID FETCH uid_set items`` of ``fetches``, all sent at once, the answers
+    read by :meth:`read`: one round trip, not two or more (RFC 3501 5.5: the FETCH runs on the folder the EXAMINE
+    opened; when the EXAMINE fails no folder is selected and the FETCH is refused too, never run elsewhere).
+    Several may be sent on a session before the first is read (:func:`sizes_many`)."""
+
+    def __init__(self, client: IMAPClient, folder: str, fetches: list[tuple[str, str]]) -> None:
+        imap = client._imap
+        self.client, self.folder = client, folder
+        self._examine = imap._command("EXAMINE", client._normalise_folder(folder))
+        state, imap.state = imap.state, "SELECTED"  # imaplib sends UID only in SELECTED: it will be, by then
+        try:
+            self._fetches = [imap._command("UID", "FETCH", uid_set, items) for uid_set, items in fetches]
+        finally:
+            imap.state = state
+
+    def read(self) -> tuple[dict, list[dict[int, dict]]]:
+        """(EXAMINE's answer as imapclient's ``select_folder`` gives it, [{uid: {item: value}} per FETCH]); every answer
+        is read before a refusal is raised, so the session stays in step. A FETCH refused in an empty folder
+        (``1:*`` where there is no message) is an empty answer."""
+        client, imap = self.client, self.client._imap
+        imap.untagged_responses = {}  # as imaplib's select(): what came before is not this folder's
+        typ, said = _answer(imap, "EXAMINE", self._examine)
+        info = client._process_select_response(imap.untagged_responses) if typ == "OK" else {}
+        imap.state = "SELECTED" if typ == "OK" else "AUTH"
+        imap.is_readonly = True  # as imaplib's select(readonly=True) leaves it: [READ-ONLY] is expected
+        raws: list[list] = []
+        refused: str | None = None
+        for tag in self._fetches:
+            imap.untagged_responses.pop("FETCH", None)
+            ftyp, fsaid = _answer(imap, "UID", tag)
+            raws.append([d for d in imap.untagged_responses.pop("FETCH", []) if d is not None])
+            if ftyp != "OK" and refused is None:
+                refused = f"fetch failed: {_words(fsaid)}"
+        if typ != "OK":
+            raise IMAPClientError(f"select failed: {_words(said)}")
+        if refused is not None and int(info.get(b"EXISTS", 0)):
+            raise IMAPClientError(refused)
+        return info, [parse_fetch_response(raw, client.normalise_times, True) if raw else {} for raw in raws]
+
+
+def _answer(imap, name: str, tag: bytes) -> tuple[str, list]:
+    """A pipelined command's tagged answer; BAD as an answer, not an exception (the session stays in step)."""
+    try:
+        return imap._command_complete(name, tag)
+    except imap.abort:
+        raise
+    except imap.error as exc:
+        return "BAD", [str(exc).encode()]
+
+
+SIZES = [("1:*", "(RFC822.SIZE)")]
+
+
+def listing_of(info: dict, datas: list[dict[int, dict]]) -> Listing:
+    data = datas[0] if datas else {}
     uidvalidity, exists = int(info[b"UIDVALIDITY"]), int(info.get(b"EXISTS", 0))
     uidnext = int(info[b"UIDNEXT"]) if info.get(b"UIDNEXT") is not None else None
     if not exists:
         return Listing(uidvalidity, uidnext, 0, {})
-    # imapclient's fetch() filters answers by the UIDs asked for, which "1:*" is not: go one level down.
-    typ, raw = client._imap.uid("FETCH", "1:*", "(RFC822.SIZE)")
-    client._checkok("fetch", typ, raw)
-    data = parse_fetch_response(raw, client.normalise_times, True)
     return Listing(uidvalidity, uidnext, exists,
                    {int(uid): int(v[b"RFC822.SIZE"]) for uid, v in data.items() if b"RFC822.SIZE" in v})
+
+
+def sizes(client: IMAPClient, folder: str) -> Listing:
+    """EXAMINE ``folder`` and read {uid: RFC822.SIZE} (metadata only, cheap even for a large folder), in one
+    round trip."""
+    return listing_of(*Examining(client, folder, SIZES).read())
+
+
+def sizes_many(client: IMAPClient, folders: list[str]) -> dict[str, Listing]:
+    """:func:`sizes` of every folder, all sent before the first answer is read: one round trip for all. Every
+    answer is read before a refusal is raised."""
+    sent = [Examining(client, folder, SIZES) for folder in folders]
+    out: dict[str, Listing] = {}
+    failed: Exception | None = None
+    for one in sent:
+        try:
+            out[one.folder] = listing_of(*one.read())
+        except IMAPClientError as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed
+    return out
+
+
+def uid_sets(uids: list[int], per_set: int = 1000) -> list[str]:
+    """``uids`` as IMAP UID sets of at most ``per_set`` UIDs each, runs written ``a:b``."""
+    out: list[str] = []
+    ordered = sorted(set(uids))
+    for i in range(0, len(ordered), per_set):
+        part, runs = ordered[i:i + per_set], []
+        first = last = part[0]
+        for uid in part[1:]:
+            if uid == last + 1:
+                last = uid
+                continue
+            runs.append(f"{first}:{last}" if last > first else str(first))
+            first = last = uid
+        runs.append(f"{first}:{last}" if last > first else str(first))
+        out.append(",".join(runs))
+    return out
+
+
+def examine_flags_and_dates(client: IMAPClient, folder: str, uids: list[int]) -> Examining:
+    """EXAMINE ``folder`` and FETCH FLAGS and INTERNALDATE of ``uids``, sent now; :func:`flags_and_dates_of`
+    reads the answer (send on both sessions first: one round trip for both)."""
+    return Examining(client, folder, flag_fetches(uids))
+
+
+def flag_fetches(uids: list[int]) -> list[tuple[str, str]]:
+    """The FETCHes of FLAGS and INTERNALDATE of ``uids`` (for :class:`Examining`)."""
+    return [(uid_set, "(FLAGS INTERNALDATE)") for uid_set in uid_sets(uids)] if uids else []
+
+
+def flags_and_dates_of(sent: Examining, uids: list[int]) -> tuple[int, dict[int, tuple[frozenset, object]]]:
+    """(UIDVALIDITY, {uid: (flags without \\Recent, INTERNALDATE)}) from :func:`examine_flags_and_dates`."""
+    info, datas = sent.read()
+    return int(info[b"UIDVALIDITY"]), flags_and_dates_in(datas, uids)
+
+
+def flags_and_dates_in(datas: list[dict[int, dict]], uids) -> dict[int, tuple[frozenset, object]]:
+    """{uid: (flags without \\Recent, INTERNALDATE)} of ``uids`` found in FETCH answers (:func:`flag_fetches`)."""
+    wanted = set(uids)
+    return {int(uid): _flags_and_date(item) for data in datas for uid, item in data.items()
+            if int(uid) in wanted and b"FLAGS" in item}
+
+
+def _flags_and_date(item: dict) -> tuple[frozenset, object]:
+    flags = frozenset(f if isinstance(f, bytes) else str(f).encode() for f in item.get(b"FLAGS", ()))
+    return frozenset(f for f in flags if f.lower() not in _NOT_APPENDABLE), item.get(b"INTERNALDATE")
 
 
 def status(client: IMAPClient, folder: str) -> list[int] | None:
@@ -152,27 +289,37 @@ def status(client: IMAPClient, folder: str) -> list[int] | None:
     return statuses(client, [folder])[folder]
 
 
+_STATUS_ITEMS = "(UIDVALIDITY UIDNEXT MESSAGES)"
+
+
 def statuses(client: IMAPClient, folders: list[str]) -> dict[str, list[int] | None]:
     """{folder: (UIDVALIDITY, UIDNEXT, MESSAGES)} by STATUS for every folder, pipelined: all commands are sent
     at once and the answers read after, one round trip whatever the number of folders (RFC 3501 5.5).
 
     Every answer is read before a refusal is raised (as ``folder_status`` would), so the session stays in step."""
+    client._imap.untagged_responses.pop("STATUS", None)
+    out, refused = _read_statuses(client, _send_statuses(client, folders))
+    if refused is not None:
+        raise IMAPClientError(refused)
+    return out
+
+
+def _send_statuses(client: IMAPClient, folders: list[str]) -> list[tuple[str, bytes]]:
     imap = client._imap
-    what = "(UIDVALIDITY UIDNEXT MESSAGES)"
-    imap.untagged_responses.pop("STATUS", None)
-    sent = [(folder, imap._command("STATUS", client._normalise_folder(folder), what)) for folder in folders]
+    return [(folder, imap._command("STATUS", client._normalise_folder(folder), _STATUS_ITEMS)) for folder in folders]
+
+
+def _read_statuses(client: IMAPClient, sent: list[tuple[str, bytes]]) -> tuple[dict[str, list[int] | None], str | None]:
+    """The answers to :func:`_send_statuses`, in order; a refused folder is None and the first refusal's words
+    are returned with them."""
+    imap = client._imap
     out: dict[str, list[int] | None] = {}
     refused: str | None = None
     for folder, tag in sent:
-        try:
-            typ, said = imap._command_complete("STATUS", tag)
-        except imap.abort:
-            raise
-        except imap.error as exc:
-            typ, said = "BAD", [str(exc).encode()]
+        typ, said = _answer(imap, "STATUS", tag)
         data = imap.untagged_responses.pop("STATUS", [])
         if typ != "OK" or not data:
-            refused = refused or f"status failed: {b' '.join(d for d in said if isinstance(d, bytes)).decode('utf-8', 'replace')}"
+            refused = refused or f"status failed: {_words(said)}"
             out[folder] = None
             continue
         try:
@@ -180,9 +327,67 @@ def statuses(client: IMAPClient, folders: list[str]) -> dict[str, list[int] | No
             out[folder] = [int(items[b"UIDVALIDITY"]), int(items[b"UIDNEXT"]), int(items[b"MESSAGES"])]
         except (KeyError, TypeError, ValueError, IndexError, ProtocolError):
             out[folder] = None
-    if refused is not None:
-        raise IMAPClientError(refused)
-    return out
+    return out, refused
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What one session's first round trip after the login saw: its folders (LIST), its personal namespace
+    prefix (NAMESPACE), and (UIDVALIDITY, UIDNEXT, MESSAGES) of the folders asked (None: refused, e.g. gone)."""
+
+    folders: list[Folder]
+    prefix: str
+    status: dict[str, list[int] | None]
+
+
+class SurveySent:
+    """NAMESPACE, LIST and STATUS of ``status_of`` sent on ``client`` without waiting (RFC 3501 5.5); sent on both
+    sessions of a mailbox before either is read, the mailbox's whole survey costs one round trip, both servers
+    working at once. :meth:`read` reads every answer before raising a refusal, so the session stays in step."""
+
+    def __init__(self, client: IMAPClient, status_of: list[str]) -> None:
+        imap = client._imap
+        for name in ("NAMESPACE", "LIST", "STATUS"):
+            imap.untagged_responses.pop(name, None)
+        self.client = client
+        self._namespace = imap._command("NAMESPACE") if client.has_capability("NAMESPACE") else None
+        self._list = imap._command("LIST", client._normalise_folder(""), client._normalise_folder("*"))
+        self._status = _send_statuses(client, status_of)
+
+    def read(self) -> Survey:
+        client, imap = self.client, self.client._imap
+        refused: list[str] = []
+        prefix = ""
+        if self._namespace is not None:
+            typ, data = imap._untagged_response(*imap._command_complete("NAMESPACE", self._namespace), "NAMESPACE")
+            if typ == "OK":
+                prefix = _namespace_prefix(client, data)
+            else:
+                refused.append(f"namespace failed: {_words(data)}")
+        typ, data = imap._untagged_response(*imap._command_complete("LIST", self._list), "LIST")
+        folders = from_list(client._proc_folder_list(data)) if typ == "OK" else []
+        if typ != "OK":
+            refused.append(f"list failed: {_words(data)}")
+        status, _ = _read_statuses(client, self._status)
+        if refused:
+            raise IMAPClientError(refused[0])
+        return Survey(folders, prefix, status)
+
+
+def _words(data: list) -> str:
+    return b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
+
+
+def _namespace_prefix(client: IMAPClient, data: list) -> str:
+    """The personal namespace's prefix from NAMESPACE's answer, as :func:`personal_prefix` reads it."""
+    try:
+        personal = parse_response(data)[0]
+        prefix = personal[0][0] if personal else ""
+    except (IndexError, TypeError, ValueError, ProtocolError):
+        return ""
+    if isinstance(prefix, bytes):
+        return decode_utf7(prefix) if client.folder_encode else prefix.decode()
+    return str(prefix or "")
 
 
 def plan_batches(uids: Iterable[int], size_of: dict[int, int], max_messages: int, max_bytes: int) -> list[list[int]]:
@@ -222,8 +427,7 @@ def flags_and_dates(client: IMAPClient, uids: list[int], chunk: int = 1000) -> d
     out: dict[int, tuple[frozenset, object]] = {}
     for i in range(0, len(uids), chunk):
         for uid, item in client.fetch(uids[i:i + chunk], ["FLAGS", "INTERNALDATE"]).items():
-            flags = frozenset(f if isinstance(f, bytes) else str(f).encode() for f in item.get(b"FLAGS", ()))
-            out[uid] = (frozenset(f for f in flags if f.lower() not in _NOT_APPENDABLE), item.get(b"INTERNALDATE"))
+            out[uid] = _flags_and_date(item)
     return out
 
 
@@ -386,6 +590,25 @@ def quota_free(client: IMAPClient) -> int | None:
             left = max(0, (int(q.limit) - int(q.usage)) * 1024)  # RFC 2087: units of 1024 octets
             free = left if free is None else min(free, left)
     return free
+
+
+def create_folders(client: IMAPClient, names: list[str]) -> dict[str, Listing]:
+    """CREATE every one of ``names`` and list each new folder (EXAMINE, FETCH), all sent at once: one round
+    trip for all. Returns the listing of each folder the server created; a refusal is left to the caller
+    (:func:`create_folder` asks again, one by one, and says why)."""
+    imap = client._imap
+    sent = [(name, imap._command("CREATE", client._normalise_folder(name))) for name in names]
+    listing = [Examining(client, name, SIZES) for name in names]
+    made = {name for name, tag in sent if _answer(imap, "CREATE", tag)[0] == "OK"}
+    out: dict[str, Listing] = {}
+    for one in listing:
+        try:
+            found = listing_of(*one.read())
+        except IMAPClientError:
+            continue
+        if one.folder in made:
+            out[one.folder] = found
+    return out
 
 
 def create_folder(client: IMAPClient, name: str, *, known_absent: bool = False) -> None:

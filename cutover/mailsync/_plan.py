@@ -38,12 +38,6 @@ from imapclient import IMAPClient
 
 from cutover.errors import ConnectionLost, MailboxError, QuotaExceeded, Throttled
 
-
-class FolderRefused(MailboxError):
-    """The target will not create a folder of that name: its messages are reported missing, never merged into
-    another folder; the mailbox's other folders go on."""
-
-    reason = "folder-refused"
 from cutover.imap import map_imap_errors
 from cutover.ledger import FolderState, MessageRow
 from cutover.mailsync import _imapops as ops
@@ -51,6 +45,13 @@ from cutover.mailsync._context import MailboxContext
 from cutover.mailsync._folders import FolderMapError, invert, map_folders
 from cutover.mailsync._models import FolderReport
 from cutover.mailsync._state import same_size
+
+
+class FolderRefused(MailboxError):
+    """The target will not create a folder of that name: its messages are reported missing, never merged into
+    another folder; the mailbox's other folders go on."""
+
+    reason = "folder-refused"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class MailboxPlan:
     # source folders whose mapping would change since the ledger recorded it: {source: (recorded, now, why)};
     # they are not copied until an operator decides (``copy --remap``), never copied a second time
     changed: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    # STATUS (UIDVALIDITY, UIDNEXT, MESSAGES) asked with the LIST, of the folders the ledger has a verified
+    # snapshot of: {folder: status or None}, source side and target side (see unchanged_since_verified)
+    source_status: dict[str, list[int] | None] = field(default_factory=dict)
+    target_status: dict[str, list[int] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,14 +105,22 @@ class FolderPlan:
 
 
 def map_mailbox(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient) -> MailboxPlan:
-    """LIST both sides and map every copyable source folder to its target folder."""
+    """LIST both sides and map every copyable source folder to its target folder.
+
+    One round trip for both sides: NAMESPACE, LIST and, for the delta fast path, STATUS of every folder pair the
+    ledger has a verified snapshot of, are sent on both sessions before any answer is read."""
+    known = [] if ctx.dry_run or ctx.verify_only or ctx.repair is not None else [
+        f for f in ctx.state.folders().values() if f.snapshot]
     with map_imap_errors(ctx.address, ctx.src_server):
-        src_folders = ops.list_folders(src)
-        src_prefix = ops.personal_prefix(src)
+        src_sent = ops.SurveySent(src, sorted({f.src_folder for f in known}))
     with map_imap_errors(ctx.address, ctx.dst_server):
-        dst_folders = ops.list_folders(dst)
-        dst_prefix = ops.personal_prefix(dst)
+        dst_sent = ops.SurveySent(dst, sorted({f.tgt_folder for f in known}))
         multiappend = dst.has_capability("MULTIAPPEND")
+    with map_imap_errors(ctx.address, ctx.src_server):
+        src_seen = src_sent.read()
+    with map_imap_errors(ctx.address, ctx.dst_server):
+        dst_seen = dst_sent.read()
+    src_folders, src_prefix, dst_folders, dst_prefix = src_seen.folders, src_seen.prefix, dst_seen.folders, dst_seen.prefix
     overrides = dict(ctx.settings.folder_map)
     if ctx.direction == "reverse":
         overrides = invert(overrides)
@@ -117,7 +130,8 @@ def map_mailbox(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient) -> Mailbo
         raise MailboxError(ctx.address, str(exc)) from None
     changed = keep_recorded_mapping(ctx, src, mapping, dst_folders)
     # A \Noselect placeholder on the target is not a folder to copy into: CREATE makes it one.
-    return MailboxPlan(mapping, {f.name for f in dst_folders if f.selectable} | {"INBOX"}, multiappend, changed)
+    return MailboxPlan(mapping, {f.name for f in dst_folders if f.selectable} | {"INBOX"}, multiappend, changed,
+                       src_seen.status, dst_seen.status)
 
 
 def keep_recorded_mapping(ctx: MailboxContext, src: IMAPClient, mapping: dict[str, str],
@@ -161,12 +175,13 @@ def keep_recorded_mapping(ctx: MailboxContext, src: IMAPClient, mapping: dict[st
     return changed
 
 
-def unchanged_since_verified(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient,
-                             pairs: dict[str, str]) -> dict[str, FolderReport]:
+def unchanged_since_verified(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, pairs: dict[str, str],
+                             seen: MailboxPlan | None = None) -> dict[str, FolderReport]:
     """Folder pairs (source -> target) whose (UIDVALIDITY, UIDNEXT, MESSAGES) on both sides equal those of their
     last successful verification have not changed since (no message added or removed on either side): verified
     as they were, without listing them. Returned by source name; every other folder (or any doubt) takes the
-    full path. The ledger is read once for the mailbox and STATUS is pipelined: one round trip per side."""
+    full path. The ledger is read once for the mailbox; STATUS comes from ``seen`` (asked with the LIST, see
+    :func:`map_mailbox`), or is asked here, pipelined: one round trip per side."""
     folders = ctx.state.folders()
     last: dict[str, tuple[str, dict]] = {}
     for sname, tname in pairs.items():
@@ -175,10 +190,14 @@ def unchanged_since_verified(ctx: MailboxContext, src: IMAPClient, dst: IMAPClie
             last[sname] = (tname, json.loads(known.snapshot))
     if not last:
         return {}
-    with map_imap_errors(ctx.address, ctx.src_server):
-        src_now = ops.statuses(src, list(last))
-    with map_imap_errors(ctx.address, ctx.dst_server):
-        dst_now = ops.statuses(dst, [tname for tname, _ in last.values()])
+    src_now = dict(seen.source_status) if seen is not None else {}
+    dst_now = dict(seen.target_status) if seen is not None else {}
+    if ask := [s for s in last if s not in src_now]:
+        with map_imap_errors(ctx.address, ctx.src_server):
+            src_now.update(ops.statuses(src, ask))
+    if ask := [t for t, _ in last.values() if t not in dst_now]:
+        with map_imap_errors(ctx.address, ctx.dst_server):
+            dst_now.update(ops.statuses(dst, ask))
     totals = ctx.state.verified_totals()
     approved_all = ctx.state.approved_refusals_all()
     out: dict[str, FolderReport] = {}
@@ -195,10 +214,21 @@ def unchanged_since_verified(ctx: MailboxContext, src: IMAPClient, dst: IMAPClie
     return out
 
 
-def list_source(ctx: MailboxContext, src: IMAPClient, sname: str, tname: str) -> SourceFolder:
-    """EXAMINE the source folder and read its sizes; on a rollback, without what the forward copy put there."""
+def list_sources(ctx: MailboxContext, src: IMAPClient, pairs: dict[str, str]) -> list[SourceFolder]:
+    """:func:`list_source` of every (source, target) pair, every EXAMINE and FETCH sent before the first answer
+    is read: one round trip for the lot."""
     with map_imap_errors(ctx.address, ctx.src_server):
-        found = ops.sizes(src, sname)
+        found = ops.sizes_many(src, list(pairs))
+    return [list_source(ctx, src, sname, tname, found[sname]) for sname, tname in pairs.items()]
+
+
+def list_source(ctx: MailboxContext, src: IMAPClient, sname: str, tname: str,
+                found: ops.Listing | None = None) -> SourceFolder:
+    """EXAMINE the source folder and read its sizes (unless ``found``: listed already); on a rollback, without
+    what the forward copy put there."""
+    if found is None:
+        with map_imap_errors(ctx.address, ctx.src_server):
+            found = ops.sizes(src, sname)
     listing = ctx.state.without_forward_copies(sname, found.uidvalidity, found.sizes)
     if ctx.direction == "reverse" and ctx.switch.marked and ctx.repair is None:
         # A rollback copies back what reached the target after the switch: nothing the mark saw there
@@ -208,20 +238,30 @@ def list_source(ctx: MailboxContext, src: IMAPClient, sname: str, tname: str) ->
 
 
 def check_quota(ctx: MailboxContext, dst: IMAPClient, folders: list[SourceFolder],
-                target_folders: set[str] | None = None) -> tuple[int, int]:
+                target_folders: set[str] | None = None,
+                listed: dict[str, ops.Listing] | None = None) -> tuple[int, int]:
     """Refuse a copy the target's quota cannot hold; return (messages, bytes) that will really be appended.
 
     Not counted: messages with a twin the ledger knows, and those a target message no ledger row claims will
     take by SHA-256 (pending rows after a crash, every message after a source UIDVALIDITY reset): estimated by
     size, one unclaimed target message of a size per to-do message of that size, from a metadata-only listing
-    of the target folder. An underestimate is caught by the APPEND's own quota answer."""
+    of the target folder (all of them in one round trip), put in ``listed`` for :func:`plan_folder` to use. An
+    underestimate is caught by the APPEND's own quota answer."""
     needed = count = 0
+    lefts = []
     for folder in folders:
         rows = ctx.state.rows(folder.source, folder.uidvalidity)
-        left = [size for uid, size in folder.listing.items() if not (uid in rows and rows[uid].done)]
-        if left and target_folders is not None and folder.target in target_folders:
-            with map_imap_errors(ctx.address, ctx.dst_server):
-                target = ops.sizes(dst, folder.target)
+        lefts.append((folder, rows, [size for uid, size in folder.listing.items() if not (uid in rows and rows[uid].done)]))
+    ask = sorted({f.target for f, _, left in lefts if left and target_folders is not None and f.target in target_folders})
+    found: dict[str, ops.Listing] = {}
+    if ask:
+        with map_imap_errors(ctx.address, ctx.dst_server):
+            found = ops.sizes_many(dst, ask)
+        if listed is not None:
+            listed.update(found)
+    for folder, rows, left in lefts:
+        if folder.target in found:
+            target = found[folder.target]
             # as unknown_twins does: only twins of this source UIDVALIDITY's done rows are taken
             claimed = {r.tgt_uid for r in rows.values() if r.done and r.tgt_uidvalidity == target.uidvalidity}
             unclaimed = Counter(size for uid, size in target.sizes.items() if uid not in claimed)
@@ -249,8 +289,10 @@ def check_quota(ctx: MailboxContext, dst: IMAPClient, folders: list[SourceFolder
     return count, needed
 
 
-def plan_folder(ctx: MailboxContext, dst: IMAPClient, folder: SourceFolder, exists_on_target: bool) -> FolderPlan:
-    """Create the target folder if needed (not in a dry run), list it, and split the source into done and to do.
+def plan_folder(ctx: MailboxContext, dst: IMAPClient, folder: SourceFolder, exists_on_target: bool,
+                listed: ops.Listing | None = None) -> FolderPlan:
+    """Create the target folder if needed (not in a dry run), list it (unless ``listed``: listed earlier in this
+    run, nothing written there since), and split the source into done and to do.
 
     The target UIDs seen here are remembered for the run (an extra copy can only be a UID that came later)."""
     sname, tname, uidvalidity, listing = folder.source, folder.target, folder.uidvalidity, folder.listing
@@ -272,8 +314,10 @@ def plan_folder(ctx: MailboxContext, dst: IMAPClient, folder: SourceFolder, exis
             raise FolderRefused(ctx.address, f"the target refused to create {tname!r} (for {sname!r}): "
                                 f"{exc.detail}", server=ctx.dst_server) from None
         exists_on_target = True
-    with map_imap_errors(ctx.address, ctx.dst_server):
-        target = ops.sizes(dst, tname) if exists_on_target else None
+    target = listed if exists_on_target else None
+    if exists_on_target and target is None:
+        with map_imap_errors(ctx.address, ctx.dst_server):
+            target = ops.sizes(dst, tname)
     tuidv, tlisting = (target.uidvalidity, target.sizes) if target else (None, {})
     if tuidv is not None and not ctx.dry_run:
         ctx.target_before.setdefault((tname, tuidv), frozenset(tlisting))
@@ -301,7 +345,7 @@ def plan_folder(ctx: MailboxContext, dst: IMAPClient, folder: SourceFolder, exis
 
 def unknown_twins(ctx: MailboxContext, dst: IMAPClient, fp: FolderPlan) -> dict[str, list[int]]:
     """Step 2: {SHA-256: [target UID, ...]} of target messages no ledger row claims, of a size some to-do
-    message has (the target folder is the one selected: :func:`plan_folder` listed it last)."""
+    message has."""
     claimed = {r.tgt_uid for r in fp.done.values() if r.tgt_folder == fp.target}
     todo_sizes = {fp.listing[u] for u in fp.todo}
     tlisting = fp.target_sizes
@@ -309,6 +353,9 @@ def unknown_twins(ctx: MailboxContext, dst: IMAPClient, fp: FolderPlan) -> dict[
     pool: dict[str, list[int]] = defaultdict(list)
     if candidates:
         with map_imap_errors(ctx.address, ctx.dst_server):
+            if ops.select(dst, fp.target)[0] != fp.target_uidvalidity:
+                raise ConnectionLost(ctx.address, f"UIDVALIDITY of target {fp.target!r} changed during the copy; "
+                                     "starting over", server=ctx.dst_server)
             for tuid, sha in ops.digests(dst, candidates, tlisting, ctx.batch_messages,
                                          ctx.batch_bytes):
                 pool[sha].append(tuid)

@@ -159,10 +159,11 @@ def describe_difference(sent: bytes, stored: bytes | None) -> str:
 
 
 def check_target_keeps(ctx: MailboxContext, dst: IMAPClient, tname: str, row: MessageRow, sent: bytes) -> None:
-    """Read back at once the first message a run appends (the target folder is selected) and stop the mailbox
-    with :class:`TargetAltersMessages` if the target stored other bytes: nothing more is appended."""
+    """Read back at once the first message a run appends and stop the mailbox with :class:`TargetAltersMessages`
+    if the target stored other bytes: nothing more is appended."""
     with map_imap_errors(ctx.address, ctx.dst_server):
-        dst.noop()  # the EXAMINEd session sees the new UID
+        if ops.select(dst, tname)[0] != row.tgt_uidvalidity:  # EXAMINE (again): the session sees the new UID
+            return  # another folder by now: the verification reads it back as usual
         got = dict(ops.digests(dst, [row.tgt_uid], {row.tgt_uid: row.size}, 1, row.size + 1))  # type: ignore[list-item, dict-item]
         if row.tgt_uid not in got:
             return  # not visible here (yet): the verification reads it back as usual
@@ -183,18 +184,34 @@ def altered(ctx: MailboxContext, tname: str, row: MessageRow, difference: str) -
 
 
 def check_flags_and_dates(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient, fr: FolderReport, sname: str,
-                          tname: str, tuidv: int, pairs: dict[int, int], *, store: bool = True) -> None:
+                          tname: str, tuidv: int, pairs: dict[int, int], *, store: bool = True,
+                          read: tuple[dict, dict] | None = None) -> None:
     """Compare flags (keywords, \\Seen, ...; not \\Recent) and INTERNALDATE of copies this tool APPENDed
     (``pairs``: source UID -> target UID) with their source; a flag difference is repaired with STORE on that
-    copy (never on a message this tool did not put there), a date difference (STORE cannot set it) is reported."""
+    copy (never on a message this tool did not put there), a date difference (STORE cannot set it) is reported.
+    ``read``: (source, target) flags and dates read already (:func:`_list_with_flags`), else asked here."""
     if not pairs:
         return
+    if read is not None:
+        _compare_flags_and_dates(ctx, dst, fr, tname, tuidv, pairs, *read, store=store)
+        return
+    # both sides asked before either answer is read: one round trip
     with map_imap_errors(ctx.address, ctx.src_server):
-        ops.select(src, sname)
-        source = ops.flags_and_dates(src, sorted(pairs))
+        src_sent = ops.examine_flags_and_dates(src, sname, sorted(pairs))
     with map_imap_errors(ctx.address, ctx.dst_server):
-        _reselect(ctx, dst, tname, tuidv)
-        target = ops.flags_and_dates(dst, sorted(pairs.values()))
+        dst_sent = ops.examine_flags_and_dates(dst, tname, sorted(pairs.values()))
+    with map_imap_errors(ctx.address, ctx.src_server):
+        _, source = ops.flags_and_dates_of(src_sent, sorted(pairs))
+    with map_imap_errors(ctx.address, ctx.dst_server):
+        now, target = ops.flags_and_dates_of(dst_sent, sorted(pairs.values()))
+    if now != tuidv:  # nothing read now could count
+        raise ConnectionLost(ctx.address, f"UIDVALIDITY of target {tname!r} changed during the copy; starting over",
+                             server=ctx.dst_server)
+    _compare_flags_and_dates(ctx, dst, fr, tname, tuidv, pairs, source, target, store=store)
+
+
+def _compare_flags_and_dates(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, tname: str, tuidv: int,
+                             pairs: dict[int, int], source: dict, target: dict, *, store: bool) -> None:
     repair: dict[frozenset, list[int]] = defaultdict(list)
     dates: list[str] = []
     for suid, tuid in sorted(pairs.items()):
@@ -241,9 +258,9 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
     here); ``src_snapshot``: the source folder's state as listed, remembered for the delta fast path."""
     a, state, settings = ctx.address, ctx.state, ctx.settings
     listed_before = target is not None
+    flags_read: tuple[dict, dict] | None = None
     if target is None:
-        with map_imap_errors(a, ctx.dst_server):
-            target = ops.sizes(dst, tname)
+        target, flags_read = _list_with_flags(ctx, src, dst, sname, tname, uidvalidity, listing)
     # Digests the concurrent read-back took: only those under the target UIDVALIDITY listed here count.
     early = readback.take(tname, target.uidvalidity) if readback is not None else {}
     tuidv, tlisting = target.uidvalidity, target.sizes
@@ -337,12 +354,34 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
         ours = {u: rows[u].tgt_uid for u in set(trusted) if rows[u].state == "copied" and rows[u].tgt_uid is not None
                 and rows[u].tgt_uidvalidity == tuidv and rows[u].tgt_folder == tname
                 and (not ctx.copied_once or (sname, u) in ctx.copied_now)}
-        check_flags_and_dates(ctx, src, dst, fr, sname, tname, tuidv, ours)  # type: ignore[arg-type]
+        check_flags_and_dates(ctx, src, dst, fr, sname, tname, tuidv, ours, read=flags_read)  # type: ignore[arg-type]
     fr.verified = missing == 0 and not extra and not fr.dates_differ
     fr.skipped = max(0, fr.messages - fr.copied - missing - fr.approved)
     if fr.verified:
         state.remember_snapshot(sname, src_snapshot, target.snapshot, state.totals(sname, uidvalidity)[0])
     return fr
+
+
+def _list_with_flags(ctx: MailboxContext, src: IMAPClient | None, dst: IMAPClient, sname: str, tname: str,
+                     uidvalidity: int, listing: dict[int, int]) -> tuple[ops.Listing, tuple[dict, dict] | None]:
+    """The target folder's listing and, for the flags check, the flags and dates of every copy of ours there
+    and of its source message, asked of both sessions before either answer is read: one round trip. Without
+    a flags check (``verify: size``, no source session): the listing alone."""
+    if src is None or ctx.settings.verify != "readback":
+        with map_imap_errors(ctx.address, ctx.dst_server):
+            return ops.sizes(dst, tname), None
+    rows = ctx.state.rows(sname, uidvalidity)
+    pairs = {u: r.tgt_uid for u, r in rows.items() if u in listing and r.state == "copied" and r.tgt_uid is not None
+             and r.tgt_folder == tname and (not ctx.copied_once or (sname, u) in ctx.copied_now)}
+    with map_imap_errors(ctx.address, ctx.src_server):
+        src_sent = ops.examine_flags_and_dates(src, sname, sorted(pairs))
+    with map_imap_errors(ctx.address, ctx.dst_server):
+        dst_sent = ops.Examining(dst, tname, ops.SIZES + ops.flag_fetches(sorted(pairs.values())))  # type: ignore[arg-type]
+    with map_imap_errors(ctx.address, ctx.src_server):
+        _, source = ops.flags_and_dates_of(src_sent, sorted(pairs))
+    with map_imap_errors(ctx.address, ctx.dst_server):
+        info, datas = dst_sent.read()
+    return ops.listing_of(info, datas[:1]), (source, ops.flags_and_dates_in(datas[1:], pairs.values()))
 
 
 def duplicates(ctx: MailboxContext, dst: IMAPClient, sname: str, tname: str, target: ops.Listing,

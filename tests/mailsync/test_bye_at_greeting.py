@@ -16,6 +16,7 @@ session is relayed as it is. What the copy writes and verifies is on the real se
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import threading
 
@@ -36,9 +37,12 @@ class ImapFront:
     (``at="login"``) get ``answer`` (None: all of them); ``refused`` counts them. TLS with ``cert``/``key``."""
 
     def __init__(self, upstream_host: str, upstream_port: int, upstream_ca: str | None, cert: str, key: str, *,
-                 refuse: int | None, answer: str = BYE, at: str = "greeting") -> None:
+                 refuse: int | None, answer: str = BYE, at: str = "greeting", plain_greeting: bool = False) -> None:
         assert at in ("greeting", "login")
         self.upstream_host, self.upstream_port, self.at = upstream_host, upstream_port, at
+        # plain_greeting: the greeting relayed without its [CAPABILITY ...] (as Gmail's or Exchange's: "* OK ready")
+        self.plain_greeting = plain_greeting
+        self.commands: list[bytes] = []  # the name of every command clients sent (relayed ones), in order
         self.refuse, self.refused, self.answer = refuse, 0, answer.encode()
         self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._tls.load_cert_chain(cert, key)
@@ -72,6 +76,9 @@ class ImapFront:
                 return
             up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port,
                                                                  ssl=self._up_tls)
+            if self.plain_greeting:
+                greeting = await up_reader.readline()
+                writer.write(re.sub(rb"\[CAPABILITY [^]]*\] ?", b"", greeting))
             down = asyncio.ensure_future(self._pipe(up_reader, writer))
             try:
                 await self._commands(reader, up_writer, writer)
@@ -87,10 +94,16 @@ class ImapFront:
                         client: asyncio.StreamWriter) -> None:
         """The client's side: watched line by line until a LOGIN/AUTHENTICATE goes through, then relayed as is."""
         watching = self.at == "login"
+        prefix = None  # imaplib's tags: 4 letters (the session's own) then a number
         while True:
             data = await (reader.readline() if watching else reader.read(65536))
             if not data:
                 return
+            for line in data.split(b"\r\n"):
+                found = re.match(rb"([A-Z]{4})\d+ (?:UID )?([A-Za-z]+)", line)
+                if found and prefix in (None, found.group(1)):
+                    prefix = found.group(1)
+                    self.commands.append(found.group(2).upper())
             if watching:
                 tag, _, rest = data.partition(b" ")
                 if rest.split(b" ", 1)[0].strip().upper() in (b"LOGIN", b"AUTHENTICATE"):
@@ -123,11 +136,12 @@ def gate(sandbox_env):
     Dovecot, and the plan with the target's IMAP port moved to it."""
     box, opened = sandbox_env.sandbox, []
 
-    def open_(plan, refuse: int | None, answer: str = BYE, at: str = "greeting"):
+    def open_(plan, refuse: int | None, answer: str = BYE, at: str = "greeting", plain_greeting: bool = False):
         dovecot = box.dovecots["infocert"]
         imap = plan.target.imap
         g = ImapFront(imap.host, imap.port, str(plan.target.ca_bundle) if plan.target.ca_bundle else None,
-                      str(dovecot.cert), str(dovecot.key), refuse=refuse, answer=answer, at=at)
+                      str(dovecot.cert), str(dovecot.key), refuse=refuse, answer=answer, at=at,
+                      plain_greeting=plain_greeting)
         opened.append(g)
         target = plan.target.model_copy(update={"imap": imap.model_copy(update={"port": g.port})})
         return g, plan.model_copy(update={"target": target})
@@ -224,3 +238,27 @@ def test_a_refused_login_is_throttled_then_the_copy_backs_off_and_finishes(imap_
     source = imap_view.digests(imap_view.snapshot(sandbox_env, "source", mb.address))
     held = [n for folder in target.values() for n in folder.values()]
     assert target == source and sum(held) == 8 and set(held) == {1}, target
+
+
+@pytest.mark.parametrize("plain_greeting", [False, True])
+def test_capabilities_from_the_greeting_or_asked_and_an_unchanged_delta_asks_little(
+        imap_view, sandbox_env, make_mailbox, plan_for, gate, plain_greeting) -> None:
+    """The copy takes the capabilities a greeting announces (Dovecot's ``* OK [CAPABILITY ...]``) instead of asking
+    CAPABILITY, and asks when the greeting has none (``* OK ready``, as Gmail or Exchange greet): the copy is the
+    same either way. A delta of a mailbox nothing changed in sends, after the LOGIN, only NAMESPACE, LIST and one
+    STATUS per folder (pipelined: one round trip), then LOGOUT: no EXAMINE, no FETCH, nothing appended."""
+    mb = make_mailbox(messages=6)
+    g, plan = gate(plan_for(), refuse=0, plain_greeting=plain_greeting)
+    first = copy_mailboxes(plan, [mb]).mailboxes[0]
+    assert first.verified and first.copied == 6, first.as_row()
+    assert imap_view.digests(imap_view.snapshot(sandbox_env, "target", mb.address)) == \
+        imap_view.digests(imap_view.snapshot(sandbox_env, "source", mb.address))
+    asked = g.commands.count(b"CAPABILITY")
+    assert (asked > 0) == plain_greeting, (plain_greeting, g.commands)
+
+    g.commands.clear()
+    again = copy_mailboxes(plan, [mb]).mailboxes[0]
+    assert again.verified and again.copied == 0, again.as_row()
+    sent = [c for c in g.commands if c != b"CAPABILITY"]
+    assert sent[:3] == [b"LOGIN", b"NAMESPACE", b"LIST"] and sent[-1] == b"LOGOUT", g.commands
+    assert set(sent[3:-1]) == {b"STATUS"} and len(sent[3:-1]) == first.folders, g.commands
