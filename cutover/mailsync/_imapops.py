@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Iterator
@@ -100,6 +101,24 @@ def logout(client: IMAPClient) -> None:
             pass
 
 
+@contextmanager
+def corked(client: IMAPClient) -> Iterator[None]:
+    """Commands sent inside go out together, in one write (one TLS record, one segment) when the block ends:
+    for pipelined commands without literals only (a literal waits for the server's continuation)."""
+    imap = client._imap
+    if "send" in vars(imap):  # corked already (an outer block sends it all, in order)
+        yield
+        return
+    parts: list[bytes] = []
+    imap.send = parts.append  # the instance's own send, in front of the class's
+    try:
+        yield
+    finally:
+        del imap.send
+    if parts:
+        imap.send(b"".join(parts))
+
+
 def hang_up(*clients: IMAPClient | None) -> None:
     """LOGOUT every session without waiting for the answers, then close it: no round trip at the end of a
     mailbox. The server acts on the LOGOUT as it reads it (everything before it was answered already: every
@@ -160,15 +179,17 @@ class Examining:
     def __init__(self, client: IMAPClient, folder: str, fetches: list[tuple[str, str]]) -> None:
         imap = client._imap
         self.client, self.folder = client, folder
-        self._examine = imap._command("EXAMINE", client._normalise_folder(folder))
-        state, imap.state = imap.state, "SELECTED"  # imaplib sends UID only in SELECTED: it will be, by then
-        try:
-            self._fetches = [imap._command("UID", "FETCH", uid_set, items) for uid_set, items in fetches]
-        finally:
-            imap.state = state
+        with corked(client):
+            self._examine = imap._command("EXAMINE", client._normalise_folder(folder))
+            state, imap.state = imap.state, "SELECTED"  # imaplib sends UID only in SELECTED: it will be, by then
+            try:
+                self._fetches = [imap._command("UID", "FETCH", uid_set, items) for uid_set, items in fetches]
+            finally:
+                imap.state = state
 
     def read(self) -> tuple[dict, list[dict[int, dict]]]:
-        """(EXAMINE's answer as imapclient's ``select_folder`` gives it, [{uid: {item: value}} per FETCH]); every answer
+        """(EXAMINE's answer as imapclient's ``select_folder`` gives it, [{uid: {item: value}}], every FETCH's items
+        of a UID merged); every answer
         is read before a refusal is raised, so the session stays in step. A FETCH refused in an empty folder
         (``1:*`` where there is no message) is an empty answer."""
         client, imap = self.client, self.client._imap
@@ -177,19 +198,20 @@ class Examining:
         info = client._process_select_response(imap.untagged_responses) if typ == "OK" else {}
         imap.state = "SELECTED" if typ == "OK" else "AUTH"
         imap.is_readonly = True  # as imaplib's select(readonly=True) leaves it: [READ-ONLY] is expected
-        raws: list[list] = []
+        imap.untagged_responses.pop("FETCH", None)
         refused: str | None = None
         for tag in self._fetches:
-            imap.untagged_responses.pop("FETCH", None)
             ftyp, fsaid = _answer(imap, "UID", tag)
-            raws.append([d for d in imap.untagged_responses.pop("FETCH", []) if d is not None])
             if ftyp != "OK" and refused is None:
                 refused = f"fetch failed: {_words(fsaid)}"
+        # A server may run pipelined FETCHes at once (Dovecot does): their answers interleave, so they are read
+        # together and merged by UID, never told apart by which command they came before.
+        raw = [d for d in imap.untagged_responses.pop("FETCH", []) if d is not None]
         if typ != "OK":
             raise IMAPClientError(f"select failed: {_words(said)}")
         if refused is not None and int(info.get(b"EXISTS", 0)):
             raise IMAPClientError(refused)
-        return info, [parse_fetch_response(raw, client.normalise_times, True) if raw else {} for raw in raws]
+        return info, [parse_fetch_response(raw, client.normalise_times, True) if raw else {}]
 
 
 def _answer(imap, name: str, tag: bytes) -> tuple[str, list]:
@@ -224,7 +246,8 @@ def sizes(client: IMAPClient, folder: str) -> Listing:
 def sizes_many(client: IMAPClient, folders: list[str]) -> dict[str, Listing]:
     """:func:`sizes` of every folder, all sent before the first answer is read: one round trip for all. Every
     answer is read before a refusal is raised."""
-    sent = [Examining(client, folder, SIZES) for folder in folders]
+    with corked(client):
+        sent = [Examining(client, folder, SIZES) for folder in folders]
     out: dict[str, Listing] = {}
     failed: Exception | None = None
     for one in sent:
@@ -298,7 +321,9 @@ def statuses(client: IMAPClient, folders: list[str]) -> dict[str, list[int] | No
 
     Every answer is read before a refusal is raised (as ``folder_status`` would), so the session stays in step."""
     client._imap.untagged_responses.pop("STATUS", None)
-    out, refused = _read_statuses(client, _send_statuses(client, folders))
+    with corked(client):
+        sent = _send_statuses(client, folders)
+    out, refused = _read_statuses(client, sent)
     if refused is not None:
         raise IMAPClientError(refused)
     return out
@@ -310,24 +335,55 @@ def _send_statuses(client: IMAPClient, folders: list[str]) -> list[tuple[str, by
 
 
 def _read_statuses(client: IMAPClient, sent: list[tuple[str, bytes]]) -> tuple[dict[str, list[int] | None], str | None]:
-    """The answers to :func:`_send_statuses`, in order; a refused folder is None and the first refusal's words
-    are returned with them."""
+    """The answers to :func:`_send_statuses`; a refused folder (or one whose answer cannot be read) is None and
+    the first refusal's words are returned with them. A server may run pipelined STATUS commands at once, so
+    each answer is matched to its folder by the name it carries, never by its place among the others."""
     imap = client._imap
+    answers = [(folder, _answer(imap, "STATUS", tag)) for folder, tag in sent]
+    seen = _statuses_by_name(client, imap.untagged_responses.pop("STATUS", []))
     out: dict[str, list[int] | None] = {}
     refused: str | None = None
-    for folder, tag in sent:
-        typ, said = _answer(imap, "STATUS", tag)
-        data = imap.untagged_responses.pop("STATUS", [])
-        if typ != "OK" or not data:
+    for folder, (typ, said) in answers:
+        out[folder] = seen.get(folder) if typ == "OK" else None
+        if typ != "OK":
             refused = refused or f"status failed: {_words(said)}"
-            out[folder] = None
+    return out, refused
+
+
+def _statuses_by_name(client: IMAPClient, data: list) -> dict[str, list[int] | None]:
+    """{folder: (UIDVALIDITY, UIDNEXT, MESSAGES)} from untagged STATUS answers (``"name" (items)``, or the name
+    as a literal: imaplib keeps ``(b'{n}', name)`` then the rest of the line as the next entry)."""
+    out: dict[str, list[int] | None] = {}
+    items = iter(data)
+    for said in items:
+        if isinstance(said, tuple):
+            name, rest = said[1], next(items, b"")
+        elif isinstance(said, bytes) and (found := _STATUS_NAME.match(said)):
+            name, rest = found.group(1), said[found.end(1):]
+            name = _unquote(name) if name.startswith(b'"') else name
+        else:
             continue
+        folder = decode_utf7(name) if client.folder_encode else name.decode("utf-8", "replace")
         try:
-            items = dict(as_pairs(parse_response(data[-1:])[-1]))
-            out[folder] = [int(items[b"UIDVALIDITY"]), int(items[b"UIDNEXT"]), int(items[b"MESSAGES"])]
+            got = _status_items(rest)
+            out[folder] = [int(got[b"UIDVALIDITY"]), int(got[b"UIDNEXT"]), int(got[b"MESSAGES"])]
         except (KeyError, TypeError, ValueError, IndexError, ProtocolError):
             out[folder] = None
-    return out, refused
+    return out
+
+
+_STATUS_NAME = re.compile(rb'\s*("(?:[^"\\]|\\.)*"|[^\s"(){]+)')
+_STATUS_TAIL = re.compile(rb"\(([A-Za-z0-9 -]*)\)\s*$")
+
+
+def _status_items(said) -> dict[bytes, bytes]:
+    """{item: value} of one STATUS answer (``"name" (UIDVALIDITY 1 UIDNEXT 5 MESSAGES 4)``): the numbers by a
+    regular expression (imapclient's general parser costs a mailbox's survey most of its CPU), the general
+    parser for anything else (a name sent as a literal)."""
+    if isinstance(said, bytes) and (found := _STATUS_TAIL.search(said)):
+        words = found.group(1).split()
+        return {words[i].upper(): words[i + 1] for i in range(0, len(words) - 1, 2)}
+    return {k.upper() if isinstance(k, bytes) else k: str(v).encode() for k, v in as_pairs(parse_response([said])[-1])}
 
 
 @dataclass(frozen=True)
@@ -350,9 +406,11 @@ class SurveySent:
         for name in ("NAMESPACE", "LIST", "STATUS"):
             imap.untagged_responses.pop(name, None)
         self.client = client
-        self._namespace = imap._command("NAMESPACE") if client.has_capability("NAMESPACE") else None
-        self._list = imap._command("LIST", client._normalise_folder(""), client._normalise_folder("*"))
-        self._status = _send_statuses(client, status_of)
+        has_namespace = client.has_capability("NAMESPACE")
+        with corked(client):
+            self._namespace = imap._command("NAMESPACE") if has_namespace else None
+            self._list = imap._command("LIST", client._normalise_folder(""), client._normalise_folder("*"))
+            self._status = _send_statuses(client, status_of)
 
     def read(self) -> Survey:
         client, imap = self.client, self.client._imap
@@ -365,13 +423,42 @@ class SurveySent:
             else:
                 refused.append(f"namespace failed: {_words(data)}")
         typ, data = imap._untagged_response(*imap._command_complete("LIST", self._list), "LIST")
-        folders = from_list(client._proc_folder_list(data)) if typ == "OK" else []
+        folders = from_list(_folder_list(client, data)) if typ == "OK" else []
         if typ != "OK":
             refused.append(f"list failed: {_words(data)}")
         status, _ = _read_statuses(client, self._status)
         if refused:
             raise IMAPClientError(refused[0])
         return Survey(folders, prefix, status)
+
+
+_LIST_LINE = re.compile(rb'\(([^()]*)\) (NIL|"(?:[^"\\]|\\.)*") ("(?:[^"\\]|\\.)*"|[^\s"(){]+)\s*$', re.I)
+
+
+def _folder_list(client: IMAPClient, data: list) -> list[tuple]:
+    """LIST answers as imapclient's ``list_folders()`` rows (flags, delimiter, name): the usual one-line answers
+    by a regular expression, anything else (a name sent as a literal) by imapclient's parser."""
+    out: list[tuple] = []
+    for item in data:
+        if item in (b"", None):
+            continue
+        found = _LIST_LINE.match(item) if isinstance(item, bytes) else None
+        if found is None:
+            out.extend(client._proc_folder_list([item]))
+            continue
+        flags, delim, name = found.groups()
+        delim = None if delim.upper() == b"NIL" else _unquote(delim)
+        if name.startswith(b'"'):
+            name = _unquote(name)
+        elif name.isdigit():  # an unquoted number is a name too (imapclient's parser reads it as an int)
+            out.append((tuple(flags.split()), delim, name.decode()))
+            continue
+        out.append((tuple(flags.split()), delim, decode_utf7(name) if client.folder_encode else name))
+    return out
+
+
+def _unquote(quoted: bytes) -> bytes:
+    return re.sub(rb"\\(.)", rb"\1", quoted[1:-1])
 
 
 def _words(data: list) -> str:
@@ -597,8 +684,9 @@ def create_folders(client: IMAPClient, names: list[str]) -> dict[str, Listing]:
     trip for all. Returns the listing of each folder the server created; a refusal is left to the caller
     (:func:`create_folder` asks again, one by one, and says why)."""
     imap = client._imap
-    sent = [(name, imap._command("CREATE", client._normalise_folder(name))) for name in names]
-    listing = [Examining(client, name, SIZES) for name in names]
+    with corked(client):
+        sent = [(name, imap._command("CREATE", client._normalise_folder(name))) for name in names]
+        listing = [Examining(client, name, SIZES) for name in names]
     made = {name for name, tag in sent if _answer(imap, "CREATE", tag)[0] == "OK"}
     out: dict[str, Listing] = {}
     for one in listing:

@@ -381,7 +381,7 @@ def _list_with_flags(ctx: MailboxContext, src: IMAPClient | None, dst: IMAPClien
         _, source = ops.flags_and_dates_of(src_sent, sorted(pairs))
     with map_imap_errors(ctx.address, ctx.dst_server):
         info, datas = dst_sent.read()
-    return ops.listing_of(info, datas[:1]), (source, ops.flags_and_dates_in(datas[1:], pairs.values()))
+    return ops.listing_of(info, datas), (source, ops.flags_and_dates_in(datas, pairs.values()))
 
 
 def duplicates(ctx: MailboxContext, dst: IMAPClient, sname: str, tname: str, target: ops.Listing,

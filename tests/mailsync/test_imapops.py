@@ -53,3 +53,42 @@ def test_other_limits_are_not_too_large(text: bytes, kind: type) -> None:
 @pytest.mark.parametrize("text", QUOTA)
 def test_quota_wins(text: bytes) -> None:
     assert type(_classify(text)) is QuotaExceeded
+
+
+LIST_ANSWERS = [
+    b'(\\HasNoChildren) "/" "INBOX"', b'(\\HasChildren \\Noselect) "." "Archivio.2021"', b'() "/" Bozze',
+    b'(\\HasNoChildren) "/" "Archivio/2023/Societ&AOA- e Comunicazioni"', b'(\\HasNoChildren) NIL "a\\"b\\\\c"',
+    b'(\\Sent \\HasNoChildren) "/" "Posta inviata"', b'(\\HasNoChildren) "/" 2021', b'(\\Marked) "/" "&AMA- (1)"',
+    (b'(\\HasNoChildren) "/" {5}', b'we"ir'), b'',
+]
+
+
+@pytest.mark.parametrize("folder_encode", [True, False])
+def test_the_fast_list_and_status_readers_agree_with_imapclient(folder_encode) -> None:
+    """The survey reads LIST and STATUS answers with regular expressions (imapclient's general parser was most
+    of an unchanged mailbox's CPU): the rows must be exactly imapclient's, literals included."""
+    from types import SimpleNamespace
+
+    from imapclient import IMAPClient
+
+    from cutover.mailsync._imapops import _folder_list, _status_items
+    client = SimpleNamespace(folder_encode=folder_encode)
+    client._proc_folder_list = lambda d: IMAPClient._proc_folder_list(client, d)
+    assert _folder_list(client, LIST_ANSWERS) == IMAPClient._proc_folder_list(client, LIST_ANSWERS)
+    for said in (b'"INBOX" (UIDVALIDITY 17 UIDNEXT 5 MESSAGES 4)', b' (MESSAGES 4 UIDNEXT 5 UIDVALIDITY 17)',
+                 b'Bozze (uidvalidity 17 uidnext 5 messages 4)'):
+        items = _status_items(said)
+        assert [int(items[k]) for k in (b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES")] == [17, 5, 4], said
+
+
+def test_status_answers_are_matched_by_the_name_they_carry_not_by_their_order() -> None:
+    """A server may run pipelined STATUS commands at once (their answers come in any order): each answer goes
+    to the folder it names, a literal name included; a folder without an answer is None (the full path)."""
+    from types import SimpleNamespace
+
+    from cutover.mailsync._imapops import _statuses_by_name
+    said = [b'"Posta inviata" (UIDVALIDITY 9 UIDNEXT 1 MESSAGES 0)', (b'{5}', b'we"ir'),
+            b' (UIDVALIDITY 1 UIDNEXT 2 MESSAGES 3)', b'INBOX (MESSAGES 4 UIDNEXT 5 UIDVALIDITY 17)',
+            b'"Archivio/2023/Societ&AOA- e \\"C\\"" (UIDVALIDITY 5 UIDNEXT 6 MESSAGES 7)']
+    assert _statuses_by_name(SimpleNamespace(folder_encode=True), said) == {
+        "Posta inviata": [9, 1, 0], 'we"ir': [1, 2, 3], "INBOX": [17, 5, 4], 'Archivio/2023/Società e "C"': [5, 6, 7]}
