@@ -496,7 +496,27 @@ def plan_batches(uids: Iterable[int], size_of: dict[int, int], max_messages: int
 
 def fetch_messages(client: IMAPClient, uids: list[int]) -> list[Fetched]:
     """Fetch exact bytes, flags and INTERNALDATE of ``uids`` in the selected folder (vanished UIDs are absent)."""
-    data = client.fetch(uids, FETCH_ITEMS)
+    return _fetched(client, client.fetch(uids, FETCH_ITEMS), uids)
+
+
+def examine_and_fetch(client: IMAPClient, folder: str, uids: list[int]) -> tuple[int, list[Fetched]]:
+    """EXAMINE ``folder`` and :func:`fetch_messages` of ``uids`` there, in one round trip: (UIDVALIDITY, messages).
+    The caller checks the UIDVALIDITY before using anything fetched."""
+    info, datas = Examining(client, folder, [(s, "(" + " ".join(FETCH_ITEMS) + ")") for s in uid_sets(uids)]).read()
+    return int(info[b"UIDVALIDITY"]), _fetched(client, datas[0], uids)
+
+
+def examine_and_digest(client: IMAPClient, folder: str, uid: int) -> tuple[int, str | None]:
+    """EXAMINE ``folder`` and the SHA-256 of message ``uid`` there (None: not there), in one round trip."""
+    info, datas = Examining(client, folder, [(str(uid), "(BODY.PEEK[])")]).read()
+    item = datas[0].get(uid)
+    if item is None or b"BODY[]" not in item:
+        return int(info[b"UIDVALIDITY"]), None
+    exact = _exact_bodies(client, {uid: item[b"BODY[]"]})
+    return int(info[b"UIDVALIDITY"]), hashlib.sha256(exact.get(uid, (item[b"BODY[]"],))[0]).hexdigest()
+
+
+def _fetched(client: IMAPClient, data: dict, uids: list[int]) -> list[Fetched]:
     exact = _exact_bodies(client, {u: v[b"BODY[]"] for u, v in data.items() if b"BODY[]" in v})
     out = []
     for uid in uids:

@@ -58,17 +58,21 @@ def fetch_pipeline(ctx: MailboxContext, src: IMAPClient, folder: str, uidvalidit
     def reader() -> None:
         try:
             with map_imap_errors(ctx.address, ctx.src_server):
-                now_uidvalidity, _ = ops.select(src, folder)
-                if now_uidvalidity != uidvalidity:
-                    raise ConnectionLost(ctx.address, f"UIDVALIDITY of {folder!r} changed during the copy; starting over",
-                                         server=ctx.src_server)
                 rate = rate_limit(ctx.src_provider)
-                for batch in batches:
+                for i, batch in enumerate(batches):
                     if stop.is_set():
                         return
                     if rate is not None:  # the provider's messages/s and bytes/s, shared by every session
                         rate.take(len(batch), sum(listing.get(u, 0) for u in batch))
-                    put(ops.fetch_messages(src, batch))
+                    if i:
+                        put(ops.fetch_messages(src, batch))
+                        continue
+                    # the folder opened and the first batch asked in one round trip
+                    now_uidvalidity, fetched = ops.examine_and_fetch(src, folder, batch)
+                    if now_uidvalidity != uidvalidity:
+                        raise ConnectionLost(ctx.address, f"UIDVALIDITY of {folder!r} changed during the copy; "
+                                             "starting over", server=ctx.src_server)
+                    put(fetched)
             put(_END)
         except BaseException as exc:  # handed to the consumer, raised there
             put(exc)

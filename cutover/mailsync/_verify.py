@@ -162,12 +162,11 @@ def check_target_keeps(ctx: MailboxContext, dst: IMAPClient, tname: str, row: Me
     """Read back at once the first message a run appends and stop the mailbox with :class:`TargetAltersMessages`
     if the target stored other bytes: nothing more is appended."""
     with map_imap_errors(ctx.address, ctx.dst_server):
-        if ops.select(dst, tname)[0] != row.tgt_uidvalidity:  # EXAMINE (again): the session sees the new UID
-            return  # another folder by now: the verification reads it back as usual
-        got = dict(ops.digests(dst, [row.tgt_uid], {row.tgt_uid: row.size}, 1, row.size + 1))  # type: ignore[list-item, dict-item]
-        if row.tgt_uid not in got:
-            return  # not visible here (yet): the verification reads it back as usual
-        if got[row.tgt_uid] == row.sha256:
+        # EXAMINE (again: the session sees the new UID) and read it, in one round trip
+        now, digest = ops.examine_and_digest(dst, tname, row.tgt_uid)  # type: ignore[arg-type]
+        if now != row.tgt_uidvalidity or digest is None:
+            return  # another folder by now, or not visible here (yet): the verification reads it back as usual
+        if digest == row.sha256:
             ctx.state.mark_verified(row.src_folder, row.src_uidvalidity, [row.src_uid])
             return
         stored = dst.fetch([row.tgt_uid], ["BODY.PEEK[]"]).get(row.tgt_uid, {}).get(b"BODY[]")
