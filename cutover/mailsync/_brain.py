@@ -95,11 +95,13 @@ class MailboxBrain:
         for sname, tname in mailbox.mapping.items():
             if sname in unchanged:
                 folder_reports.append(unchanged[sname])
-        listings = list_sources(ctx, src, {s: t for s, t in mailbox.mapping.items() if s not in unchanged})
+        copying = not ctx.dry_run and not ctx.verify_only
+        listings, target_seen = list_sources(ctx, src, {s: t for s, t in mailbox.mapping.items() if s not in unchanged},
+                                             dst if copying else None, dst_names)
 
         listed: dict[str, ops.Listing] = {}  # target folders check_quota listed, for plan_folder
         if not ctx.dry_run and not ctx.verify_only:
-            count, nbytes = check_quota(ctx, dst, listings, dst_names, listed)
+            count, nbytes = check_quota(ctx, dst, listings, dst_names, listed, target_seen)
             if not ctx.copied_once and (absent := sorted({f.target for f in listings} - dst_names)):
                 # every missing target folder made and listed in one round trip (a refusal is retried, and
                 # reported, by plan_folder); after the switch a folder the member deleted is not made again

@@ -246,18 +246,61 @@ def sizes(client: IMAPClient, folder: str) -> Listing:
 def sizes_many(client: IMAPClient, folders: list[str]) -> dict[str, Listing]:
     """:func:`sizes` of every folder, all sent before the first answer is read: one round trip for all. Every
     answer is read before a refusal is raised."""
-    with corked(client):
-        sent = [Examining(client, folder, SIZES) for folder in folders]
-    out: dict[str, Listing] = {}
-    failed: Exception | None = None
-    for one in sent:
-        try:
-            out[one.folder] = listing_of(*one.read())
-        except IMAPClientError as exc:
-            failed = failed or exc
-    if failed is not None:
-        raise failed
-    return out
+    return Listings(client, folders).read()[0]
+
+
+class Listings:
+    """:func:`sizes` of every one of ``folders`` and, with ``quota``, the INBOX quota root's free storage
+    (GETQUOTAROOT, when the server offers QUOTA), all sent now; :meth:`read` reads them. Sent on both sessions
+    before either is read, a mailbox's listings cost one round trip."""
+
+    def __init__(self, client: IMAPClient, folders: list[str], *, quota: bool = False) -> None:
+        self.client = client
+        ask_quota = quota and client.has_capability("QUOTA")  # asked before corking: it may need an answer
+        with corked(client):
+            self._sent = [Examining(client, folder, SIZES) for folder in folders]
+            self._quota = client._imap._command("GETQUOTAROOT", client._normalise_folder("INBOX")) if ask_quota else None
+
+    def read(self) -> tuple[dict[str, Listing], int | None]:
+        """({folder: listing}, free bytes on the quota or None); every answer is read before a refusal is raised."""
+        out: dict[str, Listing] = {}
+        failed: Exception | None = None
+        for one in self._sent:
+            try:
+                out[one.folder] = listing_of(*one.read())
+            except IMAPClientError as exc:
+                failed = failed or exc
+        free: int | None = None
+        if self._quota is not None:
+            imap = self.client._imap
+            for name in ("QUOTA", "QUOTAROOT"):
+                imap.untagged_responses.pop(name, None)
+            typ, _ = _answer(imap, "GETQUOTAROOT", self._quota)
+            quotas = imap.untagged_responses.pop("QUOTA", [])
+            imap.untagged_responses.pop("QUOTAROOT", None)
+            free = _storage_free(quotas) if typ == "OK" else None  # refused: the APPEND answer will tell
+        if failed is not None:
+            raise failed
+        return out, free
+
+
+_QUOTA_LIST = re.compile(rb"\(([^()]*)\)\s*$")
+
+
+def _storage_free(quotas: list) -> int | None:
+    """Free bytes from untagged QUOTA answers (``"root" (STORAGE usage limit ...)``, RFC 2087: units of 1024
+    octets); the smallest over the roots, None without a STORAGE resource."""
+    free: int | None = None
+    for said in quotas:
+        found = _QUOTA_LIST.search(said) if isinstance(said, bytes) else None
+        if found is None:
+            continue
+        words = found.group(1).split()
+        for i in range(0, len(words) - 2, 3):
+            if words[i].upper() == b"STORAGE" and words[i + 1].isdigit() and words[i + 2].isdigit():
+                left = max(0, (int(words[i + 2]) - int(words[i + 1])) * 1024)
+                free = left if free is None else min(free, left)
+    return free
 
 
 def uid_sets(uids: list[int], per_set: int = 1000) -> list[str]:
@@ -516,6 +559,14 @@ def examine_and_digest(client: IMAPClient, folder: str, uid: int) -> tuple[int, 
     return int(info[b"UIDVALIDITY"]), hashlib.sha256(exact.get(uid, (item[b"BODY[]"],))[0]).hexdigest()
 
 
+def digests_in(client: IMAPClient, data: dict, uids: list[int]) -> dict[int, str]:
+    """{uid: SHA-256} of the ``BODY[]`` of ``uids`` in a FETCH answer (the original bytes, see
+    :func:`_exact_bodies`; the folder they are in must be the one selected)."""
+    bodies = {u: data[u][b"BODY[]"] for u in uids if u in data and b"BODY[]" in data[u]}
+    exact = _exact_bodies(client, bodies)
+    return {u: hashlib.sha256(exact.get(u, (body,))[0]).hexdigest() for u, body in bodies.items()}
+
+
 def _fetched(client: IMAPClient, data: dict, uids: list[int]) -> list[Fetched]:
     exact = _exact_bodies(client, {u: v[b"BODY[]"] for u, v in data.items() if b"BODY[]" in v})
     out = []
@@ -688,15 +739,7 @@ _NOT_THE_MESSAGE = re.compile(r"\[(?:TRYCREATE|SERVERBUG|NONEXISTENT|NOPERM|UNAV
 
 def quota_free(client: IMAPClient) -> int | None:
     """Free storage in bytes on the INBOX quota root, or None when the server offers no QUOTA."""
-    if not client.has_capability("QUOTA"):
-        return None
-    _, quotas = client.get_quota_root("INBOX")
-    free: int | None = None
-    for q in quotas:
-        if str(q.resource).upper() == "STORAGE":
-            left = max(0, (int(q.limit) - int(q.usage)) * 1024)  # RFC 2087: units of 1024 octets
-            free = left if free is None else min(free, left)
-    return free
+    return Listings(client, [], quota=True).read()[1]
 
 
 def create_folders(client: IMAPClient, names: list[str]) -> dict[str, Listing]:

@@ -214,12 +214,32 @@ def unchanged_since_verified(ctx: MailboxContext, src: IMAPClient, dst: IMAPClie
     return out
 
 
-def list_sources(ctx: MailboxContext, src: IMAPClient, pairs: dict[str, str]) -> list[SourceFolder]:
-    """:func:`list_source` of every (source, target) pair, every EXAMINE and FETCH sent before the first answer
-    is read: one round trip for the lot."""
+def list_sources(ctx: MailboxContext, src: IMAPClient, pairs: dict[str, str], dst: IMAPClient | None = None,
+                 target_folders: set[str] | None = None) -> tuple[list[SourceFolder], TargetSeen | None]:
+    """:func:`list_source` of every (source, target) pair and, with ``dst`` (a copy), the listing of each of their
+    target folders that exists and the target's free quota, for :func:`check_quota`: every EXAMINE, FETCH and
+    GETQUOTAROOT sent on both sessions before the first answer is read, one round trip for the lot."""
     with map_imap_errors(ctx.address, ctx.src_server):
-        found = ops.sizes_many(src, list(pairs))
-    return [list_source(ctx, src, sname, tname, found[sname]) for sname, tname in pairs.items()]
+        src_sent = ops.Listings(src, list(pairs))
+    dst_sent = None
+    if dst is not None and pairs:  # nothing changed on the source: nothing to ask the target either
+        with map_imap_errors(ctx.address, ctx.dst_server):
+            dst_sent = ops.Listings(dst, sorted({t for t in pairs.values() if t in (target_folders or ())}), quota=True)
+    with map_imap_errors(ctx.address, ctx.src_server):
+        found, _ = src_sent.read()
+    seen = None
+    if dst_sent is not None:
+        with map_imap_errors(ctx.address, ctx.dst_server):
+            seen = TargetSeen(*dst_sent.read())
+    return [list_source(ctx, src, sname, tname, found[sname]) for sname, tname in pairs.items()], seen
+
+
+@dataclass(frozen=True)
+class TargetSeen:
+    """The target folders listed with the source folders (:func:`list_sources`) and the target's free quota."""
+
+    listings: dict[str, ops.Listing]
+    free: int | None
 
 
 def list_source(ctx: MailboxContext, src: IMAPClient, sname: str, tname: str,
@@ -239,14 +259,14 @@ def list_source(ctx: MailboxContext, src: IMAPClient, sname: str, tname: str,
 
 def check_quota(ctx: MailboxContext, dst: IMAPClient, folders: list[SourceFolder],
                 target_folders: set[str] | None = None,
-                listed: dict[str, ops.Listing] | None = None) -> tuple[int, int]:
+                listed: dict[str, ops.Listing] | None = None, seen: TargetSeen | None = None) -> tuple[int, int]:
     """Refuse a copy the target's quota cannot hold; return (messages, bytes) that will really be appended.
 
     Not counted: messages with a twin the ledger knows, and those a target message no ledger row claims will
     take by SHA-256 (pending rows after a crash, every message after a source UIDVALIDITY reset): estimated by
     size, one unclaimed target message of a size per to-do message of that size, from a metadata-only listing
-    of the target folder (all of them in one round trip), put in ``listed`` for :func:`plan_folder` to use. An
-    underestimate is caught by the APPEND's own quota answer."""
+    of the target folder (all of them in one round trip, or ``seen`` already), put in ``listed`` for
+    :func:`plan_folder` to use. An underestimate is caught by the APPEND's own quota answer."""
     needed = count = 0
     lefts = []
     for folder in folders:
@@ -254,11 +274,13 @@ def check_quota(ctx: MailboxContext, dst: IMAPClient, folders: list[SourceFolder
         lefts.append((folder, rows, [size for uid, size in folder.listing.items() if not (uid in rows and rows[uid].done)]))
     ask = sorted({f.target for f, _, left in lefts if left and target_folders is not None and f.target in target_folders})
     found: dict[str, ops.Listing] = {}
-    if ask:
+    if seen is not None:
+        found = {t: seen.listings[t] for t in ask if t in seen.listings}
+    if ask := [t for t in ask if t not in found]:
         with map_imap_errors(ctx.address, ctx.dst_server):
-            found = ops.sizes_many(dst, ask)
-        if listed is not None:
-            listed.update(found)
+            found.update(ops.sizes_many(dst, ask))
+    if listed is not None:
+        listed.update(found)
     for folder, rows, left in lefts:
         if folder.target in found:
             target = found[folder.target]
@@ -276,13 +298,16 @@ def check_quota(ctx: MailboxContext, dst: IMAPClient, folders: list[SourceFolder
         count += len(left)
     if not needed:
         return count, needed
-    with map_imap_errors(ctx.address, ctx.dst_server):
-        try:
-            free = ops.quota_free(dst)
-        except MailboxError:
-            raise
-        except Exception:  # GETQUOTAROOT refused: the APPEND answer will tell
-            free = None
+    if seen is not None:
+        free = seen.free
+    else:
+        with map_imap_errors(ctx.address, ctx.dst_server):
+            try:
+                free = ops.quota_free(dst)
+            except MailboxError:
+                raise
+            except Exception:  # GETQUOTAROOT refused: the APPEND answer will tell
+                free = None
     if free is not None and needed > free:
         raise QuotaExceeded(ctx.address, f"{needed / 1e6:.1f} MB to copy but only {free / 1e6:.1f} MB free "
                             f"on the target's quota", server=ctx.dst_server)

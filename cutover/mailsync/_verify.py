@@ -258,10 +258,11 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
     a, state, settings = ctx.address, ctx.state, ctx.settings
     listed_before = target is not None
     flags_read: tuple[dict, dict] | None = None
+    read_along: dict[int, str] = {}  # read back with the listing
     if target is None:
-        target, flags_read = _list_with_flags(ctx, src, dst, sname, tname, uidvalidity, listing)
+        target, flags_read, read_along = _list_with_flags(ctx, src, dst, sname, tname, uidvalidity, listing)
     # Digests the concurrent read-back took: only those under the target UIDVALIDITY listed here count.
-    early = readback.take(tname, target.uidvalidity) if readback is not None else {}
+    early = {**read_along, **(readback.take(tname, target.uidvalidity) if readback is not None else {})}
     tuidv, tlisting = target.uidvalidity, target.sizes
     rows = state.rows(sname, uidvalidity)
     approved = state.approved_refusals(sname, uidvalidity)  # skipped, and an operator approved leaving them
@@ -362,25 +363,34 @@ def verify_folder(ctx: MailboxContext, dst: IMAPClient, fr: FolderReport, sname:
 
 
 def _list_with_flags(ctx: MailboxContext, src: IMAPClient | None, dst: IMAPClient, sname: str, tname: str,
-                     uidvalidity: int, listing: dict[int, int]) -> tuple[ops.Listing, tuple[dict, dict] | None]:
-    """The target folder's listing and, for the flags check, the flags and dates of every copy of ours there
-    and of its source message, asked of both sessions before either answer is read: one round trip. Without
-    a flags check (``verify: size``, no source session): the listing alone."""
+                     uidvalidity: int, listing: dict[int, int]) -> tuple[ops.Listing, tuple[dict, dict] | None,
+                                                                    dict[int, str]]:
+    """The target folder's listing, asked of both sessions before either answer is read (one round trip) with:
+    for the flags check, the flags and dates of every copy of ours there and of its source message; and, when
+    they fit in one batch, the bodies of our copies not read back yet ({target UID: SHA-256}: the read-back
+    costs no round trip of its own). Without a flags check (``verify: size``, no source session): the listing."""
+    rows = ctx.state.rows(sname, uidvalidity)
+    unread = {r.tgt_uid: r for u, r in rows.items() if u in listing and r.state == "copied" and not r.verified
+              and r.tgt_uid is not None and r.tgt_folder == tname}
+    if ctx.settings.verify != "readback" or not unread or len(unread) > ctx.batch_messages \
+            or sum(r.size for r in unread.values()) > ctx.batch_bytes:
+        unread = {}
+    bodies = [(s, "(BODY.PEEK[])") for s in ops.uid_sets(sorted(unread))] if unread else []  # type: ignore[arg-type]
     if src is None or ctx.settings.verify != "readback":
         with map_imap_errors(ctx.address, ctx.dst_server):
-            return ops.sizes(dst, tname), None
-    rows = ctx.state.rows(sname, uidvalidity)
+            return ops.listing_of(*ops.Examining(dst, tname, ops.SIZES + bodies).read()), None, {}
     pairs = {u: r.tgt_uid for u, r in rows.items() if u in listing and r.state == "copied" and r.tgt_uid is not None
              and r.tgt_folder == tname and (not ctx.copied_once or (sname, u) in ctx.copied_now)}
     with map_imap_errors(ctx.address, ctx.src_server):
         src_sent = ops.examine_flags_and_dates(src, sname, sorted(pairs))
     with map_imap_errors(ctx.address, ctx.dst_server):
-        dst_sent = ops.Examining(dst, tname, ops.SIZES + ops.flag_fetches(sorted(pairs.values())))  # type: ignore[arg-type]
+        dst_sent = ops.Examining(dst, tname, ops.SIZES + ops.flag_fetches(sorted(pairs.values())) + bodies)  # type: ignore[arg-type]
     with map_imap_errors(ctx.address, ctx.src_server):
         _, source = ops.flags_and_dates_of(src_sent, sorted(pairs))
     with map_imap_errors(ctx.address, ctx.dst_server):
         info, datas = dst_sent.read()
-    return ops.listing_of(info, datas), (source, ops.flags_and_dates_in(datas, pairs.values()))
+        digests = ops.digests_in(dst, datas[0], list(unread)) if unread else {}
+    return ops.listing_of(info, datas), (source, ops.flags_and_dates_in(datas, pairs.values())), digests
 
 
 def duplicates(ctx: MailboxContext, dst: IMAPClient, sname: str, tname: str, target: ops.Listing,
