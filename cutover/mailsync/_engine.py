@@ -65,7 +65,6 @@ def copy_mailboxes(plan: Plan, mailboxes: Sequence[Mailbox], *, direction: Direc
 
     ``repair``: the operator's reason for a full mirror after the switch (recorded per mailbox; see ``_switch``)."""
     started = time.monotonic()
-    settings = plan.copy_settings
     own_ledger = ledger is None
     ledger = ledger or Ledger(plan.ledger)
     workers = mailbox_workers(plan, len(mailboxes) or 1)  # sessions themselves are capped in cutover.imap

@@ -384,6 +384,8 @@ def _read_statuses(client: IMAPClient, sent: list[tuple[str, bytes]]) -> tuple[d
     imap = client._imap
     answers = [(folder, _answer(imap, "STATUS", tag)) for folder, tag in sent]
     seen = _statuses_by_name(client, imap.untagged_responses.pop("STATUS", []))
+    if len(answers) == 1 and len(seen) == 1 and answers[0][0] not in seen:
+        seen = {answers[0][0]: next(iter(seen.values()))}  # one asked, one answered, under another spelling
     out: dict[str, list[int] | None] = {}
     refused: str | None = None
     for folder, (typ, said) in answers:

@@ -40,6 +40,7 @@ log = logging.getLogger("cutover.mailsync")
 # session already open; above it, a second target session reads them back while the copy goes on.
 READBACK_MIN_MESSAGES = 50
 READBACK_MIN_BYTES = 4 * 1024 * 1024
+READBACK_MIN_BATCH = 1024 * 1024  # bytes per read-back FETCH at least (a larger message goes alone)
 
 
 class ReadBack:
@@ -109,7 +110,6 @@ class ReadBack:
 
     def _work(self) -> None:
         ctx = self.ctx
-        settings = ctx.settings
         client: IMAPClient | None = None
         selected: tuple[str, int] | None = None
         try:
@@ -133,8 +133,10 @@ class ReadBack:
                             else:
                                 client.noop()  # let the session see the UIDs appended since
                             sizes = dict(uids_sizes)
+                            # a quarter of the copy's batches: only digests are wanted here, and this is the
+                            # fourth batch a mailbox holds in memory (two fetched, one being appended)
                             got = dict(ops.digests(client, sorted(sizes), sizes, ctx.batch_messages,
-                                                   ctx.batch_bytes))
+                                                   max(READBACK_MIN_BATCH, ctx.batch_bytes // 4)))
                         with self._lock:
                             self._results[selected].update(got)
                     except Exception as exc:
