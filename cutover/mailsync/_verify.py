@@ -369,14 +369,14 @@ def _list_with_flags(ctx: MailboxContext, src: IMAPClient | None, dst: IMAPClien
                                                                     dict[int, str]]:
     """The target folder's listing, asked of both sessions before either answer is read (one round trip) with:
     for the flags check, the flags and dates of every copy of ours there and of its source message; and, when
-    they fit in one batch, the bodies of our copies not read back yet ({target UID: SHA-256}: the read-back
+    they are few (a delta's: up to 1 MB), the bodies of our copies not read back yet ({target UID: SHA-256}: the read-back
     costs no round trip of its own). Without a flags check (``verify: size``, no source session): the listing."""
     rows = ctx.state.rows(sname, uidvalidity)
     unread = {r.tgt_uid: r for u, r in rows.items() if u in listing and r.state == "copied" and not r.verified
               and r.tgt_uid is not None and r.tgt_folder == tname}
     if ctx.settings.verify != "readback" or not unread or len(unread) > ctx.batch_messages \
-            or sum(r.size for r in unread.values()) > ctx.batch_bytes:
-        unread = {}
+            or sum(r.size for r in unread.values()) > READBACK_MIN_BATCH:
+        unread = {}  # more than a small delta's: read back in batches (memory stays bounded)
     bodies = [(s, "(BODY.PEEK[])") for s in ops.uid_sets(sorted(unread))] if unread else []  # type: ignore[arg-type]
     if src is None or ctx.settings.verify != "readback":
         with map_imap_errors(ctx.address, ctx.dst_server):
