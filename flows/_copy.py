@@ -16,7 +16,7 @@ from prefect.futures import PrefectConcurrentFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cutover.inventory import Mailbox, load_inventory
-from cutover.ledger import Ledger
+from cutover.ledger import Ledger, open_ledger
 from cutover.limits import concurrency_limit_name, mailbox_workers, sessions_per_mailbox
 from cutover.mailsync import CopyReport, MailboxReport, sync_mailbox
 from cutover.plan import Plan, load_plan
@@ -64,7 +64,7 @@ def _copy_flow(plan_path: str, addresses: list[str], direction: str, label: str)
     done: queue.SimpleQueue[MailboxReport] = queue.SimpleQueue()
     for mailbox in mailboxes:
         work.put(mailbox)
-    ledger = Ledger(plan.ledger)
+    ledger = open_ledger(plan)
     reports: list[MailboxReport] = []
     try:
         progress = Progress(f"{label}: mailboxes done", len(mailboxes))
