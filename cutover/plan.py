@@ -388,6 +388,9 @@ class SandboxSettings(_Model):
                                           "(sessions per member and IP; Dovecot's default is 10)")
     wan: SandboxWan | None = Field(default=None, description="put a WAN proxy (RTT, bandwidth, cuts) in front of "
                                                              "both IMAP servers; they then listen on their port + 1")
+    postgres_port: int | None = Field(default=None, ge=1, le=65535,
+                                      description="run the sandbox's PostgreSQL (the shared ledger and the Prefect "
+                                                  "server's database of a distributed run) on this loopback port")
 
 
 NotifyEvent = Literal["gate-paused", "run-failed", "go", "rollback-started", "rollback-ended", "phase-overrun"]

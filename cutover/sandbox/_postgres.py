@@ -109,6 +109,10 @@ class SandboxPostgres:
     def running(self) -> bool:
         return self.pid() is not None and port_open(self.port)
 
+    def prepare(self) -> None:
+        """The cluster (``initdb`` the first time) and the password file; nothing runs yet."""
+        self._initdb()
+
     def _initdb(self) -> None:
         uid, gid = _owner_ids()
         self.directory.mkdir(parents=True, exist_ok=True)
