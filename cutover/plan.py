@@ -285,7 +285,20 @@ class Clients(_Model):
         return v
 
 
+class FanOut(_Model):
+    """Copy on the workers of a Prefect work pool (several machines): the parent run splits the mailboxes into chunks
+    and runs each as a run of the chunk deployment, on whatever worker is online (``docs/scale-out.md``)."""
+
+    deployment: str = Field(default="copy chunk/copy-chunk", description="flow/deployment of the chunk runs")
+    chunk_mailboxes: int = Field(default=50, ge=1, le=10_000, description="mailboxes per chunk run")
+    stale_after_s: float = Field(default=60.0, gt=0, description="a chunk run Prefect shows alive whose lease in the "
+                                 "ledger has been free this long is taken as dead (its machine gone): run again")
+    attempts: int = Field(default=3, ge=1, le=10, description="runs of one chunk before its mailboxes count failed")
+    poll_s: float = Field(default=2.0, gt=0, le=60)
+
+
 class Copy(_Model):
+    fan_out: FanOut | None = Field(default=None, description="copy on a work pool's workers (needs ledger: {url: ...})")
     batch_messages: int = Field(default=100, ge=1)
     batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     mailboxes_in_parallel: int = Field(default=4, ge=1, le=64)
@@ -607,6 +620,9 @@ def _cross_checks(plan: Plan, node: yaml.Node | None) -> list[str]:
         problems.append(f"line {line}: rollback_until: {plan.rollback_until.isoformat()} is not after the window end "
                         f"({plan.window.end.isoformat()}): the day itself could not roll back; give a later moment "
                         "(at the latest the switch + 7 days) or leave it out")
+    if plan.copy_.fan_out is not None and not plan.ledger_url:
+        problems.append(f"line {_line_of(node, ('copy', 'fan_out'))}: copy.fan_out: workers on other machines cannot "
+                        "share a SQLite file; give the PostgreSQL ledger (ledger: {url: <secret reference>})")
     names = {plan.provider(side).records.webmail.name for side in ("source", "target")
              if plan.provider(side).records.webmail is not None}
     if len(names) > 1:
