@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -37,12 +38,14 @@ def split_chunks(addresses: Sequence[str], chunk_mailboxes: int) -> list[list[st
 
 
 def chunk_verdict(state_type: str, lease_held: bool, free_for_s: float, stale_after_s: float, attempt: int,
-                  attempts: int) -> Verdict:
+                  attempts: int, pending_after_s: float | None = None) -> Verdict:
     """What the parent does with one chunk run now.
 
     ``state_type``: what Prefect says (COMPLETED, RUNNING, ...); ``lease_held``: its lease is held now;
-    ``free_for_s``: for how long the lease has been seen free while Prefect said it was alive (0 if held);
-    ``attempt`` of ``attempts``: which run of this chunk this is.
+    ``free_for_s``: for how long the lease has been seen free while Prefect said this same state (0 if held);
+    ``attempt`` of ``attempts``: which run of this chunk this is. A RUNNING run takes its lease as it starts: free
+    for ``stale_after_s`` means its holder died. A PENDING run is a process still starting on its worker (seconds
+    on a loaded machine): only ``pending_after_s`` (default 5 x ``stale_after_s``) of that means its worker died.
     """
     if state_type == "COMPLETED":
         return "done"
@@ -50,9 +53,36 @@ def chunk_verdict(state_type: str, lease_held: bool, free_for_s: float, stale_af
         return "rerun" if attempt < attempts else "failed"
     if state_type == "SCHEDULED":
         return "wait"  # no worker has taken it yet: it waits for one (a pool with no worker online waits too)
-    if lease_held or free_for_s < stale_after_s:
+    limit = stale_after_s if state_type == "RUNNING" else (pending_after_s or 5 * stale_after_s)
+    if lease_held or free_for_s < limit:
         return "wait"
     return "rerun" if attempt < attempts else "failed"  # Prefect says alive, nobody holds its lease: its holder died
+
+
+class ChunkWatch:
+    """The parent's view of one chunk: which attempt, and since when its lease has been free in the current state."""
+
+    def __init__(self, number: int, addresses: list[str]) -> None:
+        self.number = number
+        self.addresses = addresses
+        self.attempt = 0
+        self.run_id: str | None = None
+        self._state = ""
+        self._free_since: float | None = None
+
+    def started(self, run_id: str) -> None:
+        self.attempt += 1
+        self.run_id = run_id
+        self._state, self._free_since = "", None
+
+    def observe(self, state_type: str, lease_held: bool, now: float) -> float:
+        """Record one look; returns for how long the lease has been free in this state (0 if held)."""
+        if lease_held or state_type != self._state:
+            self._free_since = None if lease_held else now
+        elif self._free_since is None:
+            self._free_since = now
+        self._state = state_type
+        return 0.0 if self._free_since is None else now - self._free_since
 
 
 def _lease_key(run_key: str, chunk: int) -> int:
@@ -72,18 +102,21 @@ class ChunkLease:
         self.key = _lease_key(run_key, chunk)
         self._conn = None
 
-    def acquire(self) -> bool:
-        """Take the lease; False if another run of this chunk holds it (then this run must not copy)."""
+    def acquire(self, wait_s: float = 0.0) -> bool:
+        """Take the lease, waiting up to ``wait_s`` while another run of this chunk holds it (a run the parent gave
+        up on too early finishes first: then this one finds its work done); False if it never came free."""
         conn = self.ledger.connect("chunk")
+        deadline = time.monotonic() + wait_s
         try:
-            taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]
+            while not conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]:
+                if time.monotonic() >= deadline:
+                    conn.close()
+                    return False
+                time.sleep(1.0)
         except Exception as exc:  # psycopg.Error (the driver is not imported here)
             conn.close()
             raise LedgerError(f"chunk lease in ledger {self.ledger.where}: cannot be taken ({self.ledger._why(exc)})") \
                 from None
-        if not taken:
-            conn.close()
-            return False
         self._conn = conn
         return True
 
@@ -130,4 +163,4 @@ def chunk_failed_reports(addresses: Sequence[str], why: str, direction: str) -> 
     return [MailboxReport(a, status="failed", reason="chunk", error=why, direction=direction) for a in addresses]
 
 
-__all__ = ["split_chunks", "chunk_verdict", "ChunkLease", "ChunkResult", "chunk_failed_reports"]
+__all__ = ["split_chunks", "chunk_verdict", "ChunkWatch", "ChunkLease", "ChunkResult", "chunk_failed_reports"]

@@ -293,6 +293,8 @@ class FanOut(_Model):
     chunk_mailboxes: int = Field(default=50, ge=1, le=10_000, description="mailboxes per chunk run")
     stale_after_s: float = Field(default=60.0, gt=0, description="a chunk run Prefect shows alive whose lease in the "
                                  "ledger has been free this long is taken as dead (its machine gone): run again")
+    pending_after_s: float = Field(default=300.0, gt=0, description="a chunk run a worker took but never started "
+                                   "for this long (the worker's machine gone) is run again")
     attempts: int = Field(default=3, ge=1, le=10, description="runs of one chunk before its mailboxes count failed")
     poll_s: float = Field(default=2.0, gt=0, le=60)
 

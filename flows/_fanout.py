@@ -22,7 +22,7 @@ from prefect.runtime import flow_run as current_run
 from prefect.states import Crashed
 
 from cutover.errors import LedgerError
-from cutover.fanout import ChunkLease, ChunkResult, chunk_failed_reports, chunk_verdict, split_chunks
+from cutover.fanout import ChunkLease, ChunkResult, ChunkWatch, chunk_failed_reports, chunk_verdict, split_chunks
 from cutover.inventory import Mailbox, load_inventory
 from cutover.ledger import open_ledger
 from cutover.mailsync import CopyReport, MailboxReport
@@ -46,7 +46,8 @@ def copy_chunk(plan_path: str, addresses: list[str], direction: str, label: str,
     ledger = open_ledger(plan)
     lease = ChunkLease(ledger, run_key, chunk)
     try:
-        if not lease.acquire():
+        # a run the parent gave up on too early (a slow start) may still hold it: let it finish, then check its work
+        if not lease.acquire(wait_s=plan.copy_settings.fan_out.stale_after_s * 10 if plan.copy_settings.fan_out else 0):
             raise LedgerError(f"{label} chunk {chunk}: another run of this chunk holds its lease; not copying twice")
         mailboxes = list(load_inventory(plan).select(addresses))
         report = copy_all(plan_path, plan, mailboxes, direction=direction, label=f"{label}-chunk-{chunk}",
@@ -62,25 +63,15 @@ def copy_chunk(plan_path: str, addresses: list[str], direction: str, label: str,
         ledger.close()
 
 
-class _Chunk:
-    def __init__(self, number: int, addresses: list[str]) -> None:
-        self.number = number
-        self.addresses = addresses
-        self.attempt = 0
-        self.run_id: str | None = None
-        self.free_since: float | None = None
-        self.result: ChunkResult | None = None
-        self.workers: list[str] = []
-
-
 def fan_out(plan_path: str, plan: Plan, mailboxes: list[Mailbox], *, direction: str, label: str) -> CopyReport:
     """Copy ``mailboxes`` as chunk runs on the pool's workers; returns one report per mailbox (in inventory order)."""
     settings = plan.copy_settings.fan_out
     assert settings is not None
     started = time.monotonic()
     run_key = f"{current_run.get_id() or 'local'}:{label}"
-    chunks = [_Chunk(i, part) for i, part in enumerate(split_chunks([m.address for m in mailboxes],
-                                                                    settings.chunk_mailboxes), start=1)]
+    chunks = [ChunkWatch(i, part) for i, part in enumerate(split_chunks([m.address for m in mailboxes],
+                                                                        settings.chunk_mailboxes), start=1)]
+    results: dict[int, ChunkResult] = {}
     ledger = open_ledger(plan)
     try:
         for chunk in chunks:
@@ -94,22 +85,14 @@ def fan_out(plan_path: str, plan: Plan, mailboxes: list[Mailbox], *, direction: 
                     run = client.read_flow_run(chunk.run_id)
                     state = run.state.type.value if run.state else "SCHEDULED"
                     held = ChunkLease(ledger, run_key, chunk.number).held()
-                    now = time.monotonic()
-                    if held or state not in ("PENDING", "RUNNING"):
-                        chunk.free_since = None
-                    elif chunk.free_since is None:
-                        chunk.free_since = now
-                    free_for = 0.0 if chunk.free_since is None else now - chunk.free_since
+                    free_for = chunk.observe(state, held, time.monotonic())
                     verdict = chunk_verdict(state, held, free_for, settings.stale_after_s, chunk.attempt,
-                                            settings.attempts)
-                    if verdict == "wait":
-                        continue
+                                            settings.attempts, settings.pending_after_s)
                     if verdict == "done":
-                        chunk.result = _read_result(client, chunk.run_id, label, chunk.number)
-                        chunk.workers.append(chunk.result.worker)
+                        results[chunk.number] = _read_result(client, chunk.run_id, label, chunk.number)
                         waiting.remove(chunk)
-                        log("%s chunk %d: done by worker %s (attempt %d)", label, chunk.number, chunk.result.worker,
-                            chunk.attempt)
+                        log("%s chunk %d: done by worker %s (attempt %d)", label, chunk.number,
+                            results[chunk.number].worker, chunk.attempt)
                     elif verdict == "rerun":
                         why = (f"Prefect says {state}" if state not in ("PENDING", "RUNNING") else
                                f"its lease was free for {free_for:.0f} s while Prefect said {state}: its worker died")
@@ -118,14 +101,14 @@ def fan_out(plan_path: str, plan: Plan, mailboxes: list[Mailbox], *, direction: 
                         if state in ("PENDING", "RUNNING"):
                             client.set_flow_run_state(chunk.run_id, Crashed(message=f"pec-cutover: {why}"), force=True)
                         _start(chunk, settings.deployment, plan_path, direction, label, len(chunks), run_key)
-                    else:  # failed: its mailboxes are reported failed, never silently absent
+                    elif verdict == "failed":  # its mailboxes are reported failed, never silently absent
                         waiting.remove(chunk)
                         log("%s chunk %d: given up after %d attempts (%s)", label, chunk.number, chunk.attempt, state)
     finally:
         ledger.close()
     reports: dict[str, MailboxReport] = {}
     for chunk in chunks:
-        got = chunk.result.reports if chunk.result else chunk_failed_reports(
+        got = results[chunk.number].reports if chunk.number in results else chunk_failed_reports(
             chunk.addresses, f"chunk {chunk.number} did not complete in {chunk.attempt} attempts", direction)
         reports.update({r.address: r for r in got})
     missing = [m.address for m in mailboxes if m.address not in reports]
@@ -134,23 +117,20 @@ def fan_out(plan_path: str, plan: Plan, mailboxes: list[Mailbox], *, direction: 
     result = CopyReport(mailboxes=[reports[m.address] for m in mailboxes], seconds=time.monotonic() - started,
                         direction=direction)
     per_worker: dict[str, int] = {}
-    for chunk in chunks:
-        if chunk.result:
-            per_worker[chunk.result.worker] = per_worker.get(chunk.result.worker, 0) + len(chunk.result.reports)
+    for done in results.values():
+        per_worker[done.worker] = per_worker.get(done.worker, 0) + len(done.reports)
     result.workers = per_worker  # type: ignore[attr-defined]
     publish_table([{"worker": w, "mailboxes": n} for w, n in sorted(per_worker.items())], f"{label}-workers",
                   f"{label}: mailboxes per worker")
     return result
 
 
-def _start(chunk: _Chunk, deployment: str, plan_path: str, direction: str, label: str, chunks: int,
+def _start(chunk: ChunkWatch, deployment: str, plan_path: str, direction: str, label: str, chunks: int,
            run_key: str) -> None:
-    chunk.attempt += 1
-    chunk.free_since = None
     run = run_deployment(deployment, parameters={
         "plan_path": str(plan_path), "addresses": chunk.addresses, "direction": direction, "label": label,
         "chunk": chunk.number, "chunks": chunks, "run_key": run_key}, timeout=0, tags=["pec-cutover"])
-    chunk.run_id = str(run.id)
+    chunk.started(str(run.id))
 
 
 def _read_result(client, run_id: str, label: str, number: int) -> ChunkResult:

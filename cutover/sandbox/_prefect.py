@@ -118,12 +118,13 @@ class PrefectStack:
             self.stop()
             raise SandboxError(f"the Prefect server did not become healthy on {self.api_url}: {tail(log)}")
 
-    def start_worker(self, pool: str, name: str, cwd: Path | None = None) -> int:
+    def start_worker(self, pool: str, name: str, cwd: Path | None = None, limit: int | None = None) -> int:
         """``prefect worker start --pool POOL`` (a process worker: each flow run in its own subprocess), started in
         ``cwd`` (the checkout by default; a service may start elsewhere: prefect.yaml's pull step moves every run to
         ``PEC_CUTOVER_HOME``)."""
-        return self._spawn(f"worker-{name}", self._prefect_argv("worker", "start", "--pool", pool, "--name", name),
-                           cwd=cwd)
+        extra = ["--limit", str(limit)] if limit else []  # flow runs at once on this worker
+        return self._spawn(f"worker-{name}", self._prefect_argv("worker", "start", "--pool", pool, *extra, "--name",
+                                                                name), cwd=cwd)
 
     def start_serve(self, plan_path: Path) -> None:
         """``pec-cutover serve --plan P``: the four deployments served from one process."""

@@ -30,11 +30,12 @@ def test_chunks_keep_every_address_once_in_order() -> None:
 @pytest.mark.parametrize("state, held, free_for, attempt, verdict", [
     ("COMPLETED", False, 0, 1, "done"),
     ("SCHEDULED", False, 999, 1, "wait"),        # no worker online yet: it waits for one
-    ("PENDING", False, 5, 1, "wait"),            # starting: the lease is not taken yet, not for long
+    ("PENDING", False, 5, 1, "wait"),            # starting: the lease is not taken yet
+    ("PENDING", False, 90, 1, "wait"),           # a slow start on a loaded worker is not a death
     ("RUNNING", True, 0, 1, "wait"),             # copying
     ("RUNNING", False, 10, 1, "wait"),           # lease free for less than stale_after_s
     ("RUNNING", False, 30, 1, "rerun"),          # Prefect says running, nobody holds its lease: its worker died
-    ("PENDING", False, 30, 1, "rerun"),          # taken by a worker that died before starting it
+    ("PENDING", False, 101, 1, "rerun"),         # taken by a worker that died before starting it
     ("RUNNING", False, 30, 3, "failed"),         # out of attempts
     ("CRASHED", False, 0, 1, "rerun"),           # the worker saw its process die
     ("FAILED", False, 0, 2, "rerun"),
@@ -42,6 +43,20 @@ def test_chunks_keep_every_address_once_in_order() -> None:
 ])
 def test_chunk_verdict(state, held, free_for, attempt, verdict) -> None:
     assert chunk_verdict(state, held, free_for, stale_after_s=20, attempt=attempt, attempts=3) == verdict
+
+
+def test_a_chunk_watch_counts_free_time_per_state_and_anew_for_each_attempt() -> None:
+    from cutover.fanout import ChunkWatch
+
+    watch = ChunkWatch(1, ["a@x.it"])
+    watch.started("run-1")
+    assert watch.observe("PENDING", False, 100.0) == 0.0
+    assert watch.observe("PENDING", False, 150.0) == 50.0
+    assert watch.observe("RUNNING", False, 151.0) == 0.0  # the clock starts again in RUNNING
+    assert watch.observe("RUNNING", True, 152.0) == 0.0
+    assert watch.observe("RUNNING", False, 153.0) == 0.0 and watch.observe("RUNNING", False, 160.0) == 7.0
+    watch.started("run-2")
+    assert watch.attempt == 2 and watch.observe("RUNNING", False, 161.0) == 0.0
 
 
 def test_a_chunk_result_survives_its_trip_through_an_artifact() -> None:
