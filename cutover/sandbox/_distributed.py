@@ -57,12 +57,13 @@ class DistributedDay:
     stack: PrefectStack | None = None
     worker_pids: dict[str, int] = field(default_factory=dict)
 
-    def start(self, deployments: tuple[str, ...] = ("copy-chunk",)) -> PrefectStack:
+    def start(self, deployments: tuple[str, ...] = ("copy-chunk",), plan_path: Path | None = None) -> PrefectStack:
         """Server (database: the sandbox's ``prefect``), ``work-pool create``, ``deploy`` of ``deployments``
-        (``()`` for ``--all``), one worker per name."""
+        (``()`` for ``--all``), one worker per name. With ``plan_path`` the server is locked as that plan says
+        (``pec-cutover server start --plan P``) and every command carries its auth string."""
         if self.box.postgres is None:
             raise SandboxError("the plan runs no sandbox postgres (sandbox.postgres_port)")
-        self.stack = PrefectStack(home=self.home, port=self.port, server_env={
+        self.stack = PrefectStack(home=self.home, port=self.port, plan_path=plan_path, server_env={
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.box.postgres.url("prefect", driver="postgresql+asyncpg")})
         self.stack.start_server()
         self.stack.cli("work-pool", "create", POOL, "--type", "process", "--overwrite")
