@@ -83,3 +83,29 @@ def test_a_wrong_password_is_named_without_being_shown(tmp_path, postgres_server
         open_ledger(load_plan(_plan(tmp_path, {"url": "file:ledger-url"}, url)))
     assert "password authentication failed" in str(err.value) and PASSWORD not in str(err.value)
     assert postgres_server.password() not in str(err.value)
+
+
+def test_doctor_and_the_evidence_bundle_read_a_postgresql_ledger(tmp_path, postgres_server) -> None:
+    import csv
+
+    from cutover import doctor, evidence
+    from cutover.ledger import MessageRow
+
+    url = postgres_server.create_database("evidence")
+    plan = load_plan(_plan(tmp_path, {"url": "file:ledger-url"}, url))
+    ledger = open_ledger(plan)
+    ledger.record_done("a@x.it", "forward", [MessageRow("INBOX", 1, 7, 10, "a" * 64, "INBOX", 2, 9, "copied", False)],
+                       "copied")
+    ledger.add_event("a@x.it", "forward", "INBOX", "repair", "why")
+    finding = doctor._ledger(plan)
+    assert finding.ok and "1 messages recorded" in finding.detail and postgres_server.password() not in str(finding)
+
+    assert evidence._export_ledger(plan, tmp_path / "bundle") == 1
+    rows = list(csv.DictReader((tmp_path / "bundle" / "messages.csv").open()))
+    assert [(r["address"], r["src_uid"], r["state"]) for r in rows] == [("a@x.it", "7", "copied")]
+    assert "copied_at" in rows[0] and "verified_at" in rows[0]
+    assert list(csv.DictReader((tmp_path / "bundle" / "events.csv").open()))[0]["kind"] == "repair"
+
+    down = load_plan(_plan(tmp_path, {"url": "file:ledger-url"}, url.replace(f":{postgres_server.port}/", ":1/")))
+    finding = doctor._ledger(down)
+    assert not finding.ok and "cannot connect" in finding.detail and postgres_server.password() not in str(finding)
