@@ -15,7 +15,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export LC_ALL := C.UTF-8
 export LANG := C.UTF-8
 
-.PHONY: setup system venv test rehearsal bench bench-scale bench-ui sandbox-down clean
+.PHONY: setup system venv test rehearsal rehearsal-distributed bench bench-scale bench-ui sandbox-down clean
 
 setup: system venv
 
@@ -36,6 +36,11 @@ test: setup
 rehearsal: setup
 	$(BIN)/python -m flows.rehearsal $(REHEARSAL_ARGS)
 
+# The same day copied by two workers (ledger and Prefect server on the sandbox's PostgreSQL); ports 14000+, its own
+# sandbox under .sandbox-distributed/ (never clashes with `make rehearsal`). See docs/scale-out.md.
+rehearsal-distributed: setup
+	$(BIN)/python -m flows.rehearsal_distributed $(REHEARSAL_ARGS)
+
 bench: setup
 	$(BIN)/python bench/copy_bench.py $(BENCH_ARGS)
 
@@ -49,6 +54,7 @@ bench-ui: setup
 
 sandbox-down:
 	$(BIN)/pec-cutover sandbox down
+	if [ -f .sandbox-distributed/plan.yaml ]; then $(BIN)/pec-cutover sandbox down --plan .sandbox-distributed/plan.yaml; fi
 
 clean: sandbox-down
-	rm -rf .sandbox
+	rm -rf .sandbox .sandbox-distributed

@@ -12,8 +12,15 @@ the delta through the prestage flow; and the delta through ``pec-cutover copy`` 
     scale: final delta 1200 mailboxes (120 changed) flow: X s
     ratio vs mbsync scale delta: X
     scale: final delta @20ms cli: X s
+    scale: workers 1 vs 2 at 20ms: X mailboxes/s vs Y mailboxes/s
+
+The last line (``--workers-mailboxes N``, 0 to skip; ``--workers-only`` for that line alone): a full prestage of N
+mailboxes through the WAN proxy (``--rtt-ms``) as a distributed copy (plan ``copy.fan_out``: ledger and Prefect
+server on the sandbox's PostgreSQL, chunk runs on a process work pool), once with one worker and once with two,
+from an empty target and an empty ledger each time; mailboxes/s is N over the prestage's wall time.
 
 Usage: .venv/bin/python bench/scale_bench.py [--mailboxes 1200] [--messages 20] [--rtt-ms 20] [--parallel 8]
+       .venv/bin/python bench/scale_bench.py --workers-only --workers-mailboxes 40 --messages 10
 """
 
 from __future__ import annotations
@@ -79,7 +86,11 @@ def main() -> int:
     ap.add_argument("--base-port", type=int, default=38000)
     ap.add_argument("--prefect-port", type=int, default=38420)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--workers-mailboxes", type=int, default=240, help="mailboxes of the workers 1 vs 2 line (0: skip)")
+    ap.add_argument("--workers-only", action="store_true", help="only the workers 1 vs 2 line")
     args = ap.parse_args()
+    if args.workers_only:
+        return workers_line(args)
 
     work = Path(tempfile.mkdtemp(prefix="pec-scale-"))
     cb.make_traversable(work)
@@ -145,6 +156,65 @@ def main() -> int:
             print(f"scale: final delta @{args.rtt_ms:g}ms cli: {wall:.1f} s", flush=True)
     finally:
         stack.stop()
+        sandbox.down()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return workers_line(args) if args.workers_mailboxes else 0
+
+
+def workers_line(args) -> int:
+    """``scale: workers 1 vs 2 at <rtt>ms``: the same full prestage, distributed, on one worker then on two."""
+    import psycopg
+
+    from cutover.sandbox._distributed import DistributedDay, distributed_plan_text, write_ledger_secret
+
+    n = args.workers_mailboxes
+    work = Path(tempfile.mkdtemp(prefix="pec-scale-workers-"))
+    cb.make_traversable(work)
+    base = args.base_port + 100
+    env_paths = write_environment(work / "env", base_port=base, mailboxes=n)
+    # as many chunks as lanes of two workers, twice over, so both workers stay busy to the end
+    chunk = max(1, n // (4 * 2))
+    text = distributed_plan_text(env_paths.plan.read_text(), postgres_port=base + 432, chunk_mailboxes=chunk,
+                                 stale_after_s=60.0, pending_after_s=300.0, poll_s=0.5)
+    data = yaml.safe_load(text)
+    data["copy"] = {**(data.get("copy") or {}), "mailboxes_in_parallel": args.parallel}
+    for side in ("source", "target"):  # room for both workers' lanes under the shared caps
+        data[side]["max_connections"] = max(data[side].get("max_connections", 4), 4 * args.parallel)
+    env_paths.plan.write_text(yaml.safe_dump(data, allow_unicode=True))
+    plan = load_plan(env_paths.plan)
+    wan_request(plan, Path(plan.sandbox.state_dir), LinkSettings(rtt_ms=args.rtt_ms))
+    sandbox = Sandbox(plan)
+    rates = []
+    try:
+        sandbox.up(["aruba", "infocert", "wan", "postgres"])
+        write_ledger_secret(sandbox)
+        mailboxes = list(load_inventory(plan).mailboxes)
+        sandbox.ensure_users(mailboxes)
+        seeded = seed(plan, mailboxes, args.messages, big_attachments=0, sandbox=sandbox)
+        print(f"workers corpus: {n} mailboxes x {args.messages} messages = {seeded.messages} messages, "
+              f"{seeded.bytes / 1e6:.0f} MB; {args.parallel} lanes per worker, chunks of {chunk}, RTT {args.rtt_ms:g} ms",
+              flush=True)
+        for workers in (1, 2):
+            for mb in mailboxes:  # an empty target and an empty ledger: the same copy each time
+                sandbox.remove_user("target", mb.address)
+            sandbox.ensure_users(mailboxes)
+            with psycopg.connect(sandbox.postgres.url("postgres"), autocommit=True) as conn:
+                conn.execute("DROP DATABASE IF EXISTS ledger WITH (FORCE)")
+            sandbox.postgres.create_database("ledger")
+            day = DistributedDay(sandbox, env_paths.plan, work / f"prefect-{workers}", args.prefect_port + workers,
+                                 workers=[f"bench-{i}" for i in range(1, workers + 1)])
+            try:
+                stack = day.start()
+                env = {**stack.env, "PYTHONPATH": str(REPO)}
+                wall = timed(flow_argv("prestage", env_paths.plan), env, f"distributed prestage, {workers} worker(s)")
+            finally:
+                day.stop()
+            rates.append(n / wall)
+            print(f"distributed prestage {n} mailboxes, {workers} worker(s): {wall:.1f} s", flush=True)
+        print(f"scale: workers 1 vs 2 at {args.rtt_ms:g}ms: {rates[0]:.2f} mailboxes/s vs {rates[1]:.2f} mailboxes/s "
+              f"(x{rates[1] / rates[0]:.2f})", flush=True)
+    finally:
         sandbox.down()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -62,13 +62,13 @@ def webmail(plan: Path = PlanOption) -> None:
 
 def _ledger(plan: Plan, use: bool) -> Any:
     """The copy ledger when asked for and present; imported lazily so the checks work before it exists."""
-    if not use or not Path(plan.ledger).exists():
+    if not use or (not getattr(plan, "ledger_url", None) and not Path(plan.ledger).exists()):
         return None
     try:
-        from cutover.ledger import Ledger  # type: ignore[import-not-found]
+        from cutover.ledger import open_ledger  # type: ignore[import-not-found]
     except ImportError:
         return None
-    return Ledger(plan.ledger)
+    return open_ledger(plan)
 
 
 @check_app.command("access")

@@ -160,7 +160,25 @@ def _scheduled(http: httpx.Client, deployment_id: str) -> list[dict]:
     return answer.json()
 
 
+def _shared_ledger(plan: Plan) -> Finding:
+    from cutover.ledger import open_ledger
+
+    where = f"PostgreSQL ({plan.ledger_url})"
+    try:
+        ledger = open_ledger(plan)
+    except CutoverError as exc:  # LedgerError / SecretError: one line, no password
+        return Finding("ledger", where, False, str(exc))
+    try:
+        return Finding("ledger", ledger.where, True, f"{ledger.message_count()} messages recorded (forward)")
+    except CutoverError as exc:
+        return Finding("ledger", ledger.where, False, str(exc))
+    finally:
+        ledger.close()
+
+
 def _ledger(plan: Plan) -> Finding:
+    if plan.ledger_url:
+        return _shared_ledger(plan)
     path = plan.ledger
     if not path.exists():
         writable = os.access(_existing_parent(path), os.W_OK)

@@ -128,8 +128,31 @@ _LEDGER_QUERIES = {
 _TIME_COLUMNS = {"copied_at", "verified_at", "updated", "at"}
 
 
+def _export_shared_ledger(plan: Plan, directory: Path) -> int:
+    """The same CSV files from a PostgreSQL ledger (``ledger: {url: ...}``)."""
+    from cutover.ledger import open_ledger
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ledger = open_ledger(plan)
+    try:
+        count = 0
+        for name in _LEDGER_QUERIES:
+            header, rows = ledger.export(name.removesuffix(".csv"))
+            with (directory / name).open("w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(header)
+                for row in rows:
+                    writer.writerow([_iso(v) if h in _TIME_COLUMNS else v for h, v in zip(header, row)])
+                    count += name == "messages.csv"
+        return count
+    finally:
+        ledger.close()
+
+
 def _export_ledger(plan: Plan, directory: Path) -> int:
     """The ledger's per-message proof as CSV (times in UTC ISO 8601); the number of message rows."""
+    if plan.ledger_url:
+        return _export_shared_ledger(plan, directory)
     if not plan.ledger.is_file():
         return 0
     directory.mkdir(parents=True, exist_ok=True)

@@ -168,10 +168,20 @@ def _add_column(conn: sqlite3.Connection, sql: str) -> None:
 
 
 class Ledger:
-    """The copy ledger at ``path`` (created on first use). Safe to share between threads."""
+    """The copy ledger: one interface, two stores. This class is the embedded one, a SQLite file at ``path``
+    (created on first use); :class:`cutover.ledger_postgres.PostgresLedger` is the one every worker of a
+    distributed run shares. Both keep the same rows with the same guarantees; :func:`open_ledger` picks the one
+    the plan names. Safe to share between threads.
+
+    A backend provides ``_conn``/``_transaction``/``_read``/``close`` and the schema; every query below is
+    written once, with ``?`` parameters, in SQL both stores accept."""
+
+    backend = "sqlite"
+    _EVENT_ORDER = "rowid"  # events in the order they were written
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path: Path | None = Path(path)
+        self.where = str(self.path)  # names the ledger in messages (never a credential)
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
@@ -186,7 +196,7 @@ class Ledger:
                 if "verified_at" not in {r[1] for r in conn.execute("PRAGMA table_info(messages)")}:
                     _add_column(conn, "ALTER TABLE messages ADD COLUMN verified_at REAL")  # for the evidence bundle
         except (OSError, sqlite3.Error) as exc:
-            raise LedgerError(f"ledger {self.path}: cannot be opened ({exc}); check the path and its permissions") from None
+            raise LedgerError(f"ledger {self.where}: cannot be opened ({exc}); check the path and its permissions") from None
 
     # --- connections -------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -219,7 +229,7 @@ class Ledger:
                     conn.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {self.path}: write failed ({exc})") from None
+            raise LedgerError(f"ledger {self.where}: write failed ({exc})") from None
 
     def _write(self, sql: str, params: Iterable[tuple] | tuple = (), *, many: bool = False, durable: bool = False) -> None:
         """One statement in one transaction."""
@@ -233,7 +243,7 @@ class Ledger:
         try:
             return self._conn().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {self.path}: read failed ({exc})") from None
+            raise LedgerError(f"ledger {self.where}: read failed ({exc})") from None
 
     def close(self) -> None:
         for conn in self._connections:
@@ -293,7 +303,7 @@ class Ledger:
         return int(row[0]), int(row[1])
 
     def add_event(self, address: str, direction: str, folder: str, kind: str, detail: str) -> None:
-        self._write("INSERT INTO events VALUES (?,?,?,?,?,?)", (address, direction, folder, kind, detail, time.time()))
+        self._write("INSERT INTO events (address, direction, folder, kind, detail, at) VALUES (?,?,?,?,?,?)", (address, direction, folder, kind, detail, time.time()))
 
     def events(self, address: str, kind: str | None = None) -> list[tuple[str, str, str, str]]:
         """(direction, folder, kind, detail) in the order they happened."""
@@ -302,7 +312,7 @@ class Ledger:
         if kind:
             sql += " AND kind=?"
             params += (kind,)
-        return self._read(sql + " ORDER BY rowid", params)  # type: ignore[return-value]
+        return self._read(sql + f" ORDER BY {self._EVENT_ORDER}", params)  # type: ignore[return-value]
 
     def record_remap(self, address: str, direction: str, src_folder: str, tgt_folder: str, reason: str) -> None:
         """An operator's decision (``copy --remap SRC=DST --reason``): ``src_folder`` goes to ``tgt_folder`` from
@@ -484,25 +494,35 @@ class Ledger:
                     conn = self._conn()
                     _retry_locked(lambda: conn.executescript(_SWITCH_MARK_SCHEMA))
             except sqlite3.Error as exc:
-                raise LedgerError(f"ledger {self.path}: cannot add the switch mark tables ({exc})") from None
+                raise LedgerError(f"ledger {self.where}: cannot add the switch mark tables ({exc})") from None
             self._switch_marks_ready = True
+
+    # --- whole tables, for the evidence bundle and the doctor ------------------------------------------
+    def export(self, table: str) -> tuple[list[str], list[tuple]]:
+        """(column names, rows) of the evidence export of ``table`` (messages, folders, events), in a stable order."""
+        sql = _EXPORTS[table].format(events_order=self._EVENT_ORDER)
+        rows = self._read(sql)
+        return [c.strip().rsplit(" ", 1)[-1] for c in sql.split(" FROM ")[0].removeprefix("SELECT ").split(",")], rows
 
     def record_switch_mark(self, mark: SwitchMarkRun, folders: Iterable[SwitchMarkFolder]) -> None:
         """Record one switch mark: every folder's row, then the mark itself (present only once complete)."""
         self._ensure_switch_marks()
-        self._write("INSERT OR REPLACE INTO switch_mark_folders (mark, address, side, folder, uidvalidity, uidnext, "
-                    "messages) VALUES (?,?,?,?,?,?,?)",
+        self._write("INSERT INTO switch_mark_folders (mark, address, side, folder, uidvalidity, uidnext, messages) "
+                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (mark, address, side, folder) DO UPDATE SET "
+                    "uidvalidity=excluded.uidvalidity, uidnext=excluded.uidnext, messages=excluded.messages",
                     [(mark.mark, f.address, f.side, f.folder, f.uidvalidity, f.uidnext, f.messages) for f in folders],
                     many=True, durable=True)
-        self._write("INSERT OR REPLACE INTO switch_marks (mark, to_side, by, at, seconds, mailboxes, failed) "
-                    "VALUES (?,?,?,?,?,?,?)", (mark.mark, mark.to_side, mark.by, mark.at, mark.seconds, mark.mailboxes,
+        self._write('INSERT INTO switch_marks (mark, to_side, "by", at, seconds, mailboxes, failed) VALUES '
+                    '(?,?,?,?,?,?,?) ON CONFLICT (mark) DO UPDATE SET to_side=excluded.to_side, "by"=excluded."by", '
+                    "at=excluded.at, seconds=excluded.seconds, mailboxes=excluded.mailboxes, failed=excluded.failed",
+                    (mark.mark, mark.to_side, mark.by, mark.at, mark.seconds, mark.mailboxes,
                                               json.dumps(mark.failed, ensure_ascii=False)), durable=True)
 
     def switch_marks(self) -> list[SwitchMarkRun]:
         """Every complete switch mark, oldest first."""
         self._ensure_switch_marks()
         return [SwitchMarkRun(m, t, b, at, s, n, json.loads(f)) for m, t, b, at, s, n, f in self._read(
-            "SELECT mark, to_side, by, at, seconds, mailboxes, failed FROM switch_marks ORDER BY at")]
+            'SELECT mark, to_side, "by", at, seconds, mailboxes, failed FROM switch_marks ORDER BY at')]
 
     def switch_mark_folders(self, mark: str, address: str | None = None) -> list[SwitchMarkFolder]:
         """The folders a mark recorded (of one mailbox, or all), by address, side and folder."""
@@ -513,6 +533,26 @@ class Ledger:
             sql += " AND address=?"
             params += (address,)
         return [SwitchMarkFolder(*row) for row in self._read(sql + " ORDER BY address, side, folder", params)]
+
+
+_EXPORTS = {
+    "messages": ("SELECT address, direction, src_folder, src_uidvalidity, src_uid, tgt_folder, tgt_uidvalidity, "
+                 "tgt_uid, size, sha256, state, verified, at AS copied_at, verified_at FROM messages "
+                 "ORDER BY address, direction, src_folder, src_uid"),
+    "folders": ("SELECT address, direction, src_folder, src_uidvalidity, tgt_folder, tgt_uidvalidity, highest_uid, "
+                "updated FROM folders ORDER BY address, direction, src_folder"),
+    "events": "SELECT address, direction, folder, kind, detail, at FROM events ORDER BY {events_order}",
+}
+
+
+def open_ledger(plan) -> "Ledger":
+    """The ledger the plan names: ``ledger: {url: <secret reference>}`` is PostgreSQL (shared by every worker),
+    a path is the SQLite file. Errors are one line and never show the URL's password."""
+    if getattr(plan, "ledger_url", None):
+        from cutover.ledger_postgres import PostgresLedger  # psycopg only when a plan asks for PostgreSQL
+
+        return PostgresLedger(plan.secret(plan.ledger_url), reference=plan.ledger_url)
+    return Ledger(plan.ledger)
 
 
 _SWITCH_MARK_SCHEMA = """
@@ -563,4 +603,4 @@ class SwitchMarkRun:
     failed: dict  # address -> why it could not be marked
 
 
-__all__ = ["Ledger", "MessageRow", "FolderState", "DONE_STATES", "SwitchMarkFolder", "SwitchMarkRun"]
+__all__ = ["Ledger", "open_ledger", "MessageRow", "FolderState", "DONE_STATES", "SwitchMarkFolder", "SwitchMarkRun"]

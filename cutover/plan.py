@@ -285,7 +285,22 @@ class Clients(_Model):
         return v
 
 
+class FanOut(_Model):
+    """Copy on the workers of a Prefect work pool (several machines): the parent run splits the mailboxes into chunks
+    and runs each as a run of the chunk deployment, on whatever worker is online (``docs/scale-out.md``)."""
+
+    deployment: str = Field(default="copy chunk/copy-chunk", description="flow/deployment of the chunk runs")
+    chunk_mailboxes: int = Field(default=50, ge=1, le=10_000, description="mailboxes per chunk run")
+    stale_after_s: float = Field(default=60.0, gt=0, description="a chunk run Prefect shows alive whose lease in the "
+                                 "ledger has been free this long is taken as dead (its machine gone): run again")
+    pending_after_s: float = Field(default=300.0, gt=0, description="a chunk run a worker took but never started "
+                                   "for this long (the worker's machine gone) is run again")
+    attempts: int = Field(default=3, ge=1, le=10, description="runs of one chunk before its mailboxes count failed")
+    poll_s: float = Field(default=2.0, gt=0, le=60)
+
+
 class Copy(_Model):
+    fan_out: FanOut | None = Field(default=None, description="copy on a work pool's workers (needs ledger: {url: ...})")
     batch_messages: int = Field(default=100, ge=1)
     batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     mailboxes_in_parallel: int = Field(default=4, ge=1, le=64)
@@ -388,6 +403,9 @@ class SandboxSettings(_Model):
                                           "(sessions per member and IP; Dovecot's default is 10)")
     wan: SandboxWan | None = Field(default=None, description="put a WAN proxy (RTT, bandwidth, cuts) in front of "
                                                              "both IMAP servers; they then listen on their port + 1")
+    postgres_port: int | None = Field(default=None, ge=1, le=65535,
+                                      description="run the sandbox's PostgreSQL (the shared ledger and the Prefect "
+                                                  "server's database of a distributed run) on this loopback port")
 
 
 NotifyEvent = Literal["gate-paused", "run-failed", "go", "rollback-started", "rollback-ended", "phase-overrun"]
@@ -450,7 +468,9 @@ class Plan(_Model):
     dns: Dns
     copy_: Copy = Field(default=Copy(), alias="copy")
     gates: Gates = Gates()
-    ledger: Path
+    ledger: Path  # the SQLite ledger; with ledger_url, only its directory is used (the run's local state)
+    ledger_url: str | None = Field(default=None, description="reference to a postgresql:// URL: the ledger every "
+                                   "worker shares (written ledger: {url: ...})")
     inventory: Path
     reports_dir: Path | None = None
     clients: Clients | None = None
@@ -464,6 +484,8 @@ class Plan(_Model):
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    _ledger_ref = field_validator("ledger_url")(lambda v: v if v is None else _check_ref(v))
 
     @field_validator("domain")
     @classmethod
@@ -524,7 +546,8 @@ class Plan(_Model):
             ("gates", f"on NO-GO: {self.gates.on_nogo}"),
             ("rollback until", self.rollback_until.isoformat() if self.rollback_until else
              "the MX switch to the target + 7 days"),
-            ("ledger", str(self.ledger)),
+            ("ledger", f"PostgreSQL, url {self.ledger_url} (local state in {self.ledger.parent})" if self.ledger_url
+             else str(self.ledger)),
             ("inventory", str(self.inventory)),
         ]
 
@@ -569,6 +592,9 @@ def parse_plan(text: str, path: Path) -> Plan:
     _localise(data, "rollback_until", tz_name)
     if problems:
         raise PlanError(path, [f"line {_line_of(node, ('window', key))}: window.{key}: {msg}" for key, msg in problems])
+    ledger_problem = _ledger_forms(data)
+    if ledger_problem:
+        raise PlanError(path, [f"line {_line_of(node, ('ledger',))}: ledger: {ledger_problem}"])
     for field_path in _PATH_FIELDS:
         _resolve_path(data, field_path, base_dir)
     data["base_dir"] = base_dir
@@ -596,6 +622,9 @@ def _cross_checks(plan: Plan, node: yaml.Node | None) -> list[str]:
         problems.append(f"line {line}: rollback_until: {plan.rollback_until.isoformat()} is not after the window end "
                         f"({plan.window.end.isoformat()}): the day itself could not roll back; give a later moment "
                         "(at the latest the switch + 7 days) or leave it out")
+    if plan.copy_.fan_out is not None and not plan.ledger_url:
+        problems.append(f"line {_line_of(node, ('copy', 'fan_out'))}: copy.fan_out: workers on other machines cannot "
+                        "share a SQLite file; give the PostgreSQL ledger (ledger: {url: <secret reference>})")
     names = {plan.provider(side).records.webmail.name for side in ("source", "target")
              if plan.provider(side).records.webmail is not None}
     if len(names) > 1:
@@ -659,6 +688,30 @@ def _localise(data: dict[str, Any], key: str, tz_name: str) -> None:
             return  # the timezone validator reports it
 
 
+def _ledger_forms(data: dict[str, Any]) -> str | None:
+    """``ledger: PATH`` (SQLite) stays as it is; ``ledger: {url: REF[, state_dir: DIR]}`` becomes ``ledger_url`` plus
+    a local ``ledger`` path in ``state_dir`` (default ``state``, next to the plan) whose directory keeps what stays
+    on the machine that runs the day (freeze marker, DNS journal). Returns a problem, or None."""
+    form = data.get("ledger")
+    if not isinstance(form, dict):
+        return None
+    unknown = sorted(set(map(str, form)) - {"url", "state_dir", "path"})
+    if unknown:
+        return f"unknown key(s) {', '.join(unknown)}; write ledger: PATH (SQLite) or ledger: {{url: env:NAME}} (PostgreSQL)"
+    if "url" not in form:
+        if isinstance(form.get("path"), str):
+            data["ledger"] = form["path"]
+            return None
+        return "a mapping needs url (a secret reference to a postgresql:// URL), or write ledger: PATH (SQLite)"
+    if not isinstance(form["url"], str):
+        return "url must be a secret reference (env:NAME, file:PATH, prefect:BLOCK), never the URL itself"
+    if "state_dir" in form and not isinstance(form["state_dir"], str):
+        return "state_dir must be a path"
+    data["ledger_url"] = form["url"]
+    data["ledger"] = str(Path(str(form.get("state_dir", "state"))) / "ledger.sqlite")
+    return None
+
+
 def _resolve_path(data: dict[str, Any], field_path: tuple[str, ...], base_dir: Path) -> None:
     holder: Any = data
     for key in field_path[:-1]:
@@ -672,6 +725,8 @@ def _describe(err: dict[str, Any], root: yaml.Node | None) -> str:
     loc = [str(x) for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-"))]
     field = ".".join(loc) or "(top level)"
     line = _line_of(root, err["loc"])
+    if loc and loc[0] == "ledger_url":  # written ledger: {url: ...}
+        field, line = "ledger.url", _line_of(root, ("ledger", "url"))
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         msg = "required field is missing"

@@ -22,7 +22,7 @@ from typing import Iterable, Literal, Sequence
 from cutover.errors import CutoverError, MailboxError
 from cutover.imap import map_imap_errors, session
 from cutover.inventory import Mailbox
-from cutover.ledger import Ledger, SwitchMarkFolder, SwitchMarkRun
+from cutover.ledger import Ledger, SwitchMarkFolder, SwitchMarkRun, open_ledger
 from cutover.plan import Plan
 
 Side = Literal["source", "target"]
@@ -94,7 +94,7 @@ def take_switch_mark(plan: Plan, mailboxes: Sequence[Mailbox] | Iterable[Mailbox
                 rows += result
     seconds = time.monotonic() - started
     own = ledger is None
-    book = ledger or Ledger(plan.ledger)
+    book = ledger or open_ledger(plan)
     try:
         book.record_switch_mark(SwitchMarkRun(mark_id, to, by, started_at.timestamp(), seconds,
                                               len(boxes) - len(failed), failed), rows)

@@ -16,13 +16,14 @@ from prefect.futures import PrefectConcurrentFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cutover.inventory import Mailbox, load_inventory
-from cutover.ledger import Ledger
+from cutover.ledger import Ledger, open_ledger
 from cutover.limits import concurrency_limit_name, mailbox_workers, sessions_per_mailbox
 from cutover.mailsync import CopyReport, MailboxReport, sync_mailbox
 from cutover.plan import Plan, load_plan
 from flows._artifacts import Progress, log, publish_table
 
 _POLL_S = 0.5
+_LEASE_S = 60.0
 
 
 @task(name="copy lane", task_run_name="{direction} copy lane {lane} of {lanes}", cache_policy=NO_CACHE,
@@ -32,10 +33,11 @@ def copy_lane(plan: Plan, work: "queue.SimpleQueue[Mailbox]", done: "queue.Simpl
     """Copy mailboxes from ``work`` until it is empty, each report put on ``done``; returns how many it copied."""
     copied = 0
     # strict: a limit that does not exist is an error, never "no limit" (provider_limits creates them first)
+    # lease_duration: the slots of a worker that died (machine gone) return to the others within a minute
     with concurrency(concurrency_limit_name(plan.source), occupy=sessions_per_mailbox(plan, "source", direction),
-                     strict=True):
+                     strict=True, lease_duration=_LEASE_S):
         with concurrency(concurrency_limit_name(plan.target), occupy=sessions_per_mailbox(plan, "target", direction),
-                         strict=True):
+                         strict=True, lease_duration=_LEASE_S):
             while True:
                 try:
                     mailbox = work.get_nowait()
@@ -64,7 +66,7 @@ def _copy_flow(plan_path: str, addresses: list[str], direction: str, label: str)
     done: queue.SimpleQueue[MailboxReport] = queue.SimpleQueue()
     for mailbox in mailboxes:
         work.put(mailbox)
-    ledger = Ledger(plan.ledger)
+    ledger = open_ledger(plan)
     reports: list[MailboxReport] = []
     try:
         progress = Progress(f"{label}: mailboxes done", len(mailboxes))
@@ -98,7 +100,13 @@ def _copy_flow(plan_path: str, addresses: list[str], direction: str, label: str)
     return result
 
 
-def copy_all(plan_path: str, plan: Plan, mailboxes: list[Mailbox], *, direction: str, label: str) -> CopyReport:
-    """Run the copy subflow with a task runner as wide as its lanes."""
+def copy_all(plan_path: str, plan: Plan, mailboxes: list[Mailbox], *, direction: str, label: str,
+             in_process: bool = False) -> CopyReport:
+    """Run the copy subflow with a task runner as wide as its lanes; with ``copy.fan_out`` in the plan, as chunk
+    runs on the work pool's workers instead (``flows._fanout``; a chunk run itself copies ``in_process``)."""
+    if plan.copy_settings.fan_out is not None and not in_process:
+        from flows._fanout import fan_out
+
+        return fan_out(plan_path, plan, mailboxes, direction=direction, label=label)
     runner = ThreadPoolTaskRunner(max_workers=mailbox_workers(plan, len(mailboxes)))
     return _copy_flow.with_options(task_runner=runner)(str(plan_path), [m.address for m in mailboxes], direction, label)

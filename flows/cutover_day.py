@@ -20,7 +20,7 @@ from cutover import freeze, window as window_rules
 from cutover.clients import surroundings
 from cutover.errors import FreezeError, RollbackDeadlineError
 from cutover.inventory import Inventory, load_inventory
-from cutover.ledger import Ledger
+from cutover.ledger import open_ledger
 from cutover.mailsync import CopyReport
 from cutover.plan import Plan, load_plan
 from cutover.report import Phase, RunReport, checks_summary
@@ -45,7 +45,7 @@ def preflight(plan: Plan) -> list[CheckResult]:
 
 @task(name="accessibility checks", **OPTS)
 def accessibility(plan: Plan, inventory: Inventory) -> tuple[list[CheckResult], list[CheckResult]]:
-    ledger = Ledger(plan.ledger)
+    ledger = open_ledger(plan)
     try:
         return webmail_checks(plan), canary_logins(plan, inventory, ledger=ledger)
     finally:

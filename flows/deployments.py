@@ -1,4 +1,4 @@
-"""Deployments of the four flows for a long-running Prefect server (``pec-cutover serve``).
+"""Deployments of the four flows (and the chunk runs of a distributed copy) for a long-running Prefect server (``pec-cutover serve``).
 
 The cutover deployment is scheduled once, at the plan's window start; the others run on demand.
 """
@@ -21,6 +21,7 @@ from prefect.schedules import RRule
 
 from cutover.errors import DeploymentError
 from cutover.plan import Plan, load_plan
+from flows._fanout import copy_chunk
 from flows.cutover_day import cutover
 from flows.prestage import prestage
 from flows.readiness import readiness
@@ -46,6 +47,8 @@ def serve_all(plan_path: str) -> None:
         prestage.to_deployment(name="prestage", parameters=params, tags=["pec-cutover"], entrypoint_type=MODULE),
         cutover.to_deployment(name="cutover", parameters=params, schedule=window_schedule(plan), tags=["pec-cutover"], entrypoint_type=MODULE,
                               description=f"Cutover of {plan.domain}, scheduled at the window start"),
+        copy_chunk.to_deployment(name="copy-chunk", tags=["pec-cutover"], entrypoint_type=MODULE,
+                                 description="One chunk of a distributed copy (copy.fan_out), started by the copy"),
         rollback.to_deployment(name="rollback", parameters={**params, "reason": "rollback by hand"}, tags=["pec-cutover"], entrypoint_type=MODULE,
                                description="Run on demand at any moment until the rollback deadline (after it: -p override=REASON): MX back, new mail copied back"),
     )

@@ -38,4 +38,7 @@ def prestage(plan_path: str = DEFAULT_PLAN, mailboxes: list[str] | None = None) 
         failed = [m for m in copy.mailboxes if not m.verified]
         raise VerificationFailed(", ".join(m.address for m in failed[:10]),
                                  f"{len(failed)} mailbox(es) not verified; see the prestage report")
-    return {"verified": copy.verified_count, "messages": copy.total_messages, "bytes": copy.total_bytes}
+    out = {"verified": copy.verified_count, "messages": copy.total_messages, "bytes": copy.total_bytes}
+    if workers := getattr(copy, "workers", None):  # copied on a work pool's workers: mailboxes per worker
+        out["workers"] = workers
+    return out

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from checks.readiness import ReadinessReport, readiness as probe_readiness
 from cutover.errors import ClientsError
 from cutover.inventory import Inventory, load_inventory
-from cutover.ledger import Ledger
+from cutover.ledger import open_ledger
 from cutover.plan import Plan, load_plan
 from cutover.report import RunReport
 from cutover.ttl import record_served_ttl
@@ -21,7 +21,7 @@ DEFAULT_PLAN = "inventory/rehearsal/plan.yaml"
 
 @task(name="log in to every mailbox on both providers", cache_policy=NO_CACHE, persist_result=False)
 def probe_all(plan: Plan, inventory: Inventory) -> ReadinessReport:
-    ledger = Ledger(plan.ledger)  # quota headroom for what is still to copy
+    ledger = open_ledger(plan)  # quota headroom for what is still to copy
     try:
         return probe_readiness(plan, inventory, ledger=ledger)
     finally:

@@ -9,7 +9,8 @@ set -euo pipefail
 
 PACKAGES=(dovecot-core dovecot-imapd dovecot-submissiond dovecot-lmtpd bind9 bind9-utils bind9-dnsutils unbound
           nginx-light postfix libsasl2-modules isync openssl
-          chromium)  # chromium: the browser test of the Prefect UI (tests/flows/test_ui_gate.py)
+          chromium   # chromium: the browser test of the Prefect UI (tests/flows/test_ui_gate.py)
+          postgresql)  # the shared ledger and the Prefect server's database of a distributed run (sandbox postgres)
 MAIL_USER=pecmail   # Dovecot refuses to store mail as root; see cutover/sandbox/_dovecot.py
 
 if [[ $(id -u) -ne 0 ]]; then

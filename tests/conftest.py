@@ -146,3 +146,57 @@ def sandbox_tools():
 
     return SimpleNamespace(allocate_base_port=allocate_base_port, start_sandbox=start_sandbox,
                            make_traversable=make_traversable)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real PostgreSQL (Debian's postgresql 15, the sandbox's own service) for the session, on a free port."""
+    from cutover.sandbox._postgres import SandboxPostgres
+
+    directory = tmp_path_factory.mktemp("postgres")
+    make_traversable(directory)
+    server = SandboxPostgres(directory / "pg", _free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class LedgerStore:
+    """Where a test's ledger lives, in one backend: ``open()`` opens it (again), ``url``/``path`` for a plan."""
+
+    backend: str
+    path: Path
+    url: str | None = None
+
+    def open(self):
+        from cutover.ledger import Ledger
+
+        if self.url is None:
+            return Ledger(self.path)
+        from cutover.ledger_postgres import PostgresLedger
+
+        return PostgresLedger(self.url)
+
+
+_STORE_COUNT = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_store(request, tmp_path: Path) -> LedgerStore:
+    """The same ledger test on both backends: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return LedgerStore("sqlite", tmp_path / "ledger.sqlite")
+    server = request.getfixturevalue("postgres_server")
+    name = f"t{os.getpid()}_{next(_STORE_COUNT)}"
+    return LedgerStore("postgresql", tmp_path / "ledger.sqlite", server.create_database(name))

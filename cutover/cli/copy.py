@@ -17,7 +17,7 @@ from cutover.cli._common import PlanOption
 from cutover.cli._common import handle_errors
 from cutover.errors import OperatorError
 from cutover.inventory import load_inventory
-from cutover.ledger import Ledger
+from cutover.ledger import open_ledger
 from cutover.mailsync import CopyReport, ProgressEvent, copy_mailboxes
 from cutover import freeze
 from cutover.plan import load_plan
@@ -67,7 +67,7 @@ def copy(
         inventory = load_inventory(the_plan)
         boxes = inventory.select(mailbox) if mailbox else inventory.mailboxes
         if remaps and not dry_run:
-            ledger = Ledger(the_plan.ledger)
+            ledger = open_ledger(the_plan)
             try:
                 for box in boxes:
                     for src, dst in remaps:
@@ -108,7 +108,7 @@ def approve_skipped(
         address = load_inventory(the_plan).get(mailbox).address
         if len(operator.strip()) < 2 or len(reason.strip()) < 3:
             raise OperatorError("approve-skipped needs who approves (--operator NAME) and why (--reason, a few words)")
-        ledger = Ledger(the_plan.ledger)
+        ledger = open_ledger(the_plan)
         try:
             skipped = ledger.refusals(address, direction.value)
             if not skipped:

@@ -44,11 +44,11 @@ from typing import Callable, Sequence
 
 from cutover.errors import LedgerError, MailboxError
 from cutover.inventory import Mailbox
-from cutover.ledger import Ledger
+from cutover.ledger import Ledger, open_ledger
 from cutover.limits import mailbox_workers
 from cutover.mailsync._brain import MailboxBrain, fail, run_with_retries
 from cutover.mailsync._context import Direction, MailboxContext, Progress, ProgressCallback
-from cutover.mailsync._lock import _MailboxLock
+from cutover.mailsync._lock import _MailboxLock, mailbox_lock
 from cutover.mailsync._models import CopyReport, MailboxReport
 from cutover.plan import Plan
 
@@ -88,7 +88,7 @@ def copy_mailboxes(plan: Plan, mailboxes: Sequence[Mailbox], *, direction: Direc
     ``repair``: the operator's reason for a full mirror after the switch (recorded per mailbox; see ``_switch``)."""
     started = time.monotonic()
     own_ledger = ledger is None
-    ledger = ledger or Ledger(plan.ledger)
+    ledger = ledger or open_ledger(plan)
     workers = mailbox_workers(plan, len(mailboxes) or 1)  # sessions themselves are capped in cutover.imap
     progress = Progress(len(mailboxes), on_progress)
     reports: dict[str, MailboxReport] = {}
@@ -137,7 +137,7 @@ def sync_mailbox(plan: Plan, mailbox: Mailbox, ledger: Ledger, *, direction: Dir
         raise ValueError("repair needs a reason")
     brain = MailboxBrain(MailboxContext(plan, mailbox, ledger, direction, dry_run, verify_only, progress,
                                         repair=repair), report)
-    lock = None if dry_run else _MailboxLock(ledger.path, mailbox.address, direction)
+    lock = None if dry_run else mailbox_lock(ledger, mailbox.address, direction)
     try:
         if lock is not None:
             lock.acquire()

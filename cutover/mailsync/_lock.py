@@ -1,4 +1,5 @@
-"""One copy of a mailbox at a time: an exclusive lock per (address, direction), across processes and threads."""
+"""One copy of a mailbox at a time: an exclusive lock per (address, direction), across processes and threads, and
+across machines when the ledger is PostgreSQL (:func:`mailbox_lock` picks the lock the ledger's store offers)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,62 @@ class MailboxBusy(MailboxError):
 
     reason = "busy"
     hint = "wait for it to finish, then run again; this run copied nothing for this mailbox"
+
+
+def mailbox_lock(ledger, address: str, direction: str) -> "_MailboxLock | _AdvisoryLock":
+    """The exclusive lock of (address, direction) for ``ledger``: a file lock beside a SQLite ledger, a session
+    advisory lock in a PostgreSQL one (every worker of every machine sees it)."""
+    if getattr(ledger, "backend", "sqlite") == "postgresql":
+        return _AdvisoryLock(ledger, address, direction)
+    return _MailboxLock(ledger.path, address, direction)
+
+
+def _advisory_key(address: str, direction: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{address}\0{direction}".encode()).digest()[:8], "big", signed=True)
+
+
+class _AdvisoryLock:
+    """The same lock in a PostgreSQL ledger: ``pg_try_advisory_lock`` on a connection of its own, held for the whole
+    ``sync_mailbox`` run; a second one is refused at once, never waits. The server drops it when that connection
+    ends, so a holder killed (or its machine gone: TCP keepalives) leaves nothing stale."""
+
+    def __init__(self, ledger, address: str, direction: str) -> None:
+        self.ledger = ledger
+        self.address = address
+        self.direction = direction
+        self.key = _advisory_key(address, direction)
+        self._conn = None
+
+    def acquire(self, server: str = "") -> None:
+        conn = self.ledger.connect("lock")  # LedgerError (one line, no password) if the server is away
+        try:
+            taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]
+            holder = "" if taken else self._holder(conn)
+        except Exception as exc:  # psycopg.Error; the lock module does not import the driver
+            conn.close()
+            raise LedgerError(f"mailbox lock in ledger {self.ledger.where}: cannot be taken "
+                              f"({self.ledger._why(exc)})") from None
+        if not taken:
+            conn.close()
+            raise MailboxBusy(self.address, f"another copy of this mailbox ({self.direction}) is running "
+                              f"({holder or 'holder unknown'}, advisory lock {self.key} in ledger {self.ledger.where})",
+                              server=server) from None
+        self._conn = conn
+
+    def _holder(self, conn) -> str:
+        row = conn.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid "
+            "AND l.objsubid = 1", ((self.key >> 32) & 0xFFFFFFFF, self.key & 0xFFFFFFFF)).fetchone()
+        return row[0] if row else ""
+
+    def release(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()  # ending the session drops its advisory locks
+            except Exception:
+                pass
+            self._conn = None
 
 
 class _MailboxLock:

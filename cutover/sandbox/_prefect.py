@@ -54,6 +54,8 @@ class PrefectStack:
     plan_path: Path | None = None
     pec_cutover_home: Path = REPO
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Only the server's environment (its database URL holds a password: workers and clients never need it).
+    server_env: dict[str, str] = field(default_factory=dict, repr=False)
     _pids: list[tuple[int, str, Path]] = field(default_factory=list, repr=False)
     _auth: str | None = field(default=None, init=False, repr=False)
 
@@ -109,18 +111,20 @@ class PrefectStack:
                     "--port", str(self.port)]
         else:
             argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
-        pid = self._spawn("server", argv)
+        pid = self._spawn("server", argv, env={**self.env, **self.server_env})
         log = self.home / "server.log"
         if not wait_until(lambda: self._healthy() or has_exited(pid), timeout=SERVER_START_TIMEOUT_S, interval=0.5) \
                 or has_exited(pid):
             self.stop()
             raise SandboxError(f"the Prefect server did not become healthy on {self.api_url}: {tail(log)}")
 
-    def start_worker(self, pool: str, name: str, cwd: Path | None = None) -> None:
+    def start_worker(self, pool: str, name: str, cwd: Path | None = None, limit: int | None = None) -> int:
         """``prefect worker start --pool POOL`` (a process worker: each flow run in its own subprocess), started in
         ``cwd`` (the checkout by default; a service may start elsewhere: prefect.yaml's pull step moves every run to
         ``PEC_CUTOVER_HOME``)."""
-        self._spawn(f"worker-{name}", self._prefect_argv("worker", "start", "--pool", pool, "--name", name), cwd=cwd)
+        extra = ["--limit", str(limit)] if limit else []  # flow runs at once on this worker
+        return self._spawn(f"worker-{name}", self._prefect_argv("worker", "start", "--pool", pool, *extra, "--name",
+                                                                name), cwd=cwd)
 
     def start_serve(self, plan_path: Path) -> None:
         """``pec-cutover serve --plan P``: the four deployments served from one process."""
@@ -132,9 +136,9 @@ class PrefectStack:
             pid, program, marker = self._pids.pop()
             stop_pid(pid, program, marker, timeout=15.0)
 
-    def _spawn(self, label: str, argv: list[str], cwd: Path | None = None) -> int:
+    def _spawn(self, label: str, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> int:
         log = self.home / f"{label}.log"
-        pid = spawn(argv, log_file=log, pid_file=self.home / f"{label}.pid", env=self.env,
+        pid = spawn(argv, log_file=log, pid_file=self.home / f"{label}.pid", env=env or self.env,
                     cwd=cwd or self.pec_cutover_home)
         # pid_matches() needs a program and a string of its command line: the last argument is unique here.
         # `pec-cutover server start` and `pec-cutover prefect` exec `prefect`: that is the name to recognise.

@@ -33,6 +33,7 @@ from cutover.sandbox import _dns, _relay, _wan, _webmail
 from cutover.sandbox._ca import CertKind, SandboxCA
 from cutover.sandbox._dovecot import DovecotInstance, DovecotPaths, ensure_mail_user
 from cutover.sandbox._imap import open_as
+from cutover.sandbox._postgres import SandboxPostgres
 from cutover.sandbox._process import (children_of, has_exited, pid_matches, port_in_use, port_open, read_pid,
                                       signal_pid, spawn, stop_pid, tail, wait_until)
 from cutover.sandbox._users import PasswdEntry, new_password, ssha512, ssha512_matches, write_secret_file
@@ -41,8 +42,9 @@ from cutover.secrets import SecretRef, parse_ref, resolve
 SERVICE_NAMES = ("aruba", "infocert", "ns1", "ns2", "resolver", "webmail")  # what every sandbox runs
 # The surroundings, run only when the plan asks for them: "mta" when the providers have an smtp endpoint and
 # sandbox.mta_ports, "relay" with sandbox.relay_port, "reader" with a clients section, "wan" (a latency proxy in
-# front of both Dovecots) with sandbox.wan or after `sandbox up --rtt-ms` (see Sandbox.services).
-OPTIONAL_SERVICES = ("mta", "relay", "reader", "wan")
+# front of both Dovecots) with sandbox.wan or after `sandbox up --rtt-ms` (see Sandbox.services), "postgres" (the
+# shared ledger and the Prefect server's database of a distributed run) with sandbox.postgres_port.
+OPTIONAL_SERVICES = ("mta", "relay", "reader", "wan", "postgres")
 _ALL_SERVICES = SERVICE_NAMES + OPTIONAL_SERVICES
 READER_APP = "protocollo"  # the sandbox's reader stands for the federation's document-management system
 Side = Literal["source", "target", "aruba", "infocert"]
@@ -137,6 +139,8 @@ class Sandbox:
                 relay_port=self.ports.get(f"{name}-mta"))
             for name in ("aruba", "infocert")
         }
+        self.postgres = (SandboxPostgres(self.state_dir / "postgres", plan.sandbox.postgres_port)
+                         if plan.sandbox.postgres_port else None)
         for side, limit in (plan.sandbox.max_userip_connections or {}).items():
             self.dovecots["aruba" if side == "source" else "infocert"].max_userip_connections = limit
 
@@ -173,13 +177,15 @@ class Sandbox:
                           "mta": settings.mta_ports[0]})
         if settings is not None and settings.relay_port is not None:
             ports["relay"] = settings.relay_port
+        if settings is not None and settings.postgres_port is not None:
+            ports["postgres"] = settings.postgres_port
         return ports
 
     @property
     def services(self) -> list[str]:
         """The services this plan's sandbox runs (the optional ones only when the plan configures them)."""
         active = {"mta": "mta" in self.ports, "relay": "relay" in self.ports, "reader": self.plan.clients is not None,
-                  "wan": self.wan is not None}
+                  "wan": self.wan is not None, "postgres": self.postgres is not None}
         return [n for n in _ALL_SERVICES if n not in OPTIONAL_SERVICES or active[n]]
 
     @property
@@ -237,6 +243,9 @@ class Sandbox:
             return _Service(name, "wan-proxy", "cutover.sandbox._wan", self.wan.routes[0].listen_port,
                             self.wan.config_file, self.logs / "wan.log", pid_file,
                             (sys.executable, "-m", "cutover.sandbox._wan", str(self.wan.config_file)))
+        if name == "postgres" and self.postgres is not None:
+            pg = self.postgres
+            return _Service(name, "postgresql", "postgres", pg.port, pg.data, pg.log, pg.pid_file, tuple(pg.argv()))
         if name == "mta":
             conf = self.state_dir / "mta" / "mta.json"
             return _Service(name, "smtp", "cutover.sandbox._mta", self.ports["mta"], conf, self.logs / "mta.log",
@@ -371,6 +380,8 @@ class Sandbox:
             }, indent=2), encoding="utf-8")
         elif name == "relay":
             _relay.prepare(self.relay_dir, self.ports["relay"])
+        elif name == "postgres" and self.postgres is not None:
+            self.postgres.prepare()
         elif name == "reader":
             # The reader's settings are the pec_client role's to write; the sandbox only makes room for them.
             self.reader_config.parent.mkdir(parents=True, exist_ok=True)
@@ -447,6 +458,8 @@ class Sandbox:
                     self._await(svc, pid)
             if "ns2" in todo:
                 self._await_zone("ns2")
+            if "postgres" in names and self.postgres is not None:
+                self.postgres.start()  # running: only creates the ledger and prefect databases if missing
         except SandboxError:
             for n in reversed(started):  # leave things as we found them
                 self._stop(n)
@@ -465,6 +478,9 @@ class Sandbox:
 
     def _stop(self, name: str) -> None:
         """Stop our process for ``name``; returns once it and its children have exited and its port is free."""
+        if name == "postgres" and self.postgres is not None:
+            self.postgres.stop()  # a fast shutdown (SIGINT): SIGTERM would wait for every client to leave
+            return
         svc = self._service(name)
         pid = read_pid(svc.pid_file)
         ours = pid is not None and stop_pid(pid, svc.program, svc.config, timeout=STOP_TIMEOUT_S)

@@ -45,10 +45,16 @@ def make_mailbox(sandbox_env, tmp_path: Path) -> Callable[..., Mailbox]:
 def plan_for(sandbox_env, tmp_path: Path) -> Callable[..., Plan]:
     """``plan_for(**copy_settings)``: the session plan with a ledger of this test's own and adjusted copy settings."""
 
-    def make(*, master_side: str | None = None, target_max_message_bytes: int | None = None, **copy) -> Plan:
+    def make(*, master_side: str | None = None, target_max_message_bytes: int | None = None,
+             ledger_url: str | None = None, **copy) -> Plan:
         plan = sandbox_env.plan
         update: dict = {"ledger": tmp_path / "ledger.sqlite",
                         "copy_": plan.copy_settings.model_copy(update={"retry_backoff_s": 0.2, **copy})}
+        if ledger_url:  # a PostgreSQL ledger: its URL (password inside) only in a mode-600 file the plan references
+            secret = tmp_path / "ledger-url"
+            secret.write_text(ledger_url + "\n")
+            secret.chmod(0o600)
+            update["ledger_url"] = f"file:{secret}"
         if master_side:
             secret = f"file:{sandbox_env.sandbox.state_dir / 'secrets' / 'sandbox-admin'}"
             provider = plan.provider(master_side)  # type: ignore[arg-type]

@@ -1,10 +1,11 @@
-"""The engine's state in the ledger, without IMAP: pending -> copied, snapshot marks, extra copies, forward copies."""
+"""The engine's state in the ledger, without IMAP: pending -> copied, snapshot marks, extra copies, forward copies
+(each test on both ledger backends)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from cutover.ledger import Ledger, MessageRow
+from cutover.ledger import MessageRow
 from cutover.mailsync._state import MailboxState, same_size
 
 A = "a@x.it"
@@ -15,8 +16,8 @@ def row(uid: int, *, tgt_uid: int | None = None, tgt_uidvalidity: int | None = 2
     return MessageRow(folder, 100, uid, 10 * uid, sha or f"{uid:064x}", folder, tgt_uidvalidity, tgt_uid, state, False)
 
 
-def test_only_messages_confirmed_by_appenduid_become_copied(tmp_path) -> None:
-    state = MailboxState(Ledger(tmp_path / "l.sqlite"), A, "forward")
+def test_only_messages_confirmed_by_appenduid_become_copied(ledger_store) -> None:
+    state = MailboxState(ledger_store.open(), A, "forward")
     rows = [row(1), row(2), row(3)]
     state.record_pending(rows)
     done = state.record_copied(rows, [(200, 11), (None, None), (200, 13)])  # the 2nd without APPENDUID
@@ -28,8 +29,8 @@ def test_only_messages_confirmed_by_appenduid_become_copied(tmp_path) -> None:
     assert sorted(state.rows("INBOX", 100)) == [1, 3]
 
 
-def test_snapshot_survives_a_run_with_nothing_to_copy_and_is_forgotten_by_one_that_copies(tmp_path) -> None:
-    state = MailboxState(Ledger(tmp_path / "l.sqlite"), A, "forward")
+def test_snapshot_survives_a_run_with_nothing_to_copy_and_is_forgotten_by_one_that_copies(ledger_store) -> None:
+    state = MailboxState(ledger_store.open(), A, "forward")
     state.enter_folder("INBOX", 100, "INBOX", 200, None, copying=True)
     state.remember_snapshot("INBOX", [100, 5, 4], [200, 9, 4], verified=4)
     known = state.folder("INBOX")
@@ -45,8 +46,8 @@ def test_snapshot_survives_a_run_with_nothing_to_copy_and_is_forgotten_by_one_th
     assert state.last_verified("INBOX", "INBOX") is None
 
 
-def test_known_duplicates_are_those_still_on_the_target_in_that_folder_and_uidvalidity(tmp_path) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite")
+def test_known_duplicates_are_those_still_on_the_target_in_that_folder_and_uidvalidity(ledger_store) -> None:
+    ledger = ledger_store.open()
     state = MailboxState(ledger, A, "forward")
     state.record_duplicates("INBOX", "INBOX", 200, [7, 8])
     state.record_duplicates("INBOX", "INBOX", 999, [9])  # another target UIDVALIDITY
@@ -56,8 +57,8 @@ def test_known_duplicates_are_those_still_on_the_target_in_that_folder_and_uidva
     assert state.known_duplicates("INBOX", "INBOX", 200, {}) == []  # removed since: no longer a duplicate
 
 
-def test_rollback_leaves_out_what_the_forward_copy_put_on_the_target(tmp_path) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite")
+def test_rollback_leaves_out_what_the_forward_copy_put_on_the_target(ledger_store) -> None:
+    ledger = ledger_store.open()
     forward = MailboxState(ledger, A, "forward")
     forward.record_pending([row(1), row(2)])
     forward.record_copied([row(1), row(2, sha="ab" * 32)], [(200, 21), (150, 22)])  # the 2nd under an old UIDVALIDITY

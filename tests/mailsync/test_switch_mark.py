@@ -4,7 +4,6 @@ arriving afterwards is the first above the mark; a mailbox that cannot be read i
 
 from __future__ import annotations
 
-from cutover.ledger import Ledger
 from cutover.switch_mark import take_switch_mark
 
 
@@ -22,9 +21,9 @@ def _status(box, side: str, address: str) -> dict[str, tuple[int, int, int]]:
         client.logout()
 
 
-def test_the_mark_records_both_sides_of_every_mailbox_and_what_came_after_is_above_it(sandbox_env, tmp_path):
+def test_the_mark_records_both_sides_of_every_mailbox_and_what_came_after_is_above_it(sandbox_env, ledger_store):
     plan, box, inventory = sandbox_env.plan, sandbox_env.sandbox, sandbox_env.inventory
-    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger = ledger_store.open()
     try:
         mark = take_switch_mark(plan, inventory.mailboxes, to="target", by="test", ledger=ledger)
         assert (mark.mailboxes, mark.failed) == (len(inventory), {}) and mark.seconds > 0
@@ -45,13 +44,13 @@ def test_the_mark_records_both_sides_of_every_mailbox_and_what_came_after_is_abo
         ledger.close()
 
 
-def test_a_mailbox_that_cannot_be_read_is_recorded_failed_and_the_others_marked(sandbox_env, tmp_path):
+def test_a_mailbox_that_cannot_be_read_is_recorded_failed_and_the_others_marked(sandbox_env, ledger_store):
     plan, box, inventory = sandbox_env.plan, sandbox_env.sandbox, sandbox_env.inventory
     who = inventory.mailboxes[1].address
     real = inventory.mailboxes[1].target_secret.target
     password = open(real).read().strip()
     box.set_password("target", who, "changed-by-the-member-7")
-    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger = ledger_store.open()
     try:
         mark = take_switch_mark(plan, inventory.mailboxes[:3], to="target", by="test", ledger=ledger)
     finally:
