@@ -48,7 +48,7 @@ from cutover.ledger import Ledger, open_ledger
 from cutover.limits import mailbox_workers
 from cutover.mailsync._brain import MailboxBrain, fail, run_with_retries
 from cutover.mailsync._context import Direction, MailboxContext, Progress, ProgressCallback
-from cutover.mailsync._lock import _MailboxLock, mailbox_lock
+from cutover.mailsync._lock import mailbox_lock
 from cutover.mailsync._models import CopyReport, MailboxReport
 from cutover.plan import Plan
 
