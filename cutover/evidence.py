@@ -138,15 +138,23 @@ def _export_shared_ledger(plan: Plan, directory: Path) -> int:
         count = 0
         for name in _LEDGER_QUERIES:
             header, rows = ledger.export(name.removesuffix(".csv"))
-            with (directory / name).open("w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(header)
-                for row in rows:
-                    writer.writerow([_iso(v) if h in _TIME_COLUMNS else v for h, v in zip(header, row)])
-                    count += name == "messages.csv"
+            written = _write_ledger_csv(directory / name, header, rows)
+            count += written if name == "messages.csv" else 0
         return count
     finally:
         ledger.close()
+
+
+def _write_ledger_csv(path: Path, header: list[str], rows) -> int:
+    """One ledger table as CSV (times in UTC ISO 8601); the number of rows written."""
+    count = 0
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([_iso(v) if h in _TIME_COLUMNS else v for h, v in zip(header, row)])
+            count += 1
+    return count
 
 
 def _export_ledger(plan: Plan, directory: Path) -> int:
@@ -163,13 +171,8 @@ def _export_ledger(plan: Plan, directory: Path) -> int:
             count = 0
             for name, sql in _LEDGER_QUERIES.items():
                 cursor = conn.execute(sql.format(verified_at="verified_at" if "verified_at" in columns else "NULL"))
-                header = [d[0] for d in cursor.description]
-                with (directory / name).open("w", newline="", encoding="utf-8") as fh:
-                    writer = csv.writer(fh)
-                    writer.writerow(header)
-                    for row in cursor:
-                        writer.writerow([_iso(v) if h in _TIME_COLUMNS else v for h, v in zip(header, row)])
-                        count += name == "messages.csv"
+                written = _write_ledger_csv(directory / name, [d[0] for d in cursor.description], cursor)
+                count += written if name == "messages.csv" else 0
             return count
         finally:
             conn.close()
