@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cutover.ledger import open_ledger
 from cutover.mailsync import sync_mailbox
-from cutover.mailsync._engine import _MailboxLock
+from cutover.mailsync._lock import _MailboxLock
 
 _HOLDER = """
 import sys
