@@ -166,6 +166,10 @@ class SandboxPostgres:
                                    "the sandbox did not start; stop it or choose another port")
             pid = spawn(self.argv(), log_file=self.log, pid_file=self.pid_file)
             self._await(pid)
+        else:
+            # a server of ours started a moment ago (Sandbox.up spawns it and waits for its port) opens its port
+            # before it takes connections ("the database system is starting up"): wait for it to take one
+            self._await(self.pid())  # type: ignore[arg-type]
         for name in DATABASES:
             self.create_database(name, extensions=("pg_trgm",) if name == "prefect" else ())
 
