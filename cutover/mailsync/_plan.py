@@ -41,6 +41,7 @@ from cutover.errors import ConnectionLost, MailboxError, QuotaExceeded, Throttle
 from cutover.imap import map_imap_errors
 from cutover.ledger import FolderState, MessageRow
 from cutover.mailsync import _imapops as ops
+from cutover.mailsync import _survey as survey
 from cutover.mailsync._context import MailboxContext
 from cutover.mailsync._folders import FolderMapError, invert, map_folders
 from cutover.mailsync._models import FolderReport
@@ -112,9 +113,9 @@ def map_mailbox(ctx: MailboxContext, src: IMAPClient, dst: IMAPClient) -> Mailbo
     known = [] if ctx.dry_run or ctx.verify_only or ctx.repair is not None else [
         f for f in ctx.state.folders().values() if f.snapshot]
     with map_imap_errors(ctx.address, ctx.src_server):
-        src_sent = ops.SurveySent(src, sorted({f.src_folder for f in known}))
+        src_sent = survey.SurveySent(src, sorted({f.src_folder for f in known}))
     with map_imap_errors(ctx.address, ctx.dst_server):
-        dst_sent = ops.SurveySent(dst, sorted({f.tgt_folder for f in known}))
+        dst_sent = survey.SurveySent(dst, sorted({f.tgt_folder for f in known}))
         multiappend = dst.has_capability("MULTIAPPEND")
     with map_imap_errors(ctx.address, ctx.src_server):
         src_seen = src_sent.read()
@@ -147,7 +148,7 @@ def keep_recorded_mapping(ctx: MailboxContext, src: IMAPClient, mapping: dict[st
     uidvalidities: dict[str, int] = {}
     if vanished and fresh:  # a rename keeps the UIDVALIDITY (RFC 3501): one STATUS round trip tells
         with map_imap_errors(ctx.address, ctx.src_server):
-            uidvalidities = {n: v[0] for n, v in ops.statuses(src, fresh).items() if v}
+            uidvalidities = {n: v[0] for n, v in survey.statuses(src, fresh).items() if v}
     renamed_from = {s: next((old for old, f in vanished.items() if f.src_uidvalidity == uidvalidities.get(s)), None)
                     for s in fresh}
     special = {f.name: f.special_use() for f in dst_folders if f.special_use()}
@@ -194,10 +195,10 @@ def unchanged_since_verified(ctx: MailboxContext, src: IMAPClient, dst: IMAPClie
     dst_now = dict(seen.target_status) if seen is not None else {}
     if ask := [s for s in last if s not in src_now]:
         with map_imap_errors(ctx.address, ctx.src_server):
-            src_now.update(ops.statuses(src, ask))
+            src_now.update(survey.statuses(src, ask))
     if ask := [t for t, _ in last.values() if t not in dst_now]:
         with map_imap_errors(ctx.address, ctx.dst_server):
-            dst_now.update(ops.statuses(dst, ask))
+            dst_now.update(survey.statuses(dst, ask))
     totals = ctx.state.verified_totals()
     approved_all = ctx.state.approved_refusals_all()
     out: dict[str, FolderReport] = {}

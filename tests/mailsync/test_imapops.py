@@ -71,7 +71,7 @@ def test_the_fast_list_and_status_readers_agree_with_imapclient(folder_encode) -
 
     from imapclient import IMAPClient
 
-    from cutover.mailsync._imapops import _folder_list, _status_items
+    from cutover.mailsync._survey import _folder_list, _status_items
     client = SimpleNamespace(folder_encode=folder_encode)
     client._proc_folder_list = lambda d: IMAPClient._proc_folder_list(client, d)
     assert _folder_list(client, LIST_ANSWERS) == IMAPClient._proc_folder_list(client, LIST_ANSWERS)
@@ -86,7 +86,7 @@ def test_status_answers_are_matched_by_the_name_they_carry_not_by_their_order() 
     to the folder it names, a literal name included; a folder without an answer is None (the full path)."""
     from types import SimpleNamespace
 
-    from cutover.mailsync._imapops import _statuses_by_name
+    from cutover.mailsync._survey import _statuses_by_name
     said = [b'"Posta inviata" (UIDVALIDITY 9 UIDNEXT 1 MESSAGES 0)', (b'{5}', b'we"ir'),
             b' (UIDVALIDITY 1 UIDNEXT 2 MESSAGES 3)', b'INBOX (MESSAGES 4 UIDNEXT 5 UIDVALIDITY 17)',
             b'"Archivio/2023/Societ&AOA- e \\"C\\"" (UIDVALIDITY 5 UIDNEXT 6 MESSAGES 7)']
