@@ -163,4 +163,25 @@ def chunk_failed_reports(addresses: Sequence[str], why: str, direction: str) -> 
     return [MailboxReport(a, status="failed", reason="chunk", error=why, direction=direction) for a in addresses]
 
 
-__all__ = ["split_chunks", "chunk_verdict", "ChunkWatch", "ChunkLease", "ChunkResult", "chunk_failed_reports"]
+
+
+def gather_reports(chunks: Sequence[ChunkWatch], results: dict[int, ChunkResult], addresses: Sequence[str],
+                   direction: str, label: str) -> tuple[list[MailboxReport], dict[str, int]]:
+    """Every mailbox's report in inventory order (a chunk given up on reports its mailboxes failed), and how many
+    mailboxes each worker did. A mailbox without a report is an error, never a silent gap."""
+    reports: dict[str, MailboxReport] = {}
+    for chunk in chunks:
+        got = results[chunk.number].reports if chunk.number in results else chunk_failed_reports(
+            chunk.addresses, f"chunk {chunk.number} did not complete in {chunk.attempt} attempts", direction)
+        reports.update({r.address: r for r in got})
+    missing = [a for a in addresses if a not in reports]
+    if missing:
+        raise RuntimeError(f"{label}: no report for {len(missing)} mailboxes ({', '.join(missing[:5])})")
+    per_worker: dict[str, int] = {}
+    for done in results.values():
+        per_worker[done.worker] = per_worker.get(done.worker, 0) + len(done.reports)
+    return [reports[a] for a in addresses], per_worker
+
+
+__all__ = ["split_chunks", "chunk_verdict", "ChunkWatch", "ChunkLease", "ChunkResult", "chunk_failed_reports",
+           "gather_reports"]

@@ -22,10 +22,10 @@ from prefect.runtime import flow_run as current_run
 from prefect.states import Crashed
 
 from cutover.errors import LedgerError
-from cutover.fanout import ChunkLease, ChunkResult, ChunkWatch, chunk_failed_reports, chunk_verdict, split_chunks
+from cutover.fanout import ChunkLease, ChunkResult, ChunkWatch, chunk_verdict, gather_reports, split_chunks
 from cutover.inventory import Mailbox, load_inventory
 from cutover.ledger import open_ledger
-from cutover.mailsync import CopyReport, MailboxReport
+from cutover.mailsync import CopyReport
 from cutover.plan import Plan, load_plan
 from flows._artifacts import log, publish_table
 
@@ -106,20 +106,8 @@ def fan_out(plan_path: str, plan: Plan, mailboxes: list[Mailbox], *, direction: 
                         log("%s chunk %d: given up after %d attempts (%s)", label, chunk.number, chunk.attempt, state)
     finally:
         ledger.close()
-    reports: dict[str, MailboxReport] = {}
-    for chunk in chunks:
-        got = results[chunk.number].reports if chunk.number in results else chunk_failed_reports(
-            chunk.addresses, f"chunk {chunk.number} did not complete in {chunk.attempt} attempts", direction)
-        reports.update({r.address: r for r in got})
-    missing = [m.address for m in mailboxes if m.address not in reports]
-    if missing:  # never a silent gap
-        raise RuntimeError(f"{label}: no report for {len(missing)} mailboxes ({', '.join(missing[:5])})")
-    result = CopyReport(mailboxes=[reports[m.address] for m in mailboxes], seconds=time.monotonic() - started,
-                        direction=direction)
-    per_worker: dict[str, int] = {}
-    for done in results.values():
-        per_worker[done.worker] = per_worker.get(done.worker, 0) + len(done.reports)
-    result.workers = per_worker  # type: ignore[attr-defined]
+    ordered, per_worker = gather_reports(chunks, results, [m.address for m in mailboxes], direction, label)
+    result = CopyReport(mailboxes=ordered, seconds=time.monotonic() - started, direction=direction)
     publish_table([{"worker": w, "mailboxes": n} for w, n in sorted(per_worker.items())], f"{label}-workers",
                   f"{label}: mailboxes per worker")
     return result

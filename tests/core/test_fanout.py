@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from cutover.errors import LedgerError
-from cutover.fanout import ChunkLease, ChunkResult, chunk_failed_reports, chunk_verdict, split_chunks
+from cutover.fanout import (ChunkLease, ChunkResult, ChunkWatch, chunk_failed_reports, chunk_verdict,
+                            gather_reports, split_chunks)
 from cutover.ledger import Ledger
 from cutover.mailsync import MailboxReport
 from cutover.mailsync._models import FolderReport
@@ -108,3 +109,15 @@ def test_a_lease_is_seen_held_and_seen_free_once_its_holder_is_killed(postgres_s
         assert time.monotonic() < deadline, "a killed holder's lease was never freed"
         time.sleep(0.05)
     ledger.close()
+
+
+def test_gathered_reports_keep_inventory_order_fail_a_given_up_chunk_and_never_drop_a_mailbox() -> None:
+    from cutover.mailsync import MailboxReport
+    done, given_up = ChunkWatch(1, ["b@x", "a@x"]), ChunkWatch(2, ["c@x"])
+    given_up.started("run-2")
+    results = {1: ChunkResult("worker-1", [MailboxReport("a@x", status="verified"), MailboxReport("b@x", status="verified")])}
+    reports, per_worker = gather_reports([done, given_up], results, ["a@x", "b@x", "c@x"], "forward", "prestage")
+    assert [(r.address, r.status) for r in reports] == [("a@x", "verified"), ("b@x", "verified"), ("c@x", "failed")]
+    assert "did not complete in 1 attempts" in reports[2].error and per_worker == {"worker-1": 2}
+    with pytest.raises(RuntimeError, match="no report for 1 mailboxes"):
+        gather_reports([done], results, ["a@x", "b@x", "z@x"], "forward", "prestage")
