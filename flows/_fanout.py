@@ -108,6 +108,7 @@ def fan_out(plan_path: str, plan: Plan, mailboxes: list[Mailbox], *, direction: 
         ledger.close()
     ordered, per_worker = gather_reports(chunks, results, [m.address for m in mailboxes], direction, label)
     result = CopyReport(mailboxes=ordered, seconds=time.monotonic() - started, direction=direction)
+    result.workers = per_worker  # type: ignore[attr-defined]  # read by flows.prestage's summary
     publish_table([{"worker": w, "mailboxes": n} for w, n in sorted(per_worker.items())], f"{label}-workers",
                   f"{label}: mailboxes per worker")
     return result
